@@ -1,0 +1,1 @@
+"""Everything that talks MPI: error agreement, shard transport, halo exchange."""

@@ -1,0 +1,75 @@
+"""Fail together: an error on one rank becomes the same error on every rank.
+
+Pattern from Devito's ``_raise_on_error``: every rank runs its part, then the
+ranks exchange a small error record; if any rank failed, every rank raises the
+error of the lowest failing rank. No rank is left waiting in a later collective
+for a peer that already gave up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from hpccloud.errors import ERRORS_BY_NAME, HpccloudError, PeerFailed
+
+T = TypeVar("T")
+
+
+def _record(exc: BaseException, rank: int) -> tuple[str, str, int]:
+    if isinstance(exc, HpccloudError):
+        return type(exc).__name__, str(exc), rank
+    return "PeerFailed", f"rank {rank}: {type(exc).__name__}: {exc}", rank
+
+
+def raise_if_any(comm, exc: BaseException | None) -> None:
+    """Collective: raise on every rank if ``exc`` is not None on any rank.
+
+    A non-hpccloud exception is re-raised unchanged on the rank where it
+    happened (so its traceback is kept) and as :class:`PeerFailed` elsewhere.
+    """
+    rank = comm.Get_rank()
+    records = comm.allgather(None if exc is None else _record(exc, rank))
+    failed = [r for r in records if r is not None]
+    if not failed:
+        return
+    if exc is not None and not isinstance(exc, HpccloudError):
+        raise exc
+    name, message, _ = failed[0]
+    err = ERRORS_BY_NAME.get(name, HpccloudError)(message)
+    err.collective = True  # raised on every rank: the CLI prints it once
+    raise err
+
+
+def agree(comm, fn: Callable[[], T]) -> T:
+    """Run ``fn()`` on every rank of ``comm``; if it fails anywhere, fail everywhere."""
+    try:
+        result = fn()
+    except Exception as exc:  # noqa: BLE001 - every failure must reach the peers
+        raise_if_any(comm, exc)
+        raise  # unreachable: raise_if_any raised
+    raise_if_any(comm, None)
+    return result
+
+
+def bcast_result(comm, fn: Callable[[], T], root: int = 0) -> T:
+    """Run ``fn()`` on ``root`` only and broadcast the result or the error."""
+    if comm.Get_rank() == root:
+        try:
+            payload = ("ok", fn())
+        except HpccloudError as exc:
+            payload = ("err", (type(exc).__name__, str(exc)))
+        except Exception as exc:  # noqa: BLE001
+            payload = ("err", ("PeerFailed", f"rank {root}: {type(exc).__name__}: {exc}"))
+    else:
+        payload = None
+    kind, value = comm.bcast(payload, root=root)
+    if kind == "err":
+        name, message = value
+        err = ERRORS_BY_NAME.get(name, HpccloudError)(message)
+        err.collective = True
+        raise err
+    return value
+
+
+__all__ = ["PeerFailed", "agree", "bcast_result", "raise_if_any"]

@@ -1,0 +1,1 @@
+"""One module per ``hpccloud`` command: ``add_parser(sub)`` and ``run(args) -> int``."""

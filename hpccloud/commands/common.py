@@ -1,0 +1,42 @@
+"""Arguments and set-up shared by the MPI commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def add_topology_arg(parser) -> None:
+    parser.add_argument("--topology", metavar="FILE", default=None,
+                        help="topology TOML (default: the embedded two-region topology)")
+
+
+def add_threads_arg(parser) -> None:
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="Numba threads per rank (default: cores of the node / ranks on it)")
+
+
+def world():
+    """Initialise MPI (the CLI owns it) and return COMM_WORLD."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def write_json_atomic(path: str, obj) -> None:
+    """Write JSON to ``path`` via a temp file in the same folder, fsync, rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
