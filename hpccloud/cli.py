@@ -23,6 +23,7 @@ from hpccloud.errors import HpccloudError
 
 # name -> module; order is the order of `hpccloud --help`
 COMMANDS = {
+    "probe": "hpccloud.commands.probe",
     "info": "hpccloud.commands.info",
 }
 
