@@ -49,9 +49,11 @@ class Workload:
             try:
                 merged[key] = want(value) if want is not bool else _as_bool(value)
             except (TypeError, ValueError):
+                kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
                 raise InvalidArgument(
-                    f"workload {self.name!r}: parameter {key}={value!r} is not a "
-                    f"{want.__name__}. Fix: e.g. {key}={self.defaults[key]!r}") from None
+                    f"workload {self.name!r}: parameter {key}={value!r} is not "
+                    f"{kind.get(want, want.__name__)}. Fix: e.g. {key}={self.defaults[key]!r}"
+                ) from None
         self.params = merged
         self.seed = int(seed)
 
