@@ -27,6 +27,7 @@ COMMANDS = {
     "probe": "hpccloud.commands.probe",
     "report": "hpccloud.commands.report",
     "info": "hpccloud.commands.info",
+    "bench": "hpccloud.commands.bench",
 }
 
 
