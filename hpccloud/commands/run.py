@@ -122,6 +122,15 @@ def build_config(args):
     return cfg
 
 
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        inner = f"×{len(value[0])}" if value and isinstance(value[0], list) else ""
+        return f"[{len(value)}{inner} array in the JSON report]"
+    return str(value)
+
+
 def print_summary(rep: dict) -> None:
     import numpy as np
 
@@ -146,7 +155,7 @@ def print_summary(rep: dict) -> None:
     print(f"  bytes moved {rep['bytes_moved'] / 1e6:.1f} MB "
           f"({rep['cross_region_bytes'] / 1e6:.1f} MB across regions)")
     if rep["summary"]:
-        print(f"  result: {rep['summary']}")
+        print(f"  result: {', '.join(f'{k} {_short(v)}' for k, v in rep['summary'].items())}")
     if rep.get("output"):
         print(f"  output: {rep['output']['catalogue']}")
 

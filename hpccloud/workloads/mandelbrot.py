@@ -19,9 +19,9 @@ class Mandelbrot(Workload):
     name = "mandelbrot"
     kernel = "mandelbrot"
     defaults = {
-        "n": 1024,
+        "n": 768,
         "grid": 8,
-        "max_iter": 400,
+        "max_iter": 250,
         "zoom": 0.93,            # view width factor per step
         "centre_x": -0.743643887,
         "centre_y": 0.131825904,

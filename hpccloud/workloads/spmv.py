@@ -60,7 +60,7 @@ class SpMV(Workload):
             lengths = np.maximum(1, np.rint(lengths * p["mean_row"] / lengths.mean())).astype(np.int64)
             indptr = np.zeros(nrows + 1, np.int64)
             np.cumsum(lengths, out=indptr[1:])
-            indices = g.integers(0, p["n"], size=int(indptr[-1])).astype(np.int64)
+            indices = g.integers(0, p["n"], size=int(indptr[-1])).astype(np.int32)
             data = np.abs(g.standard_normal(indices.size))  # non-negative: a dominant eigenvalue
             rows = self._rows[shard.id] = (indptr, indices, data)
         return rows
