@@ -24,6 +24,8 @@ from hpccloud.errors import HpccloudError
 # name -> module; order is the order of `hpccloud --help`
 COMMANDS = {
     "info": "hpccloud.commands.info",
+    "plan": "hpccloud.commands.plan",
+    "simulate": "hpccloud.commands.simulate",
 }
 
 
