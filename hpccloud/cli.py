@@ -27,6 +27,8 @@ COMMANDS = {
     "probe": "hpccloud.commands.probe",
     "report": "hpccloud.commands.report",
     "info": "hpccloud.commands.info",
+    "plan": "hpccloud.commands.plan",
+    "simulate": "hpccloud.commands.simulate",
     "bench": "hpccloud.commands.bench",
 }
 
