@@ -24,6 +24,7 @@ from hpccloud.errors import HpccloudError
 # name -> module; order is the order of `hpccloud --help`
 COMMANDS = {
     "info": "hpccloud.commands.info",
+    "bench": "hpccloud.commands.bench",
 }
 
 
