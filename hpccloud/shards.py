@@ -217,7 +217,7 @@ def assign_owners(work_units: np.ndarray, size: int, speeds=None) -> np.ndarray:
     # a shard goes to the rank whose share of the cumulative work holds its midpoint
     mid = (np.cumsum(w) - w / 2) / w.sum()
     bounds = np.cumsum(v) / v.sum()
-    return np.minimum(np.searchsorted(bounds, mid, side="right"), size - 1).astype(np.int64)
+    return np.minimum(np.searchsorted(bounds, mid, side="left"), size - 1).astype(np.int64)
 
 
 def _classes(spec: DataClassSpec, indices: list[tuple[slice, ...]]) -> list[str]:

@@ -12,6 +12,7 @@ import importlib
 # target name -> module with add_arguments(parser) and run(args) -> int
 BENCH_TARGETS = {
     "kernels": "hpccloud.benchsuite.kernels",
+    "transport": "hpccloud.benchsuite.transport",
 }
 
 
