@@ -24,12 +24,9 @@ def test_warm_up_mpi(comm):
     (tile,) = spec.make_inputs(400, seed=7)
     digests = comm.allgather(spec.kernel(tile).tobytes())
     assert all(d == digests[0] for d in digests)
-
-
-@pytest.mark.mpi(ranks=[3], timeout=120)
-def test_warm_up_unknown_kernel_fails_on_every_rank(comm):
-    names = ["triad", "no_such_kernel"] if comm.Get_rank() == 1 else ["triad"]
+    # a bad name on one rank fails on every rank with the same message, nobody hangs
+    names = ["triad", "no_such_kernel"] if comm.Get_rank() == comm.Get_size() - 1 else ["triad"]
     with pytest.raises(InvalidArgument) as info:
         warm_up(names, comm=comm)
     messages = comm.allgather(str(info.value))
-    assert all("no_such_kernel" in m for m in messages), messages
+    assert len(set(messages)) == 1 and "no_such_kernel" in messages[0], messages
