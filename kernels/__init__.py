@@ -18,9 +18,8 @@ reference), ``sum``, ``dot``, ``norm2``, ``stencil2d``, ``particles``,
 :mod:`kernels.registry`).
 """
 
+from kernels import builtin as _builtin
 from kernels.registry import KernelSpec, get, names, register
-
-from kernels import builtin as _builtin  # noqa: I001 - registers after the registry exists
 
 for _spec in _builtin.SPECS:
     register(_spec, replace=True)

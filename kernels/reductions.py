@@ -65,21 +65,22 @@ def _pairwise(parts):
 
 @njit(cache=True)
 def _block_sum(x, y, mode, lo, hi):
-    # mode 0: x[i]; 1: x[i]*y[i]; 2: x[i]*x[i]. Eight lanes give the CPU independent
+    # mode 0: x[i]; 1: x[i]*y[i]; 2: x[i]*x[i]. Explicit float64 casts: without them a
+    # float32 input would accumulate in float32 under NUMBA_DISABLE_JIT (NEP 50 promotion). Eight lanes give the CPU independent
     # add chains; the lane tree below is fixed so the order never changes.
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     i = lo
     end8 = lo + ((hi - lo) // LANES) * LANES
     while i < end8:
         if mode == 0:
-            s0 += x[i]
-            s1 += x[i + 1]
-            s2 += x[i + 2]
-            s3 += x[i + 3]
-            s4 += x[i + 4]
-            s5 += x[i + 5]
-            s6 += x[i + 6]
-            s7 += x[i + 7]
+            s0 += np.float64(x[i])
+            s1 += np.float64(x[i + 1])
+            s2 += np.float64(x[i + 2])
+            s3 += np.float64(x[i + 3])
+            s4 += np.float64(x[i + 4])
+            s5 += np.float64(x[i + 5])
+            s6 += np.float64(x[i + 6])
+            s7 += np.float64(x[i + 7])
         elif mode == 1:
             s0 += np.float64(x[i]) * y[i]
             s1 += np.float64(x[i + 1]) * y[i + 1]
@@ -102,7 +103,7 @@ def _block_sum(x, y, mode, lo, hi):
     tail = 0.0
     while i < hi:
         if mode == 0:
-            tail += x[i]
+            tail += np.float64(x[i])
         elif mode == 1:
             tail += np.float64(x[i]) * y[i]
         else:

@@ -35,7 +35,7 @@ def _spmv(indptr, indices, data, x, y):
     for r in prange(y.size):  # each thread owns whole rows of y
         acc = 0.0
         for k in range(indptr[r], indptr[r + 1]):
-            acc += data[k] * x[indices[k]]
+            acc += np.float64(data[k]) * x[indices[k]]
         y[r] = acc
 
 

@@ -19,7 +19,7 @@ BENCH_TARGETS = {
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark suites: " + ", ".join(BENCH_TARGETS),
                        description=__doc__.splitlines()[0])
-    targets = p.add_subparsers(dest="bench_target", metavar="TARGET")
+    targets = p.add_subparsers(dest="bench_target", metavar="{" + ",".join(BENCH_TARGETS) + "}")
     targets.required = True
     for name, modname in BENCH_TARGETS.items():
         mod = importlib.import_module(modname)
