@@ -125,20 +125,22 @@ def resource_cost(p: Problem, owners: np.ndarray, loads: np.ndarray, horizon_ste
     per rank), plus egress for the halo bytes that cross regions each step, plus
     egress for the migration from ``owners_before`` (if given):
     ``Σ egress(src region → dst region) × GB``.
+    Sums are ``(a * b).sum()``, not ``np.dot``: a BLAS dot may wake a thread pool that
+    spins on a busy machine (16 ms for 3·10^4 elements here, against 0.05 ms).
     """
-    compute = float(np.dot(p.price_per_core_hour, loads)) * horizon_steps / 3600.0
+    compute = float((p.price_per_core_hour * loads).sum()) * horizon_steps / 3600.0
     egress = p.egress_per_gb
     a, b, cut = cut_edges(p, owners) if cut is None else cut
     halo = 0.0
     if cut.size:
         ga, gb = p.rank_region[a], p.rank_region[b]
         n = p.edge_bytes[cut]
-        halo = float(np.dot(n, egress[ga, gb] + egress[gb, ga])) / GB * horizon_steps
+        halo = float((n * (egress[ga, gb] + egress[gb, ga])).sum()) / GB * horizon_steps
     move = 0.0
     if owners_before is not None:
         if moved is None:
             moved = np.flatnonzero(owners_before != owners)
         if moved.size:
             gs, gd = p.rank_region[owners_before[moved]], p.rank_region[owners[moved]]
-            move = float(np.dot(p.nbytes_f64[moved], egress[gs, gd])) / GB
+            move = float((p.nbytes_f64[moved] * egress[gs, gd]).sum()) / GB
     return compute + halo + move

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,6 +85,43 @@ class PlanOptions:
             raise InvalidArgument(f"PlanOptions.local_moves must be >= 0, got {self.local_moves!r}")
 
 
+class Moves(Sequence):
+    """The ``(shard, from_rank, to_rank)`` triples of a plan, as a read-only sequence over arrays.
+
+    A plan at 10^5 shards may move 10^4; building that many tuples up front costs
+    more than the rest of a balanced-map check, so they are made on demand.
+
+    >>> import numpy as np
+    >>> m = Moves(np.array([3, 5]), np.array([0, 0]), np.array([1, 2]))
+    >>> len(m), m[1], list(m)
+    (2, (5, 0, 2), [(3, 0, 1), (5, 0, 2)])
+    """
+
+    __slots__ = ("shard", "src_rank", "dst_rank")
+
+    def __init__(self, shard: np.ndarray, src_rank: np.ndarray, dst_rank: np.ndarray) -> None:
+        self.shard, self.src_rank, self.dst_rank = shard, src_rank, dst_rank
+
+    def __len__(self) -> int:
+        return int(self.shard.size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(Moves(self.shard[i], self.src_rank[i], self.dst_rank[i]))
+        return int(self.shard[i]), int(self.src_rank[i]), int(self.dst_rank[i])
+
+    def __iter__(self):
+        return zip(self.shard.tolist(), self.src_rank.tolist(), self.dst_rank.tolist(), strict=True)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Moves(n={len(self)})"
+
+
 @dataclass
 class MigrationPlan:
     """A plan and its predictions (all times in seconds, per step unless said otherwise)."""
@@ -91,7 +129,7 @@ class MigrationPlan:
     planner: str
     owners_before: np.ndarray
     owners_after: np.ndarray
-    moves: list[tuple[int, int, int]]
+    moves: Moves
     makespan_before_s: float
     makespan_after_s: float
     lower_bound_s: float
@@ -463,7 +501,7 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     if gate is None:  # baselines ignore the gate; report what it would have said
         gate = bool(after.moved.size) and gain_s * opts.horizon_steps > after.migration_s
     moved = after.moved
-    moves = list(zip(moved.tolist(), p.owners[moved].tolist(), after.owners[moved].tolist(), strict=True))
+    moves = Moves(moved, p.owners[moved], after.owners[moved])
     cost = model.resource_cost(p, after.owners, after.loads, opts.horizon_steps, p.owners, moved=moved,
                                cut=after.cut)
     elapsed = time.perf_counter() - t0
