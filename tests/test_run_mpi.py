@@ -122,3 +122,27 @@ def test_region_files_hold_only_resident_data(comm, tmp_path_factory):
         # audited transfers never crossed into a region the class may not live in
         for rec in rep["audit"]:
             assert all(policy.may_live(c, rec["dst_region"]) for c in rec["data_class"].split("+"))
+
+
+@pytest.mark.mpi(ranks=[2], timeout=300)
+def test_input_from_hdf5_equals_generated_start(comm, tmp_path_factory):
+    from hpccloud.io.hdf5 import write_input
+    from hpccloud.workloads import make_workload
+
+    folder = comm.bcast(str(tmp_path_factory.mktemp("input")) if comm.Get_rank() == 0 else None)
+    path = os.path.join(folder, "initial.h5")
+    if comm.Get_rank() == 0:  # the generated start, as one global array in a file
+        wl = make_workload("stencil2d", SMALL["stencil2d"])
+        m = wl.shard_map(1)
+        glob = np.zeros(m.global_shape)
+        for s in m.shards:
+            glob[s.index] = wl.initial(s)[1:-1, 1:-1]
+        write_input(path, "field", glob)
+    comm.Barrier()
+    topo = load_topology(None, comm)
+    gen = run(comm, topo, _cfg("stencil2d", "topo", os.path.join(folder, "gen")))
+    inp = run(comm, topo, _cfg("stencil2d", "topo", os.path.join(folder, "inp"), input=path,
+                               input_dataset="field"))
+    if comm.Get_rank() == 0:
+        np.testing.assert_array_equal(read_catalogue(inp["output"]["catalogue"]),
+                                      read_catalogue(gen["output"]["catalogue"]))
