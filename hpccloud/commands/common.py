@@ -24,6 +24,19 @@ def world():
     return MPI.COMM_WORLD
 
 
+def check_writable(path: str) -> None:
+    """Fail early (before the work) when an output file could not be written."""
+    from hpccloud.errors import InvalidArgument
+
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise InvalidArgument(f"{path}: folder {folder!r} does not exist. Fix: create it or "
+                              "choose another output path")
+    if not os.access(folder, os.W_OK):
+        raise InvalidArgument(f"{path}: folder {folder!r} is not writable. Fix: choose another "
+                              "output path")
+
+
 def write_json_atomic(path: str, obj) -> None:
     """Write JSON to ``path`` via a temp file in the same folder, fsync, rename."""
     folder = os.path.dirname(os.path.abspath(path))
