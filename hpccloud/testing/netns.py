@@ -354,6 +354,10 @@ class RegionalNet:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             raise subprocess.TimeoutExpired(argv, timeout_s, output=out, stderr=err) from None
+        except BaseException:  # interrupted: take the launcher and its ranks down with us
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     # ------------------------------------------------------------------ teardown
@@ -465,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ms", type=float, default=5.0)
     parser.add_argument("--rate-mbit", type=float, default=100.0)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the MPI run")
+    parser.add_argument("--tag", default=None, help="names the namespaces hpcc-<tag>-*")
     parser.add_argument("--remove-stale", action="store_true",
                         help="delete namespaces left by a killed run and exit")
     parser.add_argument("command", nargs="*",
@@ -484,19 +489,28 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
-    net = RegionalNet(args.regions, delay_ms=args.delay_ms, rate_mbit=args.rate_mbit)
+    net = RegionalNet(args.regions, delay_ms=args.delay_ms, rate_mbit=args.rate_mbit, tag=args.tag)
     rc = 1
     try:
         net.up()
         print(f"regional network up in {net.setup_s:.2f} s: ranks->regions {net.rank_region}, "
               f"delay {'netem' if net.use_netem else 'nfqueue'} {net.delay_ms} ms, "
               f"rate {net.rate_mbit} Mbit/s", flush=True)
-        res = net.run_mpi(cmd, timeout_s=args.timeout)
+        from hpccloud.testing.mpi_pytest import child_env
+
+        res = net.run_mpi(cmd, timeout_s=args.timeout, env=child_env(net.nranks))
         sys.stdout.write(res.stdout)
         sys.stderr.write(res.stderr)
         rc = res.returncode
     except KeyboardInterrupt:
         rc = 130
+    except subprocess.TimeoutExpired as exc:
+        sys.stdout.write(exc.output or "")
+        sys.stderr.write((exc.stderr or "") + f"\nMPI run timed out after {args.timeout:.0f} s\n")
+        rc = 124
+    except NetnsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        rc = 1
     finally:
         net.down()
         left = net.leftovers()
