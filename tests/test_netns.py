@@ -92,14 +92,22 @@ def _split(net, matrix):
 
 def test_pingpong_sees_the_shaped_links(regional_net):
     net = regional_net
+    before = net.cross_region_bytes()
     doc = _json_line(_run(net, [sys.executable, "-m", "hpccloud.testing.pingpong"]).stdout)
+    after = net.cross_region_bytes()
+    assert sorted(after) == [(0, 1), (1, 1), (2, 0), (3, 0)]
+    # each cross pair sent (1 warm-up + 3) round trips of 1 MiB, both ways; the kernel's
+    # count of what crossed the shaped links must be at least that payload
+    crossed = sum(after.values()) - sum(before.values())
+    assert crossed >= 4 * 4 * 2 * doc["large_bytes"], (before, after)
     lat_in, lat_across = _split(net, doc["latency_s"])
     bw_in, bw_across = _split(net, doc["bandwidth_bytes_per_s"])
     rate_bytes_per_s = RATE_MBIT * 1e6 / 8
     print(f"\nsetup {net.setup_s:.2f} s; latency within {np.median(lat_in) * 1e6:.0f} µs, "
           f"across {np.median(lat_across) * 1e3:.2f} ms (shaped {DELAY_MS} ms); bandwidth "
           f"within {np.median(bw_in) * 8e-9:.2f} Gbit/s, across "
-          f"{np.median(bw_across) * 8e-6:.1f} Mbit/s (shaped {RATE_MBIT})")
+          f"{np.median(bw_across) * 8e-6:.1f} Mbit/s (shaped {RATE_MBIT}); "
+          f"{crossed / 2**20:.1f} MiB crossed regions")
     # every packet across is held >= the delay, so this floor is exact, not a timing guess
     assert (lat_across >= 0.95 * DELAY_MS * 1e-3).all(), lat_across
     # inside a region nothing is held: far below the delay (no shared-memory shortcut either,

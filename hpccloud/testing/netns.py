@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -313,6 +314,23 @@ class RegionalNet:
             for region in self._other_regions(rank):
                 self._ns(ns, "iptables", "-w", "5", "-A", "INPUT", "-s",
                          self.region_subnet(region), "-j", "NFQUEUE", "--queue-num", str(region))
+
+    # ------------------------------------------------------------------ counters
+    def cross_region_bytes(self) -> dict[tuple[int, int], int]:
+        """Bytes each rank has sent to each other region so far, counted by the kernel.
+
+        Read from the htb classes' ``Sent`` counters (IP packets with headers, so a
+        little above the payload), so they measure what crossed the slow links
+        independently of anything hpccloud reports. Keys are ``(rank, region)``.
+        """
+        out = {}
+        for rank, ns in enumerate(self.namespaces):
+            if not self._other_regions(rank) or (self.rate_mbit <= 0 and not self.use_netem):
+                continue
+            text = _run(["tc", "-n", ns, "-s", "class", "show", "dev", IFACE]).stdout
+            for m in re.finditer(r"class htb 1:(\d+) .*?\n\s*Sent (\d+) bytes", text):
+                out[(rank, int(m.group(1)) - 10)] = int(m.group(2))
+        return out
 
     # ------------------------------------------------------------------ run
     def mpi_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
