@@ -10,9 +10,12 @@ Method
 1. **One cost per link.** Each ordered pair's cost is the predicted time of a
    reference message, ``t_ij = α_ij + n_ref / β_ij`` (``n_ref`` = 64 KiB by
    default), so a link that is slow in latency, in bandwidth or in both costs
-   more. The two directions are merged by their geometric mean (one noisy
-   direction does not decide alone); a pair with neither direction measured
-   has no cost and is left out.
+   more. The two directions are merged by their *minimum*: timing noise
+   (a rank descheduled on a busy node, contention) only ever adds time, so the
+   faster direction is the better estimate of what the link can do, and one
+   disturbed direction cannot split a region. (A link slow in one direction
+   only therefore counts as fast.) A pair with neither direction measured has
+   no cost and is left out.
 2. **Threshold from the data.** Regions differ by orders of magnitude (tens of
    µs inside a site, milliseconds between sites), so the costs are compared on
    a log scale: sort ``log t`` over all pairs and take the largest gap between
@@ -99,17 +102,17 @@ class DiscoveredRegions:
             "conclusive": self.conclusive,
             "reference_bytes": self.reference_bytes,
             "method": "single-linkage cut at the largest gap in log link cost "
-                      "(alpha + reference_bytes / beta, directions merged by geometric mean)",
+                      "(alpha + reference_bytes / beta, the cheaper direction of each pair)",
         }
 
 
 def link_cost_s(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_REFERENCE_BYTES,
                 ) -> np.ndarray:
-    """Symmetric P×P cost ``α + n_ref/β`` (geometric mean of both directions); NaN = unknown.
+    """Symmetric P×P cost ``α + n_ref/β``, the cheaper of both directions; NaN = unknown.
 
     >>> link_cost_s([[np.nan, 1e-3], [3e-3, np.nan]], [[np.nan, 1e12], [1e12, np.nan]], 0)
-    array([[       nan, 0.00173205],
-           [0.00173205,        nan]])
+    array([[  nan, 0.001],
+           [0.001,   nan]])
     """
     alpha = np.asarray(alpha_s, dtype=np.float64)
     beta = np.asarray(beta_bytes_per_s, dtype=np.float64)
@@ -119,10 +122,7 @@ def link_cost_s(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_REFERE
         cost = alpha + reference_bytes / beta
     cost[~(cost > 0)] = np.nan  # non-positive or NaN: not a usable measurement
     np.fill_diagonal(cost, np.nan)
-    log = np.log(cost)
-    both = np.isfinite(log) & np.isfinite(log.T)
-    merged = np.where(both, (log + log.T) / 2.0, np.where(np.isfinite(log), log, log.T))
-    return np.exp(merged)
+    return np.fmin(cost, cost.T)  # fmin: a NaN direction yields the other one
 
 
 def discover_regions(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_REFERENCE_BYTES,
