@@ -110,13 +110,15 @@ def test_pingpong_sees_the_shaped_links(regional_net):
           f"{crossed / 2**20:.1f} MiB crossed regions")
     # every packet across is held >= the delay, so this floor is exact, not a timing guess
     assert (lat_across >= 0.95 * DELAY_MS * 1e-3).all(), lat_across
-    # inside a region nothing is held: far below the delay (no shared-memory shortcut either,
-    # but that is what the ranks being in different namespaces guarantees)
-    assert (lat_in < 0.3 * DELAY_MS * 1e-3).all(), lat_in
+    # inside a region nothing is held: typically far below the delay; a rank starved on a
+    # busy node can inflate one pair, but never to the level of the links across
+    assert np.median(lat_in) < 0.3 * DELAY_MS * 1e-3, lat_in
+    assert lat_in.max() < lat_across.min(), (lat_in, lat_across)
     # htb caps the rate across; within a region the veth is many times faster
     assert (bw_across <= 1.15 * rate_bytes_per_s).all(), bw_across
     assert (bw_across >= 0.5 * rate_bytes_per_s).all(), bw_across
-    assert (bw_in >= 4 * rate_bytes_per_s).all(), bw_in
+    assert np.median(bw_in) >= 4 * rate_bytes_per_s, bw_in
+    assert bw_in.min() > bw_across.max(), (bw_in, bw_across)
 
 
 def test_link_probe_discovers_the_shaped_regions(regional_net):

@@ -5,7 +5,8 @@ two measurements share a link. For each pair ``i < j`` it times buffer
 ``Send``/``Recv`` round trips at a small and a large size and reports the
 median one-way time; latency is the small-message time, bandwidth the Hockney
 slope between the two sizes, ``(n_large - n_small) / (t_large - t_small)``.
-Rank 0 prints one JSON object::
+Ranks not in the pair wait in a sleeping barrier, so on an oversubscribed node
+they leave the cores to the pair. Rank 0 prints one JSON object::
 
     {"ranks": P, "small_bytes": 8, "large_bytes": 1048576,
      "latency_s": [[null, ...], ...], "bandwidth_bytes_per_s": [[null, ...], ...]}
@@ -45,6 +46,15 @@ def _one_way_s(comm, peer: int, buf, reps: int, leader: bool) -> float:
     return statistics.median(times)
 
 
+def _sleeping_barrier(comm, poll_s: float = 50e-6) -> None:
+    """A barrier that sleeps instead of spinning: waiting ranks leave the cores to the pair."""
+    import time
+
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(poll_s)
+
+
 def measure(comm, small_bytes: int = 8, large_bytes: int = 1 << 20, small_reps: int = 20,
             large_reps: int = 3) -> dict | None:
     """Measure every pair; returns the result dict on rank 0, None elsewhere."""
@@ -57,7 +67,7 @@ def measure(comm, small_bytes: int = 8, large_bytes: int = 1 << 20, small_reps: 
     bw = [[None] * size for _ in range(size)]
     for i in range(size):
         for j in range(i + 1, size):
-            comm.Barrier()
+            _sleeping_barrier(comm)
             result = None
             if rank in (i, j):
                 peer = j if rank == i else i
@@ -73,7 +83,7 @@ def measure(comm, small_bytes: int = 8, large_bytes: int = 1 << 20, small_reps: 
             if rank == 0:
                 lat[i][j] = lat[j][i] = result[0]
                 bw[i][j] = bw[j][i] = result[1]
-    comm.Barrier()
+    _sleeping_barrier(comm)
     if rank != 0:
         return None
     return {"ranks": size, "small_bytes": small_bytes, "large_bytes": large_bytes,
