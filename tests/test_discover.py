@@ -98,6 +98,17 @@ def test_one_disturbed_direction_does_not_split_a_region():
     assert discover_regions(a, b).rank_region == (0, 0, 1, 1)
 
 
+def test_implausibly_fast_artefacts_are_ignored():
+    # seen on a loaded node: the probe clamped a one-way time to 1 ns, so the fit gave
+    # alpha ~1e-9 and a huge beta for one direction of an intra pair; that single value
+    # must not become "the largest gap" (it would split every other pair apart)
+    a, b = synthetic_links((0, 0, 1, 1), noise=0.3, seed=2)
+    a[0, 1], b[0, 1] = 1e-9, 1e15
+    a[3, 2], b[3, 2] = 0.0, np.inf
+    found = discover_regions(a, b)
+    assert found.rank_region == (0, 0, 1, 1), found
+
+
 def test_unmeasured_pairs_are_skipped_and_one_direction_suffices():
     a, b = synthetic_links((0, 0, 1, 1), seed=5)
     a[0, 1] = np.nan  # 0 -> 1 unmeasured, 1 -> 0 still tells

@@ -2,14 +2,13 @@
 
 Needs root (and iptables + libnetfilter-queue headers + a C compiler where the
 kernel has no sch_netem; installed with apt-get when missing). Without root the
-tests are skipped with the reason in the summary (``-ra``). Budget: ~30 s.
+tests are skipped with the reason in the summary (``-ra``). Budget: ~30 s on an idle machine.
 
 Shaping: 2 regions x 2 ranks, 5 ms one way and 100 Mbit/s between regions.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -28,22 +27,6 @@ DELAY_MS = 5.0
 RATE_MBIT = 100.0
 LAYOUT = (2, 2)
 MPI_TIMEOUT_S = 120
-
-# the lead's link probe, alone (no speed probe), then discovery: one JSON line from rank 0
-LINK_PROBE = """
-import json, sys
-from mpi4py import MPI
-from hpccloud.measure.probe import probe_links
-from hpccloud.measure.discover import discover_regions
-comm = MPI.COMM_WORLD
-res = probe_links(comm, sizes=(8, 4096, 65536), concurrent=False)
-if comm.Get_rank() == 0:
-    doc = res.model.to_json()
-    found = discover_regions(res.model.alpha_s, res.model.beta_bytes_per_s)
-    doc["discovered"] = found.to_json()
-    sys.stdout.write(json.dumps(doc) + "\\n")
-"""
-
 
 def _prerequisites_or_skip() -> None:
     if os.geteuid() != 0:
@@ -110,9 +93,9 @@ def test_pingpong_sees_the_shaped_links(regional_net):
           f"{crossed / 2**20:.1f} MiB crossed regions")
     # every packet across is held >= the delay, so this floor is exact, not a timing guess
     assert (lat_across >= 0.95 * DELAY_MS * 1e-3).all(), lat_across
-    # inside a region nothing is held: typically far below the delay; a rank starved on a
-    # busy node can inflate one pair, but never to the level of the links across
-    assert np.median(lat_in) < 0.3 * DELAY_MS * 1e-3, lat_in
+    # inside a region nothing is held: the regions differ by the delay (a busy node adds
+    # scheduling time to both alike), and no pair inside is as slow as any pair across
+    assert np.median(lat_across) - np.median(lat_in) >= 0.8 * DELAY_MS * 1e-3, (lat_in, lat_across)
     assert lat_in.max() < lat_across.min(), (lat_in, lat_across)
     # htb caps the rate across; within a region the veth is many times faster
     assert (bw_across <= 1.15 * rate_bytes_per_s).all(), bw_across
@@ -121,29 +104,22 @@ def test_pingpong_sees_the_shaped_links(regional_net):
     assert bw_in.min() > bw_across.max(), (bw_in, bw_across)
 
 
-def test_link_probe_discovers_the_shaped_regions(regional_net):
-    net = regional_net
-    doc = _json_line(_run(net, [sys.executable, "-c", LINK_PROBE]).stdout)
-    found = discover_regions(doc["alpha_s"], doc["beta_bytes_per_s"])
-    assert found.rank_region == tuple(doc["discovered"]["rank_region"])
-    versus = compare_regions(found.rank_region, net.rank_region)
-    assert versus.agree, (versus.disagreements, doc)
-    assert found.separation > 10, found
-
-
-@pytest.mark.skipif(importlib.util.find_spec("kernels") is None,
-                    reason="NOT RUN: `hpccloud probe` needs the kernels package (speed probe), "
-                           "not on this branch yet")
-def test_hpccloud_probe_reports_discovered_regions(regional_net, tmp_path):
+def test_hpccloud_probe_discovers_the_shaped_regions(regional_net, tmp_path):
     net = regional_net
     out = tmp_path / "profile.json"
     # the embedded default topology splits 4 ranks 2 + 2: the same as the shaped network
     res = _run(net, [sys.executable, "-m", "hpccloud", "probe", "--json", str(out),
                      "--sizes", "8,4096,65536", "--speed-seconds", "0.1"])
     doc = json.loads(out.read_text())
-    assert doc["discovered_regions"]["rank_region"] == [0, 0, 1, 1], doc["discovered_regions"]
-    assert doc["discovered_regions"]["agree_with_declared"] is True
+    found = doc["discovered_regions"]
+    assert found["rank_region"] == [0, 0, 1, 1], found
+    assert found["agree_with_declared"] is True and found["disagreements"] == []
+    assert found["separation"] > 10, found
     assert "discovered from measured links" in res.stdout
+    assert "warning" not in res.stderr
+    # from the measured matrices alone, against the network as shaped (not the topology file)
+    again = discover_regions(doc["alpha_s"], doc["beta_bytes_per_s"])
+    assert compare_regions(again.rank_region, net.rank_region).agree
 
 
 def test_teardown_after_a_failure_leaves_nothing():

@@ -14,8 +14,12 @@ Method
    (a rank descheduled on a busy node, contention) only ever adds time, so the
    faster direction is the better estimate of what the link can do, and one
    disturbed direction cannot split a region. (A link slow in one direction
-   only therefore counts as fast.) A pair with neither direction measured has
-   no cost and is left out.
+   only therefore counts as fast.) A cost below what any link could do
+   (``n_ref`` at :data:`MAX_PLAUSIBLE_BYTES_PER_S`, 100 GB/s) is an artefact of
+   the probe's subtraction on a busy node (e.g. a one-way time clamped to 1 ns)
+   and counts as unmeasured; without this, one such artefact would be the
+   largest gap of all. A pair with neither direction measured has no cost and
+   is left out.
 2. **Threshold from the data.** Regions differ by orders of magnitude (tens of
    µs inside a site, milliseconds between sites), so the costs are compared on
    a log scale: sort ``log t`` over all pairs and take the largest gap between
@@ -58,6 +62,8 @@ import numpy as np
 DEFAULT_REFERENCE_BYTES = 65536
 #: the smallest step between link classes (as a ratio) that counts as a region boundary
 DEFAULT_MIN_GAP_FACTOR = 5.0
+#: faster than any real link, shared memory included: a cost implying more is an artefact
+MAX_PLAUSIBLE_BYTES_PER_S = 100e9
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ def link_cost_s(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_REFERE
                 ) -> np.ndarray:
     """Symmetric P×P cost ``α + n_ref/β``, the cheaper of both directions; NaN = unknown.
 
-    >>> link_cost_s([[np.nan, 1e-3], [3e-3, np.nan]], [[np.nan, 1e12], [1e12, np.nan]], 0)
+    >>> link_cost_s([[np.nan, 1e-3], [3e-3, np.nan]], [[np.nan, 1e12], [1e12, np.nan]], 8)
     array([[  nan, 0.001],
            [0.001,   nan]])
     """
@@ -120,7 +126,8 @@ def link_cost_s(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_REFERE
         raise ValueError(f"alpha_s {alpha.shape} and beta_bytes_per_s {beta.shape} must both be P×P")
     with np.errstate(divide="ignore", invalid="ignore"):
         cost = alpha + reference_bytes / beta
-    cost[~(cost > 0)] = np.nan  # non-positive or NaN: not a usable measurement
+    # non-positive, NaN or faster than physics: not a usable measurement
+    cost[~(cost > max(reference_bytes, 1) / MAX_PLAUSIBLE_BYTES_PER_S)] = np.nan
     np.fill_diagonal(cost, np.nan)
     return np.fmin(cost, cost.T)  # fmin: a NaN direction yields the other one
 
