@@ -74,22 +74,22 @@ def _hpccloud(net: netns.RegionalNet, args: list[str]):
     return res
 
 
-def probe(net: netns.RegionalNet, out_dir: Path) -> Path:
+def probe(net: netns.RegionalNet, out_dir: Path, sizes: str = PROBE_SIZES) -> Path:
     """Measure the network once; every run plans on this profile."""
     profile = out_dir / "profile.json"
-    _hpccloud(net, ["probe", "--json", str(profile), "--sizes", PROBE_SIZES,
-                    "--speed-seconds", "0.2"])
+    _hpccloud(net, ["probe", "--json", str(profile), "--sizes", sizes, "--speed-seconds", "0.2"])
     return profile
 
 
 def run_balancer(net: netns.RegionalNet, balancer: str, profile: Path, out_dir: Path,
-                 steps: int = STEPS, tag: str = "") -> dict:
+                 steps: int = STEPS, tag: str = "", params: tuple[str, ...] = ()) -> dict:
     """One ``hpccloud run``; its total time and the kernel-counted bytes across regions."""
     out = out_dir / f"run-{balancer}{tag}.json"
     before = sum(net.cross_region_bytes().values())
     _hpccloud(net, ["run", "--workload", "stencil2d", "--balancer", balancer,
                     "--steps", str(steps), "--rebalance-every", str(REBALANCE_EVERY),
-                    "--profile", str(profile), "--json", str(out), "--quiet"])
+                    "--profile", str(profile), "--json", str(out), "--quiet",
+                    *(f"--param={p}" for p in params)])
     crossed = sum(net.cross_region_bytes().values()) - before
     report = json.loads(out.read_text())
     return {"balancer": balancer, "total_s": float(report["total_s"]), "bytes_across": crossed,
@@ -97,14 +97,17 @@ def run_balancer(net: netns.RegionalNet, balancer: str, profile: Path, out_dir: 
             "migrated_bytes": int(report["bytes_moved"])}
 
 
-def run_all(rounds: int = 1, balancers=BALANCERS, steps: int = STEPS) -> list[dict]:
+def run_all(rounds: int = 1, balancers=BALANCERS, steps: int = STEPS, smoke: bool = False,
+            ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hpcc-bench-") as tmp, \
             netns.RegionalNet(LAYOUT, delay_ms=DELAY_MS, rate_mbit=RATE_MBIT) as net:
-        profile = probe(net, Path(tmp))
+        profile = probe(net, Path(tmp), sizes="8,4096" if smoke else PROBE_SIZES)
+        params = ("n=256", "grid=4") if smoke else ()
         for k in range(rounds):
             for b in balancers:
-                rows.append(run_balancer(net, b, profile, Path(tmp), steps, tag=f"-{k}"))
+                rows.append(run_balancer(net, b, profile, Path(tmp), steps, tag=f"-{k}",
+                                         params=params))
     return rows
 
 
@@ -138,7 +141,8 @@ def test_topo_vs_greedy_on_regional_network(benchmark):
     if reason:
         pytest.skip(f"NOT RUN: {reason}")
     if benchmark.disabled:  # smoke: the pipeline works, no comparison
-        rows = run_all(rounds=1, balancers=("topo",), steps=3)
+        rows = benchmark.pedantic(run_all, kwargs={"balancers": ("topo",), "steps": 2,
+                                                   "smoke": True}, rounds=1, iterations=1)
         assert rows[0]["total_s"] > 0 and rows[0]["bytes_across"] > 0
         return
     rows = benchmark.pedantic(run_all, rounds=1, iterations=1)
