@@ -156,6 +156,9 @@ class Job:
         self.key = None
         self._hx = None
         self._hx_version = -1
+        from hpccloud.comm.bufpool import BufferPool
+
+        self._pool = BufferPool()  # shards sent away become warm receive buffers
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -334,7 +337,8 @@ class Job:
         sleeping_barrier(comm)
         t0 = time.perf_counter()
         new_map, new_payloads, records = execute(comm, self.shard_map, payloads, owners_after,
-                                                 self.policy, key=self.key, audit=self.cfg.audit)
+                                                 self.policy, key=self.key, audit=self.cfg.audit,
+                                                 pool=self._pool)
         sleeping_barrier(comm)
         achieved = max(comm.allgather(time.perf_counter() - t0))
         local = {}

@@ -1,7 +1,8 @@
 """``mandelbrot``: escape-time counts on one tile of the complex plane.
 
 Pixel ``(i, j)`` of an ``ny × nx`` tile covering ``[x0, x1) × [y0, y1)`` sits at
-its centre ``c = (x0 + (j + ½)·dx) + i·(y0 + (i + ½)·dy)``. The count is the
+its centre ``c = cr + ci·1j`` with ``cr = x0 + (j + ½)·dx`` and
+``ci = y0 + (i + ½)·dy``. The count is the
 number of iterations ``z ← z² + c`` (from ``z = 0``) before ``|z|² > 4``, at most
 ``max_iter``. The arithmetic is written out (``zr² − zi² + cr``, ``2·zr·zi + ci``)
 in the same order as the numpy reference and without ``fastmath``, so the counts
@@ -17,7 +18,7 @@ Example
 -------
 >>> from kernels.mandelbrot import mandelbrot
 >>> mandelbrot(-2.0, 1.0, -1.0, 1.0, 3, 1, 50)
-array([[ 1, 50,  2]], dtype=int32)
+array([[50, 50,  5]], dtype=int32)
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ clustered tiles cost more, which is what makes the load change over time.
 Only particles of this tile interact (no ghost particles from neighbour tiles).
 
 Integration is semi-implicit Euler: ``v' = v + dt·a``, ``p' = p + dt·v'``.
-Forces are summed in float64 in a fixed order (cells row by row, then particle
-index), one thread per particle, so the result does not depend on the thread
+Forces are summed in float64 in a fixed order (cell rows, then cells, then
+particle index within a cell), one thread per particle, so the result does not depend on the thread
 count. Work units are particles; the runner times the call to get the real
 (density-dependent) cost.
 
@@ -68,43 +68,49 @@ def _advance(x, y, vx, vy, x0, x1, y0, y1, dt, cutoff, strength, drag, ncx, ncy)
     wx = (x1 - x0) / ncx
     wy = (y1 - y0) / ncy
     cell, start, order = _cell_list(x, y, x0, y0, wx, wy, ncx, ncy)
+    # positions in cell order: the three cells (cx-1..cx+1) of one cell row are one
+    # contiguous run, so the pair loop streams through memory instead of gathering
+    xs = np.empty(n, dtype=np.float64)
+    ys = np.empty(n, dtype=np.float64)
+    for k in range(n):
+        xs[k] = x[order[k]]
+        ys[k] = y[order[k]]
     xn = np.empty_like(x)
     yn = np.empty_like(y)
     vxn = np.empty_like(vx)
     vyn = np.empty_like(vy)
     left = np.empty(n, dtype=np.bool_)
-    rc2 = cutoff * cutoff
-    for i in prange(n):  # each thread owns particle i's outputs
-        xi = np.float64(x[i])
-        yi = np.float64(y[i])
+    inv_rc2 = 1.0 / (cutoff * cutoff)
+    for p in prange(n):  # sorted position p; each thread owns particle i = order[p]'s outputs
+        i = order[p]
+        xi = xs[p]
+        yi = ys[p]
         cx = cell[i] % ncx
         cy = cell[i] // ncx
+        lo_x = max(cx - 1, 0)
+        hi_x = min(cx + 1, ncx - 1)
         fx = 0.0
         fy = 0.0
         for ny_ in range(max(cy - 1, 0), min(cy + 2, ncy)):
-            for nx_ in range(max(cx - 1, 0), min(cx + 2, ncx)):
-                c = ny_ * ncx + nx_
-                for k in range(start[c], start[c + 1]):
-                    j = order[k]
-                    dx = xi - x[j]
-                    dy = yi - y[j]
-                    r2 = dx * dx + dy * dy
-                    if r2 < rc2 and j != i:
-                        w = (1.0 - r2 / rc2) / rc2
-                        fx += w * dx
-                        fy += w * dy
+            row = ny_ * ncx
+            for k in range(start[row + lo_x], start[row + hi_x + 1]):
+                dx = xi - xs[k]
+                dy = yi - ys[k]
+                w = 1.0 - (dx * dx + dy * dy) * inv_rc2
+                # w > 0 only inside the cutoff; the particle itself has dx = dy = 0 and adds 0
+                if w > 0.0:
+                    fx += w * dx
+                    fy += w * dy
         ux = -np.sin(np.pi * xi) * np.cos(np.pi * yi)
         uy = np.cos(np.pi * xi) * np.sin(np.pi * yi)
-        ax = strength * fx + drag * (ux - vx[i])
-        ay = strength * fy + drag * (uy - vy[i])
+        ax = strength * fx * inv_rc2 + drag * (ux - vx[i])
+        ay = strength * fy * inv_rc2 + drag * (uy - vy[i])
         nvx = vx[i] + dt * ax
         nvy = vy[i] + dt * ay
-        px = xi + dt * nvx
-        py = yi + dt * nvy
         vxn[i] = nvx
         vyn[i] = nvy
-        xn[i] = px
-        yn[i] = py
+        xn[i] = xi + dt * nvx
+        yn[i] = yi + dt * nvy
         # judge the stored (possibly float32-rounded) position, as the caller will see it
         left[i] = not (x0 <= xn[i] < x1 and y0 <= yn[i] < y1)
     return xn, yn, vxn, vyn, left

@@ -35,7 +35,8 @@ def _spmv(indptr, indices, data, x, y):
     for r in prange(y.size):  # each thread owns whole rows of y
         acc = 0.0
         for k in range(indptr[r], indptr[r + 1]):
-            acc += np.float64(data[k]) * x[indices[k]]
+            # indices were checked to be in [0, x.size): skip the negative-index wraparound
+            acc += np.float64(data[k]) * x[np.uint64(indices[k])]
         y[r] = acc
 
 
@@ -93,6 +94,8 @@ def make_inputs(n_units: int, dtype=np.float64, seed: int = 0):
     np.cumsum(lengths, out=indptr[1:])
     nnz = int(indptr[-1])
     indices = g.integers(0, nrows, size=nnz).astype(np.int32)
+    if nnz < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)  # as scipy.sparse builds it: less index traffic
     data = g.standard_normal(nnz).astype(dtype)
     x = g.standard_normal(nrows).astype(dtype)
     return (indptr, indices, data, x)

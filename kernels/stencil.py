@@ -21,7 +21,7 @@ Example
 >>> import numpy as np
 >>> from kernels.stencil import stencil2d
 >>> a = np.zeros((3, 3)); a[0, 1] = 4.0
->>> stencil2d(a)[1, 1]
+>>> float(stencil2d(a)[1, 1])
 1.0
 """
 

@@ -35,14 +35,14 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpccloud.balance import model
+from hpccloud.balance import local, model
 from hpccloud.balance.bound import (
     fractional_bound_s,
-    granular_bound_s,
     group_targets,
     residency_rules,
 )
@@ -58,12 +58,19 @@ class PlanOptions:
         horizon of ``resource_cost`` and ``horizon_total_s``).
     tolerance : a map whose makespan is within ``(1 + tolerance) × T*`` counts
         as balanced and ``topo`` stops at once.
+    min_gain : ``topo`` migrates only if the makespan drops by at least this
+        fraction of itself, and prefers a plan with fewer moves unless a bigger
+        one gains this much more. Hysteresis: measured work units are noisy
+        (a few % per shard), and a plan must not chase that noise.
+    local_moves : cap on the moves of ``topo``'s local search (``local.improve``).
     halo_aware : ``topo`` lowers a rank's compute target by its halo time.
     cross_region : ``topo`` may move shards between groups (regions).
     """
 
     horizon_steps: int = 100
     tolerance: float = 0.01
+    min_gain: float = 0.02
+    local_moves: int = 2048
     halo_aware: bool = True
     cross_region: bool = True
 
@@ -72,6 +79,47 @@ class PlanOptions:
             raise InvalidArgument(f"PlanOptions.horizon_steps must be an integer >= 1, got {self.horizon_steps!r}")
         if not self.tolerance >= 0:
             raise InvalidArgument(f"PlanOptions.tolerance must be >= 0, got {self.tolerance!r}")
+        if not 0 <= self.min_gain < 1:
+            raise InvalidArgument(f"PlanOptions.min_gain must be in [0, 1), got {self.min_gain!r}")
+        if self.local_moves < 0:
+            raise InvalidArgument(f"PlanOptions.local_moves must be >= 0, got {self.local_moves!r}")
+
+
+class Moves(Sequence):
+    """The ``(shard, from_rank, to_rank)`` triples of a plan, as a read-only sequence over arrays.
+
+    A plan at 10^5 shards may move 10^4; building that many tuples up front costs
+    more than the rest of a balanced-map check, so they are made on demand.
+
+    >>> import numpy as np
+    >>> m = Moves(np.array([3, 5]), np.array([0, 0]), np.array([1, 2]))
+    >>> len(m), m[1], list(m)
+    (2, (5, 0, 2), [(3, 0, 1), (5, 0, 2)])
+    """
+
+    __slots__ = ("shard", "src_rank", "dst_rank")
+
+    def __init__(self, shard: np.ndarray, src_rank: np.ndarray, dst_rank: np.ndarray) -> None:
+        self.shard, self.src_rank, self.dst_rank = shard, src_rank, dst_rank
+
+    def __len__(self) -> int:
+        return int(self.shard.size)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(Moves(self.shard[i], self.src_rank[i], self.dst_rank[i]))
+        return int(self.shard[i]), int(self.src_rank[i]), int(self.dst_rank[i])
+
+    def __iter__(self):
+        return zip(self.shard.tolist(), self.src_rank.tolist(), self.dst_rank.tolist(), strict=True)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Moves(n={len(self)})"
 
 
 @dataclass
@@ -81,7 +129,7 @@ class MigrationPlan:
     planner: str
     owners_before: np.ndarray
     owners_after: np.ndarray
-    moves: list[tuple[int, int, int]]
+    moves: Moves
     makespan_before_s: float
     makespan_after_s: float
     lower_bound_s: float
@@ -141,15 +189,17 @@ class _Eval:
     migration_s: float = 0.0
     migration_bytes: int = 0
     moved: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cut: tuple | None = None
 
     def total_s(self, horizon: int) -> float:
         return self.makespan_s * horizon + self.migration_s
 
 
 def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None = None) -> _Eval:
-    halo = model.halo_s(p, owners)
+    cut = model.cut_edges(p, owners)
+    halo = model.halo_s(p, owners, cut)
     loads = model.compute_s(p, owners) + halo
-    ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0)
+    ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0, cut=cut)
     if owners_before is not None:
         ev.migration_s, ev.migration_bytes, ev.moved = model.migration_schedule(p, owners_before, owners)
     return ev
@@ -316,7 +366,8 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     # which end should a rank shed from? Picture the group's ranks on a line: the
     # work that must cross the boundary left of rank k is the deficit of the ranks
     # before it; shed on the side that pulls harder, keep the other end.
-    diff = (target - np.bincount(o, weights=w[stay], minlength=P))[ranks_sorted]
+    stay_work = np.bincount(o, weights=w[stay], minlength=P)
+    diff = (target - stay_work)[ranks_sorted]
     cdiff = np.cumsum(diff)
     cdiff_in = cdiff - np.concatenate([[0.0], cdiff])[g_start][grp_sorted]
     left_pull = np.maximum(cdiff_in - diff, 0.0)
@@ -324,6 +375,11 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     side_sorted = np.sign(right_pull - left_pull)  # +1 shed high positions, -1 low, 0 both ends
     side = np.empty(P)
     side[ranks_sorted] = side_sorted
+    # only ranks above target shed; the shards of the others all stay (about half the work)
+    shedding = stay_work > target * (1.0 + 1e-12)
+    active = shedding[o]
+    stay = stay[active]
+    o = o[active]
     rel = pos[stay] - centre[o]
     keep_key = np.where(side[o] == 0, np.abs(rel), side[o] * rel)
     # inside each owner, keep shards in keep_key order until the target is met
@@ -342,7 +398,7 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     pool = np.concatenate([st[~keep], np.flatnonzero(new_group != shard_group)])
     if pool.size == 0:
         return new_owners
-    kept = np.bincount(os_[keep], weights=ws[keep], minlength=P)
+    kept = np.where(shedding, np.bincount(os_[keep], weights=ws[keep], minlength=P), stay_work)
     deficit = np.maximum(target - kept, 0.0)
 
     # fill deficits group by group, in spatial order on both sides
@@ -364,21 +420,57 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     return new_owners
 
 
+def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> np.ndarray:
+    """Per group: the time at which its ranks would all finish with its work spread by speed."""
+    group_of_rank, _ = p.groups
+    K = int(group_of_rank.max()) + 1
+    v = p.speed_units_per_s
+    work = np.bincount(shard_group, weights=p.work_units, minlength=K)
+    return (work + np.bincount(group_of_rank, weights=halo_s * v, minlength=K)) / np.bincount(
+        group_of_rank, weights=v, minlength=K)
+
+
 def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
     H = opts.horizon_steps
-    if before.makespan_s <= bound * (1.0 + opts.tolerance):
-        return before, False  # balanced: recognised without planning
+    t_now = before.makespan_s
+    # no plan ends below T*: when even T* would not gain enough, stop (O(S), no planning)
+    if t_now - bound <= max(opts.tolerance * bound, opts.min_gain * t_now):
+        return before, False
+    min_gain_s = opts.min_gain * t_now
+
+    def polished(owners: np.ndarray) -> _Eval:
+        if opts.local_moves:
+            owners = local.improve(p, owners, _evaluate(p, owners).loads, max_moves=opts.local_moves)
+        return _evaluate(p, owners, p.owners)
+
     candidates = []
+    polish = None
+    if t_now <= bound * (1.0 + 5.0 * opts.min_gain + opts.tolerance):
+        # near balanced: a few local moves may be all it takes (and all that noise deserves)
+        polish = polished(p.owners)
     group_of_rank, _ = p.groups
     multi = opts.cross_region and int(group_of_rank.max()) > 0
-    owners = _rebalance(p, opts, before, cross_region=multi, halo_aware=opts.halo_aware)
-    candidates.append(_evaluate(p, owners, p.owners))
-    if multi and np.any(group_of_rank[owners] != group_of_rank[p.owners]):
-        # moves across groups ride the slowest links: also price staying inside the groups
-        owners = _rebalance(p, opts, before, cross_region=False, halo_aware=opts.halo_aware)
-        candidates.append(_evaluate(p, owners, p.owners))
+    full = polished(_rebalance(p, opts, before, cross_region=multi, halo_aware=opts.halo_aware))
+    candidates.append(full)
+    if multi and np.any(group_of_rank[full.owners] != group_of_rank[p.owners]):
+        # moves across groups ride the slowest links: price staying inside the groups, unless
+        # staying clearly cannot win. Predict its makespan from the groups' equal-finish
+        # times (work + halo over aggregate speed), scaled by what the rank level made of
+        # them in the full candidate (shard granularity, halo): O(S) instead of a plan.
+        t_stay = _group_finish_s(p, group_of_rank[p.owners], before.halo).max()
+        t_full = _group_finish_s(p, group_of_rank[full.owners], before.halo).max()
+        t_stay_pred = full.makespan_s * float(t_stay / t_full) if t_full > 0 else full.makespan_s
+        if (t_stay_pred - full.makespan_s) * H < 2.0 * full.migration_s:
+            candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
+                                                  halo_aware=opts.halo_aware)))
+    # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
+    # by min_gain: noise in the work units is not a reason to move many shards
     best = min(candidates, key=lambda e: e.total_s(H))
-    if (before.makespan_s - best.makespan_s) * H > best.migration_s:
+    if polish is not None and (best.makespan_s > polish.makespan_s - min_gain_s
+                               or best.total_s(H) >= polish.total_s(H)):
+        best = polish
+    gain_s = t_now - best.makespan_s
+    if best.moved.size and gain_s * H > best.migration_s and gain_s >= min_gain_s:
         return best, True
     return before, False
 
@@ -401,7 +493,7 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     opts = options or PlanOptions()
     t0 = time.perf_counter()
     before = _evaluate(p, p.owners)
-    bound = max(fractional_bound_s(*residency_rules(p)[1:4]), granular_bound_s(p))
+    bound = p.lower_bound_s
     after, gate = PLANNERS[planner](p, opts, before, bound)
     if after is not before:
         p.check_residency(after.owners)
@@ -409,8 +501,9 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     if gate is None:  # baselines ignore the gate; report what it would have said
         gate = bool(after.moved.size) and gain_s * opts.horizon_steps > after.migration_s
     moved = after.moved
-    moves = list(zip(moved.tolist(), p.owners[moved].tolist(), after.owners[moved].tolist(), strict=True))
-    cost = model.resource_cost(p, after.owners, after.loads, opts.horizon_steps, p.owners, moved=moved)
+    moves = Moves(moved, p.owners[moved], after.owners[moved])
+    cost = model.resource_cost(p, after.owners, after.loads, opts.horizon_steps, p.owners, moved=moved,
+                               cut=after.cut)
     elapsed = time.perf_counter() - t0
     return MigrationPlan(
         planner=planner, owners_before=p.owners, owners_after=after.owners, moves=moves,

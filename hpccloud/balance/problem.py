@@ -129,6 +129,38 @@ class Problem:
         return group_of_rank.reshape(-1).astype(np.int64), uniq[:, 1:].T.astype(bool)
 
     @cached_property
+    def nbytes_f64(self) -> np.ndarray:
+        """``nbytes`` as float64: numpy has no BLAS path for int64·float64 dots (100× slower)."""
+        return self.nbytes.astype(np.float64)
+
+    @cached_property
+    def adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Halo graph in CSR form, both directions: ``(indptr [S+1], neighbour [2E], edge [2E])``.
+
+        The neighbours of shard ``s`` are ``neighbour[indptr[s]:indptr[s+1]]``, joined by
+        the halo edges ``edge[...]`` (indices into ``edge_u``/``edge_v``/``edge_bytes``).
+        """
+        E = self.edge_u.shape[0]
+        src = np.concatenate([self.edge_u, self.edge_v])
+        order = np.argsort(src, kind="stable")
+        nbr = np.concatenate([self.edge_v, self.edge_u])[order]
+        edge = np.concatenate([np.arange(E), np.arange(E)])[order]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.n_shards))])
+        return indptr.astype(np.int64), nbr.astype(np.int64), edge.astype(np.int64)
+
+    @cached_property
+    def class_count(self) -> np.ndarray:
+        """Shards per data class, int64 [C]."""
+        return np.bincount(self.class_id, minlength=self.n_classes)
+
+    @cached_property
+    def lower_bound_s(self) -> float:
+        """T* of this problem (depends on work, speeds and residency, not on owners)."""
+        from hpccloud.balance.bound import lower_bound_s  # bound imports this module
+
+        return lower_bound_s(self)
+
+    @cached_property
     def class_work_units(self) -> np.ndarray:
         """Total work per data class, float64 [C]."""
         return np.bincount(self.class_id, weights=self.work_units, minlength=self.n_classes)
@@ -148,12 +180,12 @@ class Problem:
     def with_owners(self, owners: np.ndarray) -> Problem:
         """The same problem with other owners; keeps the rank-level caches (O(S))."""
         new = dataclasses.replace(self, owners=np.asarray(owners, dtype=np.int64))
-        return self._keep_cache(new, _RANK_CACHES + ("class_work_units",))
+        return self._keep_cache(new, _RANK_CACHES + _SHARD_CACHES + ("class_work_units", "lower_bound_s"))
 
     def with_work_units(self, work_units: np.ndarray) -> Problem:
         """The same problem with other work units (e.g. re-measured); keeps the rank-level caches."""
         new = dataclasses.replace(self, work_units=np.asarray(work_units, dtype=np.float64))
-        return self._keep_cache(new, _RANK_CACHES)
+        return self._keep_cache(new, _RANK_CACHES + _SHARD_CACHES)
 
     def check_residency(self, owners: np.ndarray) -> None:
         """Raise :class:`ResidencyError` naming the first shard placed where its class may not live."""
@@ -192,7 +224,9 @@ class Problem:
             class_names=("public",), provenance=provenance)
 
 
-_RANK_CACHES = ("link_alpha_s", "link_inv_beta_s_per_byte", "groups")
+_RANK_CACHES = ("link_alpha_s", "link_inv_beta_s_per_byte", "groups", "class_count")
+# depend on sizes and halo edges only, never on owners or work units
+_SHARD_CACHES = ("nbytes_f64", "adjacency")
 
 
 def _validate(p: Problem) -> None:

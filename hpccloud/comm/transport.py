@@ -38,17 +38,19 @@ from __future__ import annotations
 import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import xxhash
 
-from hpccloud.comm.agree import agree, raise_if_any
+from hpccloud.comm.agree import agree, error_record, raise_gathered
 from hpccloud.comm.audit import AuditLog, TransferRecord
+from hpccloud.comm.bufpool import BufferPool
 from hpccloud.errors import ChecksumError, ConfigError, InvalidArgument
 
 CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 1 << 30
+GCM_NONCE_BYTES = 12
 GCM_TAG_BYTES = 16
 HEADER_WORDS = 6
 TAG_PAYLOAD = 41
@@ -111,8 +113,10 @@ def _pieces(nbytes: int, chunk_bytes: int) -> list[tuple[int, int]]:
     return [(o, min(o + chunk_bytes, nbytes)) for o in range(0, nbytes, chunk_bytes)]
 
 
-def _aad(shard_id: int, src: int, dst: int, version: int) -> bytes:
-    return struct.pack("<4q", shard_id, src, dst, version)
+def _aad(shard_id: int, src: int, dst: int, version: int, piece: int, n_pieces: int) -> bytes:
+    # binds each sealed piece to its shard, route, map version and place in the
+    # sequence: pieces cannot be swapped, replayed into another move, or dropped
+    return struct.pack("<6q", shard_id, src, dst, version, piece, n_pieces)
 
 
 def _corrupt_ids(corrupt) -> set[int]:
@@ -127,20 +131,20 @@ def _corrupt_ids(corrupt) -> set[int]:
         raise InvalidArgument(f"{CORRUPT_ENV}={env!r}: expected comma-separated shard ids") from None
 
 
-def _plan_digest(owners: np.ndarray) -> int:
-    h = xxhash.xxh3_64(f"{owners.dtype.str}{owners.shape}".encode())
+def _plan_digest(owners: np.ndarray, chunk_bytes: int) -> int:
+    h = xxhash.xxh3_64(f"{owners.dtype.str}{owners.shape}{chunk_bytes}".encode())
     h.update(np.ascontiguousarray(owners).tobytes())
     return h.intdigest()
 
 
-def _validate(comm, shard_map, local, owners_after, policy, key, digests):
+def _validate(comm, shard_map, local, owners_after, policy, key, chunk_bytes):
+    """This rank's checks (the plan's sameness across ranks is checked by the caller)."""
     rank = comm.Get_rank()
+    if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+        raise InvalidArgument(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}, got {chunk_bytes}")
     if policy.topology.size != comm.Get_size():
         raise InvalidArgument(f"the policy's topology has {policy.topology.size} ranks but the "
                               f"communicator has {comm.Get_size()}")
-    if len(set(digests)) != 1:
-        raise InvalidArgument("owners_after differs between ranks; every rank must execute the "
-                              "same plan. Nothing was moved")
     policy.check_owners(shard_map, owners_after)
     moving = shard_map.owners() != owners_after
     for s in shard_map.shards_on(rank):
@@ -157,24 +161,89 @@ def _validate(comm, shard_map, local, owners_after, policy, key, digests):
     return _cipher(key)
 
 
+def _agree_on_plan(comm, shard_map, local, owners_after, policy, key, chunk_bytes):
+    """One collective round: plan sameness + every rank's checks; raises everywhere or returns."""
+    aes, exc, digest = None, None, None
+    try:
+        digest = _plan_digest(owners_after, chunk_bytes)
+        aes = _validate(comm, shard_map, local, owners_after, policy, key, chunk_bytes)
+    except Exception as e:  # noqa: BLE001 - every failure must reach the peers
+        exc = e
+    gathered = comm.allgather((digest, error_record(exc, comm.Get_rank())))
+    digests = [d for d, _ in gathered]
+    if None not in digests and len(set(digests)) != 1:
+        err = InvalidArgument("owners_after or chunk_bytes differs between ranks; every rank must "
+                              "execute the same plan. Nothing was moved")
+        err.collective = True
+        raise err
+    raise_gathered([r for _, r in gathered], exc)
+    return aes
+
+
+_PRIVATE_KEYVAL = None
+
+
+def _private_comm(comm):
+    """A duplicate of ``comm`` for our tags, made once per communicator and cached on it.
+
+    ``Comm.Dup`` is collective (a context-id agreement); paying it on every
+    migration costs a message round, which on a busy machine is a scheduler
+    quantum. Cached as an MPI attribute, so it is freed with ``comm``.
+    """
+    global _PRIVATE_KEYVAL
+    from mpi4py import MPI
+
+    if _PRIVATE_KEYVAL is None:
+        _PRIVATE_KEYVAL = MPI.Comm.Create_keyval(delete_fn=lambda _c, _k, dup: dup.Free())
+    dup = comm.Get_attr(_PRIVATE_KEYVAL)
+    if dup is None:
+        dup = comm.Dup()
+        comm.Set_attr(_PRIVATE_KEYVAL, dup)
+    return dup
+
+
+def _wire_layout(nbytes: int, chunk_bytes: int, enc: bool) -> list[tuple[int, int, int, int]]:
+    """Per piece ``(a, b, wa, wb)``: plaintext bytes ``[a, b)`` travel as wire bytes ``[wa, wb)``.
+
+    Encrypted pieces are ``nonce (12) | ciphertext | GCM tag (16)``.
+    """
+    extra = GCM_NONCE_BYTES + GCM_TAG_BYTES if enc else 0
+    return [(a, b, a + k * extra, b + (k + 1) * extra)
+            for k, (a, b) in enumerate(_pieces(nbytes, chunk_bytes))]
+
+
+def _take(pool, nbytes: int) -> np.ndarray:
+    return pool.take(nbytes) if pool is not None else np.empty(nbytes, np.uint8)
+
+
 # --------------------------------------------------------------------------- execute
 
 
 def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy, *, key=None,
-            audit=None, chunk_bytes: int = CHUNK_BYTES, corrupt: Iterable[int] | None = None):
+            audit=None, chunk_bytes: int = CHUNK_BYTES, corrupt: Iterable[int] | None = None,
+            pool: BufferPool | None = None, checksums: Mapping[int, int] | None = None):
     """Move shards so that shard ``s`` ends on rank ``owners_after[s]``; collective.
 
     Parameters
     ----------
     comm : an mpi4py communicator matching ``policy.topology``.
     shard_map : the current map (identical on every rank).
-    local : this rank's payloads ``{shard_id: array}`` (C-contiguous). Not modified.
+    local : this rank's payloads ``{shard_id: array}`` (C-contiguous). The dict is
+        not modified; without ``pool`` neither are the arrays.
     owners_after : int array ``[S]``, identical on every rank.
     policy : :class:`hpccloud.policy.Policy`; residency is re-checked here.
     key : None, AES key bytes, or a key file path: encrypt cross-region moves.
     audit : None, a path or an :class:`AuditLog`; rank 0 appends the records.
-    chunk_bytes : payload piece size (<= 1 GiB).
+    chunk_bytes : payload piece size (<= 1 GiB), the same on every rank.
     corrupt : test hook, shard ids whose received bytes get one byte flipped.
+    pool : a :class:`~hpccloud.comm.bufpool.BufferPool`: receive into its warm
+        buffers, and give it the arrays of the shards this rank sends away
+        (the caller must not use those arrays afterwards; the returned dict
+        does not hold them).
+    checksums : optional ``{shard_id: xxh3-64}`` of payloads this rank sends,
+        when already known (e.g. from the records of the move that brought the
+        shard here, if it was not modified since): the sender skips hashing.
+        The receiver always verifies, so a stale value fails the move.
 
     Returns
     -------
@@ -188,24 +257,22 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     from mpi4py import MPI
 
     rank = comm.Get_rank()
-    if not 0 < int(chunk_bytes) <= MAX_CHUNK_BYTES:
-        raise InvalidArgument(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}, got {chunk_bytes}")
     chunk_bytes = int(chunk_bytes)
     owners_after = np.asarray(owners_after)
-    digests = comm.allgather(_plan_digest(owners_after))
-    aes = agree(comm, lambda: _validate(comm, shard_map, local, owners_after, policy, key, digests))
+    aes = _agree_on_plan(comm, shard_map, local, owners_after, policy, key, chunk_bytes)
     owners_after = owners_after.astype(np.int64)
     before = shard_map.owners()
     moves = [int(s) for s in np.flatnonzero(before != owners_after)]
     region = policy.topology.region_of
     version = shard_map.version
     flip = _corrupt_ids(corrupt)
+    known = dict(checksums or {})
 
     # hpccloud errors are collected in `error` and raised on every rank below; anything
     # unexpected (e.g. MemoryError) escapes so the CLI / test harness aborts the job
     # instead of leaving peers waiting for messages that will never come
-    pcomm = comm.Dup()  # private tags: no clash with the caller's messages
-    incoming, send_reqs, keep_alive = [], [], []
+    pcomm = _private_comm(comm)  # private tags: no clash with the caller's messages
+    incoming, send_reqs, scratch, sent_away = [], [], [], []
     error: BaseException | None = None
     t_start = time.perf_counter()
 
@@ -216,65 +283,79 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
         if dst != rank:
             continue
         enc = aes is not None and region(src) != region(dst)
-        buf = np.empty(s.shape, dtype=s.dtype)
-        wire = np.empty(s.nbytes + GCM_TAG_BYTES, np.uint8) if enc else _flat_bytes(buf)
-        reqs = [pcomm.Irecv([wire[a:b], MPI.BYTE], src, TAG_PAYLOAD)
-                for a, b in _pieces(wire.nbytes, chunk_bytes)]
+        flat = _take(pool, s.nbytes)
+        layout = _wire_layout(s.nbytes, chunk_bytes, enc)
+        wire = _take(pool, layout[-1][3] if layout else 0) if enc else flat
+        reqs = [pcomm.Irecv([wire[wa:wb], MPI.BYTE], src, TAG_PAYLOAD) for _, _, wa, wb in layout]
         header = np.zeros(HEADER_WORDS, np.uint64)
         hreq = pcomm.Irecv(header, src, TAG_HEADER)
-        incoming.append((s, src, enc, buf, wire, reqs, header, hreq))
+        incoming.append((s, src, enc, flat, wire, layout, reqs, header, hreq))
 
-    # 2. send: hash each piece, then post it; the header (with the checksum) follows
+    # 2. send piece by piece: hash (and seal) each piece while it is in cache, then post
+    #    it; the header with the checksum of the whole plaintext follows the pieces
     for sid in moves:
         s = shard_map.shards[sid]
         src, dst = int(before[sid]), int(owners_after[sid])
         if src != rank:
             continue
+        enc = aes is not None and region(src) != region(dst)
         flat = _flat_bytes(local[sid])
-        nonce = b"\0" * 12
-        if aes is not None and region(src) != region(dst):
-            digest = xxhash.xxh3_64_intdigest(flat)
-            nonce = os.urandom(12)
-            wire = np.empty(s.nbytes + GCM_TAG_BYTES, np.uint8)
-            aes.encrypt_into(nonce, flat, _aad(sid, src, dst, version), wire)
-            send_reqs += [pcomm.Isend([wire[a:b], MPI.BYTE], dst, TAG_PAYLOAD)
-                          for a, b in _pieces(wire.nbytes, chunk_bytes)]
-            keep_alive.append(wire)
-        else:
-            h = xxhash.xxh3_64()
-            for a, b in _pieces(s.nbytes, chunk_bytes):
+        h = None if sid in known else xxhash.xxh3_64()
+        layout = _wire_layout(s.nbytes, chunk_bytes, enc)
+        if enc:
+            wire = _take(pool, layout[-1][3] if layout else 0)
+            scratch.append(wire)
+            nonces = os.urandom(GCM_NONCE_BYTES * len(layout))
+        for k, (a, b, wa, wb) in enumerate(layout):
+            if h is not None:
                 h.update(flat[a:b])
-                send_reqs.append(pcomm.Isend([flat[a:b], MPI.BYTE], dst, TAG_PAYLOAD))
-            digest = h.intdigest()
-        header = np.array([sid, s.nbytes, digest, version, int.from_bytes(nonce[:8], "little"),
-                           int.from_bytes(nonce[8:], "little")], np.uint64)
-        keep_alive.append(header)  # send buffers must live until Waitall
+            if enc:
+                nonce = nonces[k * GCM_NONCE_BYTES:(k + 1) * GCM_NONCE_BYTES]
+                wire[wa:wa + GCM_NONCE_BYTES] = np.frombuffer(nonce, np.uint8)
+                aes.encrypt_into(nonce, flat[a:b], _aad(sid, src, dst, version, k, len(layout)),
+                                 wire[wa + GCM_NONCE_BYTES:wb])
+                piece = wire[wa:wb]
+            else:
+                piece = flat[a:b]
+            send_reqs.append(pcomm.Isend([piece, MPI.BYTE], dst, TAG_PAYLOAD))
+        digest = known[sid] if h is None else h.intdigest()
+        header = np.array([sid, s.nbytes, digest, version, len(layout), chunk_bytes], np.uint64)
+        scratch.append(header)  # send buffers must live until Waitall
         send_reqs.append(pcomm.Isend(header, dst, TAG_HEADER))
+        sent_away.append(local[sid])
 
-    # 3. receive in order: hash each piece as it lands, verify, keep the result aside
+    # 3. receive in order: each piece is (decrypted and) hashed as soon as it lands, while
+    #    it is still in this core's cache; verify, keep the result aside until all agree
     received, mine = {}, []
     t_prev = t_start
-    for s, src, enc, buf, wire, reqs, header, hreq in incoming:
+    for s, src, enc, flat, wire, layout, reqs, header, hreq in incoming:
         h = xxhash.xxh3_64()
-        for k, ((a, b), req) in enumerate(zip(_pieces(wire.nbytes, chunk_bytes), reqs, strict=True)):
+        problem = None
+        for k, ((a, b, wa, wb), req) in enumerate(zip(layout, reqs, strict=True)):
             req.Wait()
             if k == 0 and s.id in flip:
-                wire[a] ^= 0xFF  # test hook: damage the bytes "in flight"
-            if not enc:
-                h.update(wire[a:b])
+                wire[wb - 1] ^= 0xFF  # test hook: damage the bytes "in flight"
+            if problem is not None:
+                continue  # drain the remaining pieces, do not look at them
+            if enc:
+                nonce = wire[wa:wa + GCM_NONCE_BYTES].tobytes()
+                try:
+                    aes.decrypt_into(nonce, wire[wa + GCM_NONCE_BYTES:wb],
+                                     _aad(s.id, src, rank, version, k, len(layout)), flat[a:b])
+                except Exception:  # noqa: BLE001 - InvalidTag: tampered or wrong key
+                    problem = (f"AES-GCM authentication failed on piece {k} (payload altered in "
+                               "flight, or wrong key)")
+                    continue
+            h.update(flat[a:b])
         hreq.Wait()
-        problem = None
-        if int(header[0]) != s.id or int(header[1]) != s.nbytes or int(header[3]) != version:
+        if enc:
+            scratch.append(wire)
+        expect = [s.id, s.nbytes, None, version, len(layout), chunk_bytes]
+        if problem is None and any(e is not None and int(w) != e for w, e in zip(header, expect, strict=True)):
             problem = (f"header says shard {int(header[0])}, {int(header[1])} bytes, map version "
-                       f"{int(header[3])}; expected shard {s.id}, {s.nbytes} bytes, version {version}")
-        elif enc:
-            nonce = int(header[4]).to_bytes(8, "little") + int(header[5]).to_bytes(4, "little")
-            try:
-                aes.decrypt_into(nonce, wire, _aad(s.id, src, rank, version), _flat_bytes(buf))
-            except Exception:  # noqa: BLE001 - InvalidTag: tampered or wrong key
-                problem = "AES-GCM authentication failed (payload altered in flight, or wrong key)"
-            else:
-                h.update(_flat_bytes(buf))
+                       f"{int(header[3])}, {int(header[4])} pieces of {int(header[5])} bytes; "
+                       f"expected shard {s.id}, {s.nbytes} bytes, version {version}, "
+                       f"{len(layout)} pieces of {chunk_bytes} bytes")
         if problem is None and h.intdigest() != int(header[2]):
             problem = (f"checksum mismatch: received xxh3-64 {h.intdigest():016x}, "
                        f"sender's {int(header[2]):016x}")
@@ -284,17 +365,24 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
                 error = ChecksumError(f"shard {s.id} from rank {src} to rank {rank}: {problem}; "
                                       "the payload was rejected and no shard was moved")
             continue
-        received[s.id] = buf
+        received[s.id] = flat.view(np.dtype(s.dtype)).reshape(s.shape)
         mine.append(TransferRecord(time.time(), s.id, s.data_class, src, rank, region(src),
                                    region(rank), s.nbytes, t_done - t_prev, f"{int(header[2]):016x}",
                                    enc, version + 1))
         t_prev = t_done
     MPI.Request.Waitall(send_reqs)
-    pcomm.Free()
-    keep_alive.clear()
-    raise_if_any(comm, error)
 
-    records = sorted((r for part in comm.allgather(mine) for r in part), key=lambda r: r.shard_id)
+    # 4. one round: every rank's records and verdict (nothing is accepted unless all passed)
+    gathered = comm.allgather((mine, error_record(error, rank)))
+    if pool is not None:  # every request completed: the wire buffers are free again
+        for buf in scratch:
+            if buf.dtype == np.uint8:
+                pool.give(buf)
+    raise_gathered([e for _, e in gathered], error)
+    if pool is not None:
+        for a in sent_away:
+            pool.give(a)
+    records = sorted((r for part, _ in gathered for r in part), key=lambda r: r.shard_id)
     moved = set(moves)
     new_local = {sid: a for sid, a in local.items() if sid not in moved}
     new_local.update(received)
@@ -304,4 +392,4 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     return shard_map.with_owners(owners_after), new_local, records
 
 
-__all__ = ["CHUNK_BYTES", "CORRUPT_ENV", "execute", "load_key"]
+__all__ = ["CHUNK_BYTES", "CORRUPT_ENV", "BufferPool", "execute", "load_key"]

@@ -103,3 +103,21 @@ def test_simulator_rows_are_deterministic_and_complete():
     static = a[0]
     assert static["migration_bytes"] == 0
     assert static["horizon_total_s"] == pytest.approx(static["makespan_s"] * 40)
+
+
+@pytest.mark.parametrize("scenario", ["hetero-speed", "two-region-slow-link"])
+def test_topo_is_idempotent_and_holds_still_under_measurement_noise(scenario):
+    # the runner re-plans every K steps on measured (noisy) work units: re-planning topo's
+    # own output must not move, and ±5 % noise per shard must move little or nothing
+    p = make_problem(scenario, 256, 2, 25_600, seed=3)
+    first = plan_problem(p, "topo", PlanOptions(horizon_steps=100))
+    assert first.gate_passed and first.ratio_to_bound <= 1.05
+    again = plan_problem(p.with_owners(first.owners_after), "topo", PlanOptions(horizon_steps=100))
+    assert not again.moves and not again.gate_passed
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        noisy = p.with_owners(first.owners_after).with_work_units(
+            p.work_units * rng.uniform(0.95, 1.05, p.n_shards))
+        mp = plan_problem(noisy, "topo", PlanOptions(horizon_steps=100))
+        assert len(mp.moves) <= 0.01 * p.n_shards, (len(mp.moves), mp.makespan_before_s / mp.lower_bound_s)
+        assert mp.makespan_after_s <= mp.makespan_before_s

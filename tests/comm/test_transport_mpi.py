@@ -186,3 +186,36 @@ def test_shard_over_2_gib_moves_intact(comm):
             assert np.array_equal(a[lo:hi], np.arange(lo, hi, dtype=np.uint64)), f"mismatch in [{lo}, {hi})"
     else:
         assert local == {}
+
+
+@pytest.mark.mpi(ranks=[2, 3], timeout=120)
+def test_pooled_moves_and_known_checksums(comm):
+    from hpccloud.comm.bufpool import BufferPool
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    policy = Policy.from_topology(load_topology(None, comm))
+    n = 3 * (1 << 16) + 5  # several pieces, the last one short
+    big = np.random.default_rng(3).standard_normal(2 * n)  # shard 0 starts as a view of `big`
+    m = block_1d(n, 1, "<f8", size)
+    m = m.with_owners(np.array([0]))
+    local = {0: big[:n]} if rank == 0 else {}
+    pool = BufferPool()
+    key = bytes(range(32))
+    for step in range(2 * size):
+        after = np.array([(step + 1) % size])
+        m, local, recs = execute(comm, m, local, after, policy, pool=pool, chunk_bytes=1 << 16,
+                                 key=key if step % 2 else None)
+        if rank == int(after[0]):
+            assert np.array_equal(local[0], big[:n]), f"step {step}"
+    # the caller's bigger array was never recycled into a receive buffer
+    assert np.array_equal(big[:n], np.random.default_rng(3).standard_normal(2 * n)[:n])
+    # a known checksum skips the sender's hashing; a stale one is caught by the receiver
+    owner = int(m.owners()[0])
+    after = np.array([(owner + 1) % size])
+    good = {0: int(recs[0].checksum, 16)} if rank == owner else None
+    m2, local2, _ = execute(comm, m, local, after, policy, checksums=good, pool=pool)
+    assert (rank != int(after[0])) or np.array_equal(local2[0], big[:n])
+    stale = {0: int(recs[0].checksum, 16) ^ 1} if rank == int(after[0]) else None
+    with pytest.raises(ChecksumError):
+        execute(comm, m2, local2, np.array([owner]), policy, checksums=stale, pool=pool)
+    assert (rank != int(after[0])) or np.array_equal(local2[0], big[:n])

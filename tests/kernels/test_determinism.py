@@ -52,3 +52,35 @@ def test_stencil_tiled_equals_whole_domain_bit_for_bit():
         right[:, 0] = left[:, -2]
     got = np.concatenate([left[:, :-1], right[:, 1:]], axis=1)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_out_kernels_allocate_nothing_per_call():
+    """The runner calls stencil2d/triad every step with out=: the jitted bodies must not allocate.
+
+    Calls the jitted cores n times from a jitted loop and counts Numba runtime (NRT)
+    allocations: only the two argument wrappers of the outer call, whatever n is.
+    """
+    if NO_JIT:
+        pytest.skip("counts Numba runtime allocations; needs JIT")
+    from numba import njit
+    from numba.core.runtime import _nrt_python, rtsys
+
+    from kernels import stream
+
+    _nrt_python.memsys_enable_stats()
+
+    @njit
+    def sweep(a, out, n):
+        for _ in range(n):
+            stencil._jacobi(a, out)
+            stream._triad(a[0], a[1], 2.0, out[0])
+
+    a = np.ones((66, 66))
+    out = np.empty_like(a)
+    sweep(a, out, 1)
+    allocs = []
+    for n in (1, 7):
+        before = rtsys.get_allocation_stats().alloc
+        sweep(a, out, n)
+        allocs.append(rtsys.get_allocation_stats().alloc - before)
+    assert allocs[0] == allocs[1], allocs
