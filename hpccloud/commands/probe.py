@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -86,6 +87,25 @@ def _print_matrix(title: str, labels, m, scale: float, fmt: str) -> None:
         print(f"{str(lab):>{width}}{cells}")
 
 
+def _discover(model, topo):
+    """Regions from the measured links alone, and how they compare with the declared ones."""
+    from hpccloud.measure.discover import compare_regions, discover_regions
+
+    found = discover_regions(model.alpha_s, model.beta_bytes_per_s)
+    return found, compare_regions(found.rank_region, topo.rank_region)
+
+
+def _print_discovered(topo, found, versus) -> None:
+    print("regions: declared | discovered from measured links")
+    for r in range(topo.size):
+        print(f"  rank {r:>4}  {topo.region_of(r):<12} {versus.names[found.rank_region[r]]}")
+    if not found.conclusive:
+        print("  (too few links to discover regions from measurements)")
+    elif not versus.agree:
+        for line in versus.disagreements:
+            print(f"hpccloud probe: warning: {line}", file=sys.stderr)
+
+
 def run(args) -> int:
     from hpccloud.comm.agree import agree
     from hpccloud.measure.probe import probe_links, probe_speed
@@ -103,6 +123,10 @@ def run(args) -> int:
     speed = agree(comm, lambda: probe_speed(comm, args.speed_kernel, window_s=args.speed_seconds))
     elapsed = time.perf_counter() - t0
     doc = profile_json(topo, links, speed, elapsed)
+    found, versus = _discover(links.model, topo)
+    doc["discovered_regions"] = {**found.to_json(), "names": list(versus.names),
+                                 "agree_with_declared": versus.agree,
+                                 "disagreements": list(versus.disagreements)}
     if comm.Get_rank() == 0:
         model = links.model
         ranks = list(range(topo.size))
@@ -116,6 +140,7 @@ def run(args) -> int:
             _print_matrix("by region: latency alpha [µs] (median over rank pairs)", topo.region_names,
                           ra, 1e6, ".2f")
             _print_matrix("by region: bandwidth beta [GB/s]", topo.region_names, rb, 1e-9, ".2f")
+        _print_discovered(topo, found, versus)
         print(f"speed ({speed.reference_kernel}, units/s, all ranks at once):")
         for r in ranks:
             print(f"  rank {r:>4}  {topo.region_of(r):<12} {speed.units_per_s[r]:.4g}")
