@@ -131,7 +131,9 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
                                       skip, repeats(n)) for n in sizes]
                     if rank == src:
                         half_ack = rtts[sizes.index(_ACK_BYTES)] / 2.0
-                        local[(src, dst)] = [max(r - half_ack, 1e-9) if n != _ACK_BYTES else half_ack
+                        # the answer takes about rtt(8)/2; under noise rtt(n) can read
+                        # below rtt(8), and then half the round trip is the better guess
+                        local[(src, dst)] = [max(r - half_ack, r / 2.0) if n != _ACK_BYTES else half_ack
                                              for r, n in zip(rtts, sizes, strict=True)]
             if not concurrent:
                 sleeping_barrier(comm)
