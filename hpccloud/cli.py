@@ -23,6 +23,7 @@ from hpccloud.errors import HpccloudError
 
 # name -> module; order is the order of `hpccloud --help`
 COMMANDS = {
+    "probe": "hpccloud.commands.probe",
     "info": "hpccloud.commands.info",
 }
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hpccloud {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, modname in COMMANDS.items():
+    for modname in COMMANDS.values():
         importlib.import_module(modname).add_parser(sub)
     return parser
 

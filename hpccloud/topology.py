@@ -325,11 +325,14 @@ def resolve_topology(doc: dict[str, Any], size: int, hosts: list[str] | None = N
         raise _fail(source, "regions",
                     f"ranks {rest} are not mapped to any region (hosts: {sorted({hosts[r] for r in rest})})",
                     'add them to a region\'s `ranks` or `hosts`, or give a region `ranks = "even"`')
+    # as numpy.array_split: the first regions get one rank more when it does not divide
+    base, extra = divmod(len(rest), max(1, len(even)))
+    lo = 0
     for k, rname in enumerate(even):
-        lo = k * len(rest) // len(even)
-        hi = (k + 1) * len(rest) // len(even)
+        hi = lo + base + (1 if k < extra else 0)
         for r in rest[lo:hi]:
             owner[r] = rname
+        lo = hi
 
     egress = {
         rn: _egress(source, f"regions[{i}].egress_per_gb", egress_raw[rn], rn, names, juris)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 
 def add_topology_arg(parser) -> None:
@@ -24,19 +23,21 @@ def world():
     return MPI.COMM_WORLD
 
 
+def check_writable(path: str) -> None:
+    """Fail early (before the work) when an output file could not be written."""
+    from hpccloud.errors import InvalidArgument
+
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise InvalidArgument(f"{path}: folder {folder!r} does not exist. Fix: create it or "
+                              "choose another output path")
+    if not os.access(folder, os.W_OK):
+        raise InvalidArgument(f"{path}: folder {folder!r} is not writable. Fix: choose another "
+                              "output path")
+
+
 def write_json_atomic(path: str, obj) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder, fsync, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON to ``path`` atomically (temp file, fsync, rename)."""
+    from hpccloud.io.atomic import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())

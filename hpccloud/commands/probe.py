@@ -1,0 +1,126 @@
+"""``hpccloud probe``: measure every link and every rank's speed; print and save them."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hpccloud.commands.common import (
+    add_threads_arg,
+    add_topology_arg,
+    check_writable,
+    world,
+    write_json_atomic,
+)
+from hpccloud.errors import InvalidArgument
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("probe", help="measure links (α, β per rank pair) and rank speeds")
+    add_topology_arg(p)
+    add_threads_arg(p)
+    p.add_argument("--json", metavar="OUT", default=None, help="write the measured profile here")
+    p.add_argument("--sizes", default=None, metavar="LIST",
+                   help="comma-separated message sizes in bytes (default 8 B … 4 MiB)")
+    p.add_argument("--speed-kernel", default="stencil2d", help="reference kernel of the speed probe")
+    p.add_argument("--speed-seconds", type=float, default=0.3,
+                   help="wall-clock window of the speed probe (default 0.3 s)")
+    p.add_argument("--serial-pairs", action="store_true",
+                   help="measure one pair at a time even when the cores would allow more")
+    p.set_defaults(run=run)
+
+
+def _sizes(text: str | None):
+    from hpccloud.measure.probe import DEFAULT_SIZES
+
+    if text is None:
+        return DEFAULT_SIZES
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise InvalidArgument(f"--sizes {text!r}: not a comma-separated list of integers. "
+                              "Fix: e.g. --sizes 8,4096,1048576") from None
+    if not sizes or min(sizes) < 1:
+        raise InvalidArgument(f"--sizes {text!r}: sizes must be >= 1 byte. Fix: e.g. --sizes 8,1048576")
+    return sizes
+
+
+def profile_json(topo, links, speed, elapsed_s: float) -> dict:
+    """The ``--json`` document: the measured profile ``hpccloud plan --profile`` reads."""
+    link_doc = links.model.to_json()
+    ralpha, rbeta = links.model.region_matrix(topo)
+
+    def mat(m):
+        return [[None if not np.isfinite(x) else float(x) for x in row] for row in m]
+
+    return {
+        "kind": "hpccloud-probe",
+        "created_unix_s": time.time(),
+        "provenance": "measured",
+        "ranks": [{"rank": r, "host": topo.hosts[r], "region": topo.region_of(r)}
+                  for r in range(topo.size)],
+        "regions": topo.to_json()["regions"],
+        "topology": topo.to_json(),
+        "alpha_s": link_doc["alpha_s"],
+        "beta_bytes_per_s": link_doc["beta_bytes_per_s"],
+        "region_alpha_s": mat(ralpha),
+        "region_beta_bytes_per_s": mat(rbeta),
+        "sizes_bytes": list(links.sizes),
+        "one_way_median_s": [{"src": s, "dst": d, "seconds": t}
+                             for (s, d), t in sorted(links.one_way_s.items())],
+        "concurrent_pairs": links.concurrent_pairs,
+        "speed_kernel": speed.reference_kernel,
+        "speed_units_per_s": [float(x) for x in speed.units_per_s],
+        "probe_seconds": elapsed_s,
+    }
+
+
+def _print_matrix(title: str, labels, m, scale: float, fmt: str) -> None:
+    print(title)
+    width = max(8, max(len(str(x)) for x in labels) + 1)
+    print(" " * width + "".join(f"{str(x):>{width}}" for x in labels))
+    for lab, row in zip(labels, m, strict=True):
+        cells = "".join(f"{'—':>{width}}" if not np.isfinite(v) else f"{v * scale:>{width}{fmt}}"
+                        for v in row)
+        print(f"{str(lab):>{width}}{cells}")
+
+
+def run(args) -> int:
+    from hpccloud.comm.agree import agree
+    from hpccloud.measure.probe import probe_links, probe_speed
+    from hpccloud.threads import configure_threads
+    from hpccloud.topology import load_topology
+
+    comm = world()
+    sizes = agree(comm, lambda: _sizes(args.sizes))
+    if args.json:
+        agree(comm, lambda: check_writable(args.json))
+    topo = load_topology(args.topology, comm)
+    agree(comm, lambda: configure_threads(comm, args.threads))
+    t0 = time.perf_counter()
+    links = probe_links(comm, sizes, concurrent=False if args.serial_pairs else None)
+    speed = agree(comm, lambda: probe_speed(comm, args.speed_kernel, window_s=args.speed_seconds))
+    elapsed = time.perf_counter() - t0
+    doc = profile_json(topo, links, speed, elapsed)
+    if comm.Get_rank() == 0:
+        model = links.model
+        ranks = list(range(topo.size))
+        print(f"hpccloud probe: {topo.size} ranks, topology {topo.name!r} ({topo.source}), "
+              f"{len(sizes)} sizes {min(sizes)} B … {max(sizes)} B, "
+              f"pairs {'concurrent' if links.concurrent_pairs else 'one at a time'}, {elapsed:.1f} s")
+        if topo.size > 1:
+            _print_matrix("latency alpha [µs] (row = sender)", ranks, model.alpha_s, 1e6, ".2f")
+            _print_matrix("bandwidth beta [GB/s]", ranks, model.beta_bytes_per_s, 1e-9, ".2f")
+            ra, rb = model.region_matrix(topo)
+            _print_matrix("by region: latency alpha [µs] (median over rank pairs)", topo.region_names,
+                          ra, 1e6, ".2f")
+            _print_matrix("by region: bandwidth beta [GB/s]", topo.region_names, rb, 1e-9, ".2f")
+        print(f"speed ({speed.reference_kernel}, units/s, all ranks at once):")
+        for r in ranks:
+            print(f"  rank {r:>4}  {topo.region_of(r):<12} {speed.units_per_s[r]:.4g}")
+    if args.json:
+        agree(comm, lambda: write_json_atomic(args.json, doc) if comm.Get_rank() == 0 else None)
+        if comm.Get_rank() == 0:
+            print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,1 @@
+"""HDF5 input and per-region output, checkpoints, atomic writes."""

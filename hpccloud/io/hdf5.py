@@ -1,0 +1,187 @@
+"""HDF5 input and per-region output, with checksums verified on read.
+
+Input
+    :func:`read_shards` opens the input file **read-only** (several ranks may do
+    so at once with the serial PyPI h5py) and reads only the hyperslabs of the
+    shards a rank owns. :func:`write_input` writes a chunked dataset with
+    HDF5's Fletcher-32 filter, so a flipped byte is refused by the library on
+    read, plus an xxh3 checksum per shard-sized block.
+
+Output
+    One file per region (``<out>/<region>.h5``) holds that region's shards as
+    ``/shards/<id>`` datasets with their global index, data class and checksum:
+    data never leaves its region in storage either. A catalogue file
+    (``<out>/catalogue.h5``) holds only a *virtual dataset* that stitches the
+    global array from the region files (relative paths), so the whole result
+    reads as one array where all region files are visible.
+
+All files are written atomically (:mod:`hpccloud.io.atomic`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import h5py
+import numpy as np
+import xxhash
+
+from hpccloud.errors import ChecksumError, ConfigError
+from hpccloud.io.atomic import atomic_path
+
+
+def checksum(arr: np.ndarray) -> str:
+    """xxh3-64 of an array's bytes in C order, as 16 hex digits."""
+    return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(arr).data)
+
+
+def _index_attr(index: tuple[slice, ...]) -> np.ndarray:
+    return np.array([[s.start, s.stop] for s in index], dtype=np.int64)
+
+
+def _index_from_attr(attr) -> tuple[slice, ...]:
+    return tuple(slice(int(a), int(b)) for a, b in np.asarray(attr))
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if not shape or 0 in shape:
+        return None
+    # about 1 MiB chunks of float64 along the first axis
+    rows = max(1, min(shape[0], (1 << 17) // max(1, int(np.prod(shape[1:])))))
+    return (rows, *shape[1:])
+
+
+def open_readonly(path: str | os.PathLike) -> h5py.File:
+    """Open an HDF5 file read-only with a clear error naming the file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: no such file. Fix: check the path")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ConfigError(f"{path}: not a readable HDF5 file ({exc}). Fix: regenerate it, or "
+                          "check that it was copied completely") from None
+
+
+def write_input(path: str | os.PathLike, dataset: str, data: np.ndarray,
+                attrs: Mapping[str, object] | None = None) -> None:
+    """Write ``data`` as a chunked, Fletcher-32-protected dataset (atomically)."""
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(dataset, data=data, chunks=_chunks(data.shape), fletcher32=True)
+        ds.attrs["xxh3"] = checksum(data)
+        for k, v in (attrs or {}).items():
+            ds.attrs[k] = v
+
+
+def read_shards(path: str | os.PathLike, dataset: str, shard_map, rank: int) -> dict[int, np.ndarray]:
+    """Read the hyperslabs of the shards ``rank`` owns; returns ``{shard id: array}``.
+
+    Raises :class:`ConfigError` naming the file and dataset for a missing file,
+    a missing dataset, a shape or dtype that does not match the shard map, or a
+    chunk whose Fletcher-32 checksum fails (a corrupted file).
+    """
+    path = os.fspath(path)
+    out: dict[int, np.ndarray] = {}
+    with open_readonly(path) as f:
+        if dataset not in f:
+            raise ConfigError(f"{path}: no dataset {dataset!r} (has {sorted(f.keys())}). "
+                              "Fix: pass the right --input-dataset")
+        ds = f[dataset]
+        if tuple(ds.shape) != tuple(shard_map.global_shape):
+            raise ConfigError(f"{path}:{dataset}: shape {tuple(ds.shape)} does not match the "
+                              f"workload's {tuple(shard_map.global_shape)}. Fix: set the workload "
+                              "size to the dataset's shape")
+        if np.dtype(ds.dtype) != np.dtype(shard_map.dtype):
+            raise ConfigError(f"{path}:{dataset}: dtype {ds.dtype} but the workload needs "
+                              f"{np.dtype(shard_map.dtype)}. Fix: convert the dataset")
+        for shard in shard_map.shards_on(rank):
+            try:
+                out[shard.id] = np.ascontiguousarray(ds[shard.index])
+            except OSError as exc:
+                raise ConfigError(f"{path}:{dataset}: corrupted data in shard {shard.id} "
+                                  f"{shard.index} ({exc}). Fix: restore the file from a good copy"
+                                  ) from None
+    return out
+
+
+def write_region_file(path: str | os.PathLike, region: str, shard_map,
+                      shards: Mapping[int, np.ndarray], policy=None,
+                      attrs: Mapping[str, object] | None = None) -> None:
+    """Write one region's shards to ``path`` atomically.
+
+    With ``policy``, every shard's data class is checked against the region
+    first: a shard that may not live there raises before anything is written.
+    """
+    if policy is not None:
+        from hpccloud.errors import ResidencyError
+
+        for sid in shards:
+            dc = shard_map.shards[sid].data_class
+            if not policy.may_live(dc, region):
+                raise ResidencyError(f"shard {sid} of data class {dc!r} may not be stored in "
+                                     f"region {region!r}; nothing was written")
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["region"] = region
+        f.attrs["global_shape"] = np.array(shard_map.global_shape, dtype=np.int64)
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+        grp = f.create_group("shards")
+        for sid in sorted(shards):
+            arr = shards[sid]
+            shard = shard_map.shards[sid]
+            ds = grp.create_dataset(str(sid), data=arr, chunks=_chunks(arr.shape),
+                                    fletcher32=arr.size > 0)
+            ds.attrs["index"] = _index_attr(shard.index)
+            ds.attrs["data_class"] = shard.data_class
+            ds.attrs["xxh3"] = checksum(arr)
+
+
+def read_region_file(path: str | os.PathLike) -> dict[int, tuple[np.ndarray, tuple[slice, ...], str]]:
+    """Read a region file back, verifying every shard's checksum.
+
+    Returns ``{shard id: (array, global index, data class)}``.
+    """
+    path = os.fspath(path)
+    out = {}
+    with open_readonly(path) as f:
+        for name, ds in f["shards"].items():
+            try:
+                arr = ds[()]
+            except OSError as exc:
+                raise ChecksumError(f"{path}: shard {name} is corrupted ({exc})") from None
+            if checksum(arr) != ds.attrs["xxh3"]:
+                raise ChecksumError(f"{path}: shard {name} fails its xxh3 checksum; refusing it")
+            out[int(name)] = (arr, _index_from_attr(ds.attrs["index"]), str(ds.attrs["data_class"]))
+    return out
+
+
+def write_catalogue(path: str | os.PathLike, shard_map, region_files: Mapping[str, str],
+                    shard_region: Mapping[int, str], dataset: str = "data") -> None:
+    """Write a catalogue whose virtual dataset stitches the global array from region files.
+
+    ``region_files`` maps region → file path; ``shard_region`` maps shard id → region.
+    Source paths are stored relative to the catalogue's folder.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    layout = h5py.VirtualLayout(shape=tuple(shard_map.global_shape), dtype=np.dtype(shard_map.dtype))
+    for shard in shard_map.shards:
+        src = os.path.relpath(os.path.abspath(region_files[shard_region[shard.id]]), folder)
+        layout[shard.index] = h5py.VirtualSource(src, f"shards/{shard.id}", shape=tuple(shard.shape))
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.create_virtual_dataset(dataset, layout, fillvalue=np.nan if np.dtype(shard_map.dtype).kind == "f" else 0)
+        f.attrs["regions"] = np.array(sorted(region_files), dtype=h5py.string_dtype())
+        f.attrs["files"] = np.array([os.path.relpath(os.path.abspath(region_files[r]), folder)
+                                     for r in sorted(region_files)], dtype=h5py.string_dtype())
+
+
+def read_catalogue(path: str | os.PathLike, dataset: str = "data") -> np.ndarray:
+    """Read the stitched global array through the catalogue's virtual dataset.
+
+    HDF5 resolves the relative source paths against the catalogue's folder, so
+    the output folder can be moved or copied as a whole.
+    """
+    path = os.fspath(path)
+    with open_readonly(path) as f:
+        return f[dataset][()]

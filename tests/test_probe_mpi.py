@@ -1,0 +1,39 @@
+"""The link probe under real mpiexec: every ordered pair measured, same model on every rank."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from hpccloud.measure.probe import probe_links, round_robin_rounds
+
+
+@pytest.mark.parametrize("size", range(1, 10))
+def test_round_robin_covers_every_pair_once(size):
+    rounds = round_robin_rounds(size)
+    assert len(rounds) == (size - 1 if size % 2 == 0 else size) or size == 1
+    seen = [p for rnd in rounds for p in rnd]
+    assert sorted(seen) == sorted(itertools.combinations(range(size), 2))
+    for rnd in rounds:
+        ranks = [r for p in rnd for r in p]
+        assert len(ranks) == len(set(ranks)), "a rank appears twice in one round"
+
+
+@pytest.mark.mpi(ranks=[1, 2, 3, 4], timeout=120)
+def test_link_probe_measures_every_ordered_pair(comm):
+    size = comm.Get_size()
+    res = probe_links(comm, sizes=(8, 4096, 1 << 20))
+    model = res.model
+    off = ~np.eye(size, dtype=bool)
+    assert model.provenance == "measured"
+    assert np.isfinite(model.alpha_s[off]).all() and np.isfinite(model.beta_bytes_per_s[off]).all()
+    assert np.isnan(np.diag(model.alpha_s)).all()
+    assert (model.alpha_s[off] >= 0).all() and (model.beta_bytes_per_s[off] > 0).all()
+    # every ordered pair has a sample at every size (plus the 8-byte answer size)
+    assert sorted(res.one_way_s) == [(i, j) for i in range(size) for j in range(size) if i != j]
+    # identical on every rank
+    mats = comm.allgather((model.alpha_s.tobytes(), model.beta_bytes_per_s.tobytes()))
+    assert all(m == mats[0] for m in mats)
+    # a 1 MiB message takes longer than an 8-byte one on every link
+    for (i, j), times in res.one_way_s.items():
+        assert times[-1] > times[0], (i, j, times)
