@@ -46,6 +46,9 @@ BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_NODES = ("eu-node001", "us-node001")
 
+#: what a test session measured, name -> seconds (printed by tests/slurm/conftest.py)
+TIMINGS: dict[str, float] = {}
+
 
 class SlurmUnavailable(RuntimeError):
     """This machine cannot run the cluster at all (not root, no apt-get)."""
@@ -270,16 +273,18 @@ class MiniSlurm:
 
     # ------------------------------------------------------------------ jobs
 
-    def sbatch(self, script: str | os.PathLike, args: list[str], *, cwd: str | os.PathLike,
+    def sbatch(self, script: str | os.PathLike | None, args: list[str], *, cwd: str | os.PathLike,
                env: dict[str, str] | None = None, timeout_s: float = 120.0,
                ) -> tuple[subprocess.CompletedProcess, float]:
-        """``sbatch --wait`` a script; return (completed process, wall seconds).
+        """``sbatch --wait`` a script (None: ``--wrap`` in ``args``); return (result, wall seconds).
 
         On timeout the job is cancelled (by its unique name) and TimeoutExpired
         is raised with sbatch's output and the queue.
         """
         name = f"hpcct-{os.getpid()}-{time.monotonic_ns()}"
-        cmd = [_which("sbatch"), "--wait", "--parsable", f"--job-name={name}", *args, str(script)]
+        cmd = [_which("sbatch"), "--wait", "--parsable", f"--job-name={name}", *args]
+        if script is not None:
+            cmd.append(str(script))
         t0 = time.perf_counter()
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, env=self.env(env),
