@@ -135,7 +135,7 @@ class MiniSlurm:
     """A controller plus one slurmd per node name, everything under ``root``."""
 
     nodes: tuple[str, ...] = DEFAULT_NODES
-    cpus_per_node: int = 4
+    cpus_per_node: int = 8
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hpccloud-slurm-")))
     keep: bool = False
     started: list[tuple[str, Path]] = field(default_factory=list)
@@ -194,6 +194,8 @@ class MiniSlurm:
             "SlurmdParameters=config_overrides",
             "MpiDefault=pmi2",
             "SchedulerType=sched/builtin",
+            # start a batch job as soon as it is submitted (default: up to 3 s later)
+            "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
             "AccountingStorageType=accounting_storage/none",
             "JobCompType=jobcomp/none",
             "JobAcctGatherType=jobacct_gather/none",
