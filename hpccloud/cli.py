@@ -23,8 +23,13 @@ from hpccloud.errors import HpccloudError
 
 # name -> module; order is the order of `hpccloud --help`
 COMMANDS = {
+    "run": "hpccloud.commands.run",
     "probe": "hpccloud.commands.probe",
+    "report": "hpccloud.commands.report",
     "info": "hpccloud.commands.info",
+    "plan": "hpccloud.commands.plan",
+    "simulate": "hpccloud.commands.simulate",
+    "bench": "hpccloud.commands.bench",
 }
 
 
@@ -49,7 +54,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from hpccloud import __version__
 
-    parser = _Parser(prog="hpccloud", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="hpccloud", description="Sharded numeric work across regional clusters: "
+                     "measured links, Numba kernels, a residency-aware load balancer.")
     parser.add_argument("--version", action="version", version=f"hpccloud {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

@@ -1,0 +1,157 @@
+"""The lower bound T* on any plan's makespan, and the per-group work targets of ``topo``.
+
+**The bound.** Relax the problem: let shards split fractionally, drop halo time
+(it is never negative, so dropping it keeps the bound valid) and keep residency.
+What remains is a transportation problem: data class ``c`` has ``W_c`` work
+units that may flow to the rank groups it is allowed in; group ``k`` (ranks of
+one region accepting the same classes) finishes ``T · V_k`` units in time ``T``,
+``V_k`` its aggregate measured speed (inside a group fractional work spreads in
+proportion to speed, so a group acts as one machine). By Gale's/Hall's theorem
+the relaxation is feasible at ``T`` iff every set ``K`` of classes fits in the
+groups it may use::
+
+    T* = max over non-empty class sets K of  W(K) / V(groups allowed for some class in K)
+
+Classes with the same allowed groups merge, so ``K`` ranges over at most
+``2^M`` sets with ``M`` the number of distinct residency rules — a handful in
+practice; enumerating them is exact and takes microseconds. With more than
+:data:`MAX_ENUMERATED` rules the same value comes from an LP (scipy HiGHS),
+whose variables are (rule × group), never (shard × rank).
+
+No shard splits in a real plan, so a second bound also holds:
+``max_s w_s / (fastest rank allowed for s)``. :func:`lower_bound_s` returns the
+larger of the two. With no residency limits the first is exactly ``Σw / Σv``.
+
+>>> import numpy as np
+>>> from hpccloud.balance.problem import Problem
+>>> p = Problem.uniform(work_units=np.ones(6), owners=np.zeros(6, int), speed_units_per_s=[1.0, 2.0])
+>>> lower_bound_s(p)   # 6 units / 3 units per s
+2.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linprog
+
+from hpccloud.balance.problem import Problem
+from hpccloud.errors import ResidencyError
+
+MAX_ENUMERATED = 14
+
+
+def residency_rules(p: Problem, work_units: np.ndarray | None = None):
+    """Merge data classes with the same allowed groups.
+
+    Returns ``(rule_of_class [C], rule_groups bool [M, K], rule_work [M], group_speed [K],
+    group_of_rank [P])``; only classes with shards are kept in rules (others map to -1).
+    """
+    group_of_rank, allowed_by_group = p.groups
+    group_speed = np.bincount(group_of_rank, weights=p.speed_units_per_s,
+                              minlength=allowed_by_group.shape[1])
+    class_work = (p.class_work_units if work_units is None
+                  else np.bincount(p.class_id, weights=work_units, minlength=p.n_classes))
+    class_count = np.bincount(p.class_id, minlength=p.n_classes)
+    present = np.flatnonzero(class_count > 0)
+    rule_of_class = np.full(p.n_classes, -1, dtype=np.int64)
+    if present.size == 0:
+        return rule_of_class, np.zeros((0, group_speed.size), bool), np.zeros(0), group_speed, group_of_rank
+    rows = allowed_by_group[present]
+    rule_groups, inv = np.unique(rows, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    rule_of_class[present] = inv
+    rule_work = np.bincount(inv, weights=class_work[present], minlength=rule_groups.shape[0])
+    if not np.all(rule_groups.any(axis=1)):
+        bad = present[np.flatnonzero(~rule_groups.any(axis=1)[inv])[0]]
+        raise ResidencyError(f"data class {p.class_names[bad]!r} may live on no rank")
+    return rule_of_class, rule_groups, rule_work, group_speed, group_of_rank
+
+
+def fractional_bound_s(rule_groups: np.ndarray, rule_work: np.ndarray, group_speed: np.ndarray) -> float:
+    """T* of the fractional relaxation (exact; enumeration or HiGHS LP, see the module notes)."""
+    M = rule_work.size
+    if M == 0 or float(rule_work.sum()) == 0.0:
+        return 0.0
+    if M > MAX_ENUMERATED:
+        return lp_bound_s(rule_groups, rule_work, group_speed)
+    subsets = ((np.arange(1, 1 << M)[:, None] >> np.arange(M)[None, :]) & 1).astype(np.float64)
+    work = subsets @ rule_work
+    reach = (subsets @ rule_groups.astype(np.float64)) > 0
+    speed = reach @ group_speed
+    return float(np.max(work / speed))
+
+
+def lp_bound_s(rule_groups: np.ndarray, rule_work: np.ndarray, group_speed: np.ndarray) -> float:
+    """The same T* from ``scipy.optimize.linprog`` (HiGHS): min T s.t. work fits in T·V_k."""
+    M, K = rule_groups.shape
+    m_idx, k_idx = np.nonzero(rule_groups)
+    n = m_idx.size
+    # variables: x (one per allowed (rule, group) pair), then T
+    c = np.zeros(n + 1)
+    c[-1] = 1.0
+    a_eq = np.zeros((M, n + 1))
+    a_eq[m_idx, np.arange(n)] = 1.0
+    a_ub = np.zeros((K, n + 1))
+    a_ub[k_idx, np.arange(n)] = 1.0
+    a_ub[:, -1] = -group_speed
+    # scale to O(1) so HiGHS tolerances are relative
+    scale = float(rule_work.sum())
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(K), A_eq=a_eq, b_eq=rule_work / scale,
+                  bounds=[(0, None)] * (n + 1), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"lower-bound LP failed: {res.message}")
+    return float(res.x[-1]) * scale
+
+
+def granular_bound_s(p: Problem, work_units: np.ndarray | None = None) -> float:
+    """``max_s w_s / v_max(class of s)``: a whole shard runs on one rank."""
+    w = p.work_units if work_units is None else work_units
+    if w.size == 0:
+        return 0.0
+    vmax = np.where(p.allowed, p.speed_units_per_s[None, :], 0.0).max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.max(w / vmax[p.class_id]))
+
+
+def lower_bound_s(p: Problem, work_units: np.ndarray | None = None) -> float:
+    """A lower bound on the makespan of every plan of ``p`` (compute only, see the module notes)."""
+    _, rule_groups, rule_work, group_speed, _ = residency_rules(p, work_units)
+    return max(fractional_bound_s(rule_groups, rule_work, group_speed), granular_bound_s(p, work_units))
+
+
+def group_targets(rule_groups: np.ndarray, rule_work: np.ndarray, group_speed: np.ndarray,
+                  current: np.ndarray, t_star: float, link_cost: np.ndarray | None = None) -> np.ndarray:
+    """Work per (rule, group) that meets ``T*`` and moves as little work as possible.
+
+    With one residency rule the answer is closed-form (work in proportion to
+    group speed). Otherwise a small LP (HiGHS, variables rule × group):
+    ``min Σ moved`` s.t. rule totals are kept, each group fits in ``T*·V_k``,
+    ``moved[m,k] ≥ current[m,k] − x[m,k]``.
+    """
+    M, K = rule_groups.shape
+    if M == 1:
+        speed = np.where(rule_groups[0], group_speed, 0.0)
+        return (rule_work[0] * speed / speed.sum())[None, :]
+    m_idx, k_idx = np.nonzero(rule_groups)
+    n = m_idx.size
+    scale = max(float(rule_work.sum()), 1e-300)
+    cur = current[m_idx, k_idx] / scale
+    # variables: x[n], moved[n]
+    c = np.concatenate([np.zeros(n), np.ones(n)])
+    a_eq = np.zeros((M, 2 * n))
+    a_eq[m_idx, np.arange(n)] = 1.0
+    a_ub = np.zeros((K + n, 2 * n))
+    a_ub[k_idx, np.arange(n)] = 1.0
+    b_ub = np.empty(K + n)
+    b_ub[:K] = t_star * (1.0 + 1e-9) * group_speed / scale
+    # -x - moved <= -cur
+    a_ub[K + np.arange(n), np.arange(n)] = -1.0
+    a_ub[K + np.arange(n), n + np.arange(n)] = -1.0
+    b_ub[K:] = -cur
+    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rule_work / scale,
+                  bounds=[(0, None)] * (2 * n), method="highs")
+    if res.status != 0:  # cannot happen when t_star is the bound; fall back to the bound's shape
+        raise RuntimeError(f"group-target LP failed: {res.message}")
+    x = np.zeros((M, K))
+    x[m_idx, k_idx] = res.x[:n] * scale
+    return x

@@ -1,0 +1,142 @@
+"""The cost model: per-rank load, makespan, migration-schedule time, resource cost.
+
+All formulas are those of the design notes (``DESIGN.md``, "The models"):
+
+* link (Hockney): ``t_ij(n) = α_ij + n / β_ij``; 0 when ``i == j``;
+* load: ``L_r = Σ_{s on r} w_s / v_r + Σ_{cut halo edges e of r} h_e``, where a cut
+  edge between shards on ranks ``i`` and ``j`` exchanges ``halo_bytes`` each way
+  per step; the two directions run at once (full duplex), so the edge costs both
+  ranks ``h_e = max(t_ij(n), t_ji(n))``;
+* makespan ``T = max_r L_r``, imbalance ``max_r L_r / mean_r L_r``;
+* migration schedule (see :func:`migration_schedule`);
+* resource cost over a horizon of ``H`` steps (see :func:`resource_cost`).
+
+Everything is vectorised over shards and edges; the only Python loop is the
+list schedule, which runs over (source, destination) rank *pairs*, not shards.
+
+>>> import numpy as np
+>>> from hpccloud.balance.problem import Problem
+>>> p = Problem.uniform(work_units=[1.0, 1.0, 2.0], owners=[0, 0, 1], speed_units_per_s=[1.0, 2.0],
+...                     alpha_s=0.0, beta_bytes_per_s=8192.0)
+>>> loads_s(p, p.owners)          # rank 0: 2 units at 1/s + one cut halo edge of 8 KiB at 8 KiB/s
+array([3., 2.])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpccloud.balance.problem import Problem
+
+GB = 1e9
+
+
+def compute_s(p: Problem, owners: np.ndarray) -> np.ndarray:
+    """Compute time per rank and step, float64 [P]."""
+    return np.bincount(owners, weights=p.work_units, minlength=p.n_ranks) / p.speed_units_per_s
+
+
+def cut_edges(p: Problem, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rank_a, rank_b, edge_index)`` of the halo edges whose shards live on different ranks."""
+    ou = owners[p.edge_u]
+    ov = owners[p.edge_v]
+    cut = np.flatnonzero(ou != ov)
+    return ou[cut], ov[cut], cut
+
+
+def halo_s(p: Problem, owners: np.ndarray) -> np.ndarray:
+    """Halo-exchange time per rank and step, float64 [P] (see the module notes)."""
+    a, b, cut = cut_edges(p, owners)
+    if cut.size == 0:
+        return np.zeros(p.n_ranks)
+    n = p.edge_bytes[cut]
+    alpha, inv_beta = p.link_alpha_s, p.link_inv_beta_s_per_byte
+    t = np.maximum(alpha[a, b] + n * inv_beta[a, b], alpha[b, a] + n * inv_beta[b, a])
+    return np.bincount(a, t, p.n_ranks) + np.bincount(b, t, p.n_ranks)
+
+
+def loads_s(p: Problem, owners: np.ndarray) -> np.ndarray:
+    """Predicted time per step of every rank, float64 [P]."""
+    return compute_s(p, owners) + halo_s(p, owners)
+
+
+def imbalance(loads: np.ndarray) -> float:
+    """max / mean of the per-rank loads (1.0 is perfect; 1.0 for an idle machine)."""
+    mean = float(loads.mean()) if loads.size else 0.0
+    return float(loads.max()) / mean if mean > 0 else 1.0
+
+
+def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray
+                       ) -> tuple[float, int, np.ndarray]:
+    """Predicted wall time of moving shards from ``owners_before`` to ``owners_after``.
+
+    Returns ``(seconds, bytes_moved, moved_shard_ids)``.
+
+    The schedule: every shard going from rank ``i`` to rank ``j`` is batched into
+    one (i, j) job lasting ``k·α_ij + bytes/β_ij`` (its ``k`` shards sent back to
+    back). Jobs run concurrently, but a rank sends one message and receives one
+    message at a time (it may send and receive at once). Jobs are placed by a
+    greedy list schedule, longest first, each starting as soon as both its
+    sender and its receiver are free. The answer is that schedule's makespan,
+    which is at least ``max_r max(Σ send time of r, Σ receive time of r)``.
+    """
+    moved = np.flatnonzero(owners_before != owners_after)
+    if moved.size == 0:
+        return 0.0, 0, moved
+    P = p.n_ranks
+    src = owners_before[moved]
+    dst = owners_after[moved]
+    nbytes = p.nbytes[moved]
+    pair, inv = np.unique(src * P + dst, return_inverse=True)
+    count = np.bincount(inv, minlength=pair.size)
+    pair_bytes = np.bincount(inv, weights=nbytes, minlength=pair.size)
+    s, d = np.divmod(pair, P)
+    dur = count * p.link_alpha_s[s, d] + pair_bytes * p.link_inv_beta_s_per_byte[s, d]
+    order = np.argsort(-dur, kind="stable")
+    send_free: dict[int, float] = {}
+    recv_free: dict[int, float] = {}
+    end = 0.0
+    for si, di, t in zip(s[order].tolist(), d[order].tolist(), dur[order].tolist(), strict=True):
+        start = max(send_free.get(si, 0.0), recv_free.get(di, 0.0))
+        finish = start + t
+        send_free[si] = finish
+        recv_free[di] = finish
+        end = max(end, finish)
+    return end, int(nbytes.sum()), moved
+
+
+def migration_lower_bound_s(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray) -> float:
+    """``max_r max(Σ send time, Σ receive time)``: no one-message-at-a-time schedule is shorter."""
+    moved = np.flatnonzero(owners_before != owners_after)
+    if moved.size == 0:
+        return 0.0
+    src, dst = owners_before[moved], owners_after[moved]
+    t = p.link_alpha_s[src, dst] + p.nbytes[moved] * p.link_inv_beta_s_per_byte[src, dst]
+    return float(max(np.bincount(src, t, p.n_ranks).max(), np.bincount(dst, t, p.n_ranks).max()))
+
+
+def resource_cost(p: Problem, owners: np.ndarray, loads: np.ndarray, horizon_steps: int,
+                  owners_before: np.ndarray | None = None, moved: np.ndarray | None = None) -> float:
+    """Money spent over ``horizon_steps`` steps (currency units of the topology's prices).
+
+    ``Σ_r price(region(r)) × busy_r`` with ``busy_r = L_r × H`` in hours (one core
+    per rank), plus egress for the halo bytes that cross regions each step, plus
+    egress for the migration from ``owners_before`` (if given):
+    ``Σ egress(src region → dst region) × GB``.
+    """
+    compute = float(np.dot(p.price_per_core_hour, loads)) * horizon_steps / 3600.0
+    egress = p.egress_per_gb
+    a, b, cut = cut_edges(p, owners)
+    halo = 0.0
+    if cut.size:
+        ga, gb = p.rank_region[a], p.rank_region[b]
+        n = p.edge_bytes[cut]
+        halo = float(np.dot(n, egress[ga, gb] + egress[gb, ga])) / GB * horizon_steps
+    move = 0.0
+    if owners_before is not None:
+        if moved is None:
+            moved = np.flatnonzero(owners_before != owners)
+        if moved.size:
+            gs, gd = p.rank_region[owners_before[moved]], p.rank_region[owners[moved]]
+            move = float(np.dot(p.nbytes[moved], egress[gs, gd])) / GB
+    return compute + halo + move

@@ -1,0 +1,421 @@
+"""Planners: ``static``, ``even``, ``greedy`` (baselines) and ``topo`` (hpccloud's own).
+
+Every planner takes a :class:`~hpccloud.balance.problem.Problem` and returns new
+owners; :func:`plan_problem` wraps the answer into a :class:`MigrationPlan` with
+the predicted makespans, the migration-schedule time, the lower bound and the
+resource cost, and re-checks residency (a planner bug can never leak a shard
+into a forbidden region: the plan raises :class:`ResidencyError` instead).
+
+``topo`` in brief (details in :func:`_topo`):
+
+1. **recognise a balanced map** — if the current makespan is within
+   ``tolerance`` of the lower bound T*, stop (no moves, O(S) work);
+2. **groups first** — work targets per (residency rule × group) from the
+   lower-bound relaxation, chosen by an LP to move the least work; surplus is
+   sent along the fastest group-to-group links first, taking the shards nearest
+   (in shard order, i.e. in space) to the receiving group so halo neighbours stay
+   together and few edges cross slow links;
+3. **then ranks inside each group** — per-rank targets in proportion to measured
+   speed, lowered by each rank's halo time (so ranks on a slow boundary get less
+   compute); an over-target rank sheds its outermost shards, keeps the core of
+   its block, and the shed/incoming shards fill under-target ranks of the same
+   group in spatial order; only surplus moves;
+4. two candidates (with and without moves across groups) are priced on the
+   model; the cheaper ``makespan × horizon + migration`` wins;
+5. **the gate** — keep it only if ``(T_now − T_new) × horizon > migration``;
+   otherwise the plan has no moves and ``gate_passed`` is False.
+
+Residency is a hard constraint by construction (a group only holds ranks that
+accept the same classes, and shards only cross to groups their rule allows)
+and is checked again on every plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hpccloud.balance import model
+from hpccloud.balance.bound import (
+    fractional_bound_s,
+    granular_bound_s,
+    group_targets,
+    residency_rules,
+)
+from hpccloud.balance.problem import Problem
+from hpccloud.errors import InvalidArgument
+
+
+@dataclass
+class PlanOptions:
+    """Knobs of the planners.
+
+    horizon_steps : steps until the next rebalance (the gate's H, and the
+        horizon of ``resource_cost`` and ``horizon_total_s``).
+    tolerance : a map whose makespan is within ``(1 + tolerance) × T*`` counts
+        as balanced and ``topo`` stops at once.
+    halo_aware : ``topo`` lowers a rank's compute target by its halo time.
+    cross_region : ``topo`` may move shards between groups (regions).
+    """
+
+    horizon_steps: int = 100
+    tolerance: float = 0.01
+    halo_aware: bool = True
+    cross_region: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
+            raise InvalidArgument(f"PlanOptions.horizon_steps must be an integer >= 1, got {self.horizon_steps!r}")
+        if not self.tolerance >= 0:
+            raise InvalidArgument(f"PlanOptions.tolerance must be >= 0, got {self.tolerance!r}")
+
+
+@dataclass
+class MigrationPlan:
+    """A plan and its predictions (all times in seconds, per step unless said otherwise)."""
+
+    planner: str
+    owners_before: np.ndarray
+    owners_after: np.ndarray
+    moves: list[tuple[int, int, int]]
+    makespan_before_s: float
+    makespan_after_s: float
+    lower_bound_s: float
+    migration_s: float
+    migration_bytes: int
+    imbalance_before: float
+    imbalance_after: float
+    resource_cost: float
+    gate_passed: bool
+    plan_seconds: float
+    horizon_steps: int = 100
+    provenance: str = "measured"
+    loads_before_s: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    loads_after_s: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def horizon_total_s(self) -> float:
+        """``makespan_after × horizon + migration``: predicted wall time until the next rebalance."""
+        return self.makespan_after_s * self.horizon_steps + self.migration_s
+
+    @property
+    def ratio_to_bound(self) -> float:
+        return self.makespan_after_s / self.lower_bound_s if self.lower_bound_s > 0 else 1.0
+
+    def to_json(self, include_owners: bool = True) -> dict:
+        d = {
+            "planner": self.planner,
+            "provenance": self.provenance,
+            "makespan_before_s": self.makespan_before_s,
+            "makespan_after_s": self.makespan_after_s,
+            "lower_bound_s": self.lower_bound_s,
+            "ratio_to_bound": self.ratio_to_bound,
+            "migration_s": self.migration_s,
+            "migration_bytes": self.migration_bytes,
+            "n_moves": len(self.moves),
+            "imbalance_before": self.imbalance_before,
+            "imbalance_after": self.imbalance_after,
+            "resource_cost": self.resource_cost,
+            "gate_passed": self.gate_passed,
+            "horizon_steps": self.horizon_steps,
+            "horizon_total_s": self.horizon_total_s,
+            "plan_seconds": self.plan_seconds,
+            "moves": [list(m) for m in self.moves],
+        }
+        if include_owners:
+            d["owners_before"] = self.owners_before.tolist()
+            d["owners_after"] = self.owners_after.tolist()
+        return d
+
+
+@dataclass
+class _Eval:
+    owners: np.ndarray
+    loads: np.ndarray
+    halo: np.ndarray
+    makespan_s: float
+    migration_s: float = 0.0
+    migration_bytes: int = 0
+    moved: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def total_s(self, horizon: int) -> float:
+        return self.makespan_s * horizon + self.migration_s
+
+
+def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None = None) -> _Eval:
+    halo = model.halo_s(p, owners)
+    loads = model.compute_s(p, owners) + halo
+    ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0)
+    if owners_before is not None:
+        ev.migration_s, ev.migration_bytes, ev.moved = model.migration_schedule(p, owners_before, owners)
+    return ev
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _static(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    return before, False
+
+
+def _even(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    """Equal shard counts per rank (under residency), blind to speed, halo and links.
+
+    Like Heat's ``balance_()``: counts, not time. It reuses ``topo``'s group/rank
+    machinery on a copy of the problem where every shard weighs 1 and every
+    rank runs at 1, so it also moves only the surplus (Heat shifts contiguous
+    blocks instead; the counts are the same).
+    """
+    unit = dataclasses.replace(p, work_units=np.ones(p.n_shards), speed_units_per_s=np.ones(p.n_ranks))
+    owners = _rebalance(unit, opts, _evaluate(unit, p.owners), cross_region=True, halo_aware=False)
+    return _evaluate(p, owners, p.owners), None
+
+
+def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    """Longest processing time first on measured speeds (Charm++ GreedyLB).
+
+    Shards in decreasing work order each go to the allowed rank that is least
+    loaded (load = assigned work / speed, as GreedyLB with PE speeds); current
+    placement, halo traffic and link speeds are ignored. One min-heap per rank
+    group keeps residency: a shard only looks at the heaps of groups its class
+    may live in.
+    """
+    rule_of_class, rule_groups, _, _, group_of_rank = residency_rules(p)
+    K = rule_groups.shape[1]
+    heaps: list[list[tuple[float, int]]] = [[] for _ in range(K)]
+    for r, g in enumerate(group_of_rank.tolist()):
+        heaps[g].append((0.0, r))
+    for h in heaps:
+        heapq.heapify(h)
+    groups_of_rule = [np.flatnonzero(row).tolist() for row in rule_groups]
+    inv_speed = (1.0 / p.speed_units_per_s).tolist()
+    order = np.argsort(-p.work_units, kind="stable")
+    rules = rule_of_class[p.class_id[order]].tolist()
+    owners = np.empty(p.n_shards, np.int64)
+    out = owners  # local alias for speed
+    for s, w, m in zip(order.tolist(), p.work_units[order].tolist(), rules, strict=True):
+        gs = groups_of_rule[m]
+        if len(gs) == 1:
+            h = heaps[gs[0]]
+        else:
+            h = min((heaps[g] for g in gs), key=lambda hh: hh[0][0])
+        t, r = h[0]
+        heapq.heapreplace(h, (t + w * inv_speed[r], r))
+        out[s] = r
+    return _evaluate(p, owners, p.owners), None
+
+
+# --------------------------------------------------------------------------- topo
+
+
+def _group_link_cost(p: Problem, group_of_rank: np.ndarray, K: int, nbytes: float) -> np.ndarray:
+    """Seconds to send a typical shard between groups (a few representative ranks per group)."""
+    reps = [np.flatnonzero(group_of_rank == g)[:4] for g in range(K)]
+    cost = np.zeros((K, K))
+    for a in range(K):
+        for b in range(K):
+            if a != b:
+                ia, ib = np.ix_(reps[a], reps[b])
+                cost[a, b] = float(np.mean(p.link_alpha_s[ia, ib] + nbytes * p.link_inv_beta_s_per_byte[ia, ib]))
+    return cost
+
+
+def _decompose_flows(current: np.ndarray, target: np.ndarray, cost: np.ndarray, min_amount: float):
+    """Split each rule's surplus→deficit into (rule, src group, dst group, work) flows, cheapest links first."""
+    flows = []
+    for m in range(current.shape[0]):
+        surplus = np.maximum(current[m] - target[m], 0.0)
+        deficit = np.maximum(target[m] - current[m], 0.0)
+        while True:
+            src = np.flatnonzero(surplus > min_amount)
+            dst = np.flatnonzero(deficit > min_amount)
+            if src.size == 0 or dst.size == 0:
+                break
+            sub = cost[np.ix_(src, dst)]
+            i, j = np.unravel_index(np.argmin(sub), sub.shape)
+            a, b = int(src[i]), int(dst[j])
+            amount = min(surplus[a], deficit[b])
+            flows.append((m, a, b, amount))
+            surplus[a] -= amount
+            deficit[b] -= amount
+    return flows
+
+
+def _take_by_work(cand: np.ndarray, key: np.ndarray, work: np.ndarray, amount: float) -> np.ndarray:
+    """The candidates with the smallest key whose work adds up to ``amount`` (rounded per shard)."""
+    if cand.size == 0:
+        return cand
+    # usually far fewer shards are needed than there are candidates: sort only the nearest
+    need = int(min(cand.size, 2 * np.ceil(amount / max(float(work[cand].mean()), 1e-300)) + 16))
+    if need < cand.size:
+        part = np.argpartition(key, need - 1)[:need]
+        if float(work[cand[part]].sum()) < amount:
+            part = np.arange(cand.size)
+    else:
+        part = np.arange(cand.size)
+    order = part[np.argsort(key[part], kind="stable")]
+    w = work[cand[order]]
+    cum = np.cumsum(w)
+    return cand[order[cum - 0.5 * w < amount]]
+
+
+def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bool,
+               halo_aware: bool) -> np.ndarray:
+    """Steps 2–3 of ``topo`` (see the module notes); returns new owners."""
+    S, P = p.n_shards, p.n_ranks
+    w = p.work_units
+    owners = p.owners
+    rule_of_class, rule_groups, rule_work, group_speed, group_of_rank = residency_rules(p)
+    K = group_speed.size
+    pos = np.arange(S, dtype=np.float64)
+    shard_group = group_of_rank[owners]
+    new_group = shard_group.copy()
+
+    # ---- step 2: groups first
+    if cross_region and K > 1:
+        M = rule_groups.shape[0]
+        shard_rule = rule_of_class[p.class_id]
+        current = np.bincount(shard_rule * K + shard_group, weights=w, minlength=M * K).reshape(M, K)
+        t_star = fractional_bound_s(rule_groups, rule_work, group_speed)
+        target = group_targets(rule_groups, rule_work, group_speed, current, t_star)
+        mean_bytes = float(p.nbytes.mean()) if S else 0.0
+        cost = _group_link_cost(p, group_of_rank, K, mean_bytes)
+        min_amount = 0.5 * float(w.min()) if S else 0.0
+        for m, a, b, amount in _decompose_flows(current, target, cost, min_amount):
+            in_b = new_group == b
+            centre_b = float(pos[in_b].mean()) if in_b.any() else float(S)
+            cand = np.flatnonzero((shard_rule == m) & (new_group == a))
+            taken = _take_by_work(cand, np.abs(pos[cand] - centre_b), w, amount)
+            new_group[taken] = b
+
+    # ---- step 3: ranks inside each group
+    v = p.speed_units_per_s
+    group_work = np.bincount(new_group, weights=w, minlength=K)
+    h = before.halo if halo_aware else np.zeros(P)
+    # equal finishing time T_g inside a group: (T_g - h_r) v_r summed = W_g
+    t_group = (group_work + np.bincount(group_of_rank, weights=h * v, minlength=K)) / group_speed
+    target = np.maximum(t_group[group_of_rank] - h, 0.0) * v
+    tsum = np.bincount(group_of_rank, weights=target, minlength=K)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        target *= np.where(tsum > 0, group_work / tsum, 0.0)[group_of_rank]
+
+    count = np.bincount(owners, minlength=P)
+    centre = np.bincount(owners, weights=pos, minlength=P) / np.maximum(count, 1)
+    stay = np.flatnonzero(new_group == shard_group)
+    o = owners[stay]
+    # ranks of a group in spatial order (by the centre of their blocks; empty ranks last)
+    empty_centre = np.where(count > 0, centre, S + np.arange(P))
+    ranks_sorted = np.lexsort((empty_centre, group_of_rank))
+    grp_sorted = group_of_rank[ranks_sorted]
+    g_start = np.searchsorted(grp_sorted, np.arange(K), side="left")
+    g_end = np.searchsorted(grp_sorted, np.arange(K), side="right")
+    # which end should a rank shed from? Picture the group's ranks on a line: the
+    # work that must cross the boundary left of rank k is the deficit of the ranks
+    # before it; shed on the side that pulls harder, keep the other end.
+    diff = (target - np.bincount(o, weights=w[stay], minlength=P))[ranks_sorted]
+    cdiff = np.cumsum(diff)
+    cdiff_in = cdiff - np.concatenate([[0.0], cdiff])[g_start][grp_sorted]
+    left_pull = np.maximum(cdiff_in - diff, 0.0)
+    right_pull = np.maximum(-cdiff_in, 0.0)
+    side_sorted = np.sign(right_pull - left_pull)  # +1 shed high positions, -1 low, 0 both ends
+    side = np.empty(P)
+    side[ranks_sorted] = side_sorted
+    rel = pos[stay] - centre[o]
+    keep_key = np.where(side[o] == 0, np.abs(rel), side[o] * rel)
+    # inside each owner, keep shards in keep_key order until the target is met
+    key = o * (4.0 * S + 4.0) + (keep_key + S + 1.0)
+    # stable = timsort: each owner's block is already one or two sorted runs, so this is ~O(S)
+    order = np.argsort(key, kind="stable")
+    st = stay[order]
+    os_ = owners[st]
+    ws = w[st]
+    cum = np.cumsum(ws)
+    first = np.searchsorted(os_, np.arange(P), side="left")  # os_ is sorted
+    base = np.concatenate([[0.0], cum])[first]
+    cum_in_owner = cum - base[os_]
+    keep = (cum_in_owner - 0.5 * ws) < target[os_] + 1e-12 * target[os_]
+    new_owners = owners.copy()
+    pool = np.concatenate([st[~keep], np.flatnonzero(new_group != shard_group)])
+    if pool.size == 0:
+        return new_owners
+    kept = np.bincount(os_[keep], weights=ws[keep], minlength=P)
+    deficit = np.maximum(target - kept, 0.0)
+
+    # fill deficits group by group, in spatial order on both sides
+    cum_def = np.cumsum(deficit[ranks_sorted])
+    def_before = np.concatenate([[0.0], cum_def])[g_start]
+
+    pg = new_group[pool]
+    porder = np.argsort(pg * (2.0 * S + 2.0) + pos[pool], kind="stable")
+    pool = pool[porder]
+    pg = pg[porder]
+    pw = w[pool]
+    pcum = np.cumsum(pw)
+    pfirst = np.searchsorted(pg, np.arange(K), side="left")
+    pbase = np.concatenate([[0.0], pcum])[pfirst]
+    val = def_before[pg] + (pcum - pbase[pg]) - 0.5 * pw
+    idx = np.searchsorted(cum_def, val, side="right")
+    idx = np.clip(idx, g_start[pg], g_end[pg] - 1)
+    new_owners[pool] = ranks_sorted[idx]
+    return new_owners
+
+
+def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    H = opts.horizon_steps
+    if before.makespan_s <= bound * (1.0 + opts.tolerance):
+        return before, False  # balanced: recognised without planning
+    candidates = []
+    group_of_rank, _ = p.groups
+    multi = opts.cross_region and int(group_of_rank.max()) > 0
+    owners = _rebalance(p, opts, before, cross_region=multi, halo_aware=opts.halo_aware)
+    candidates.append(_evaluate(p, owners, p.owners))
+    if multi and np.any(group_of_rank[owners] != group_of_rank[p.owners]):
+        # moves across groups ride the slowest links: also price staying inside the groups
+        owners = _rebalance(p, opts, before, cross_region=False, halo_aware=opts.halo_aware)
+        candidates.append(_evaluate(p, owners, p.owners))
+    best = min(candidates, key=lambda e: e.total_s(H))
+    if (before.makespan_s - best.makespan_s) * H > best.migration_s:
+        return best, True
+    return before, False
+
+
+PLANNERS = {"static": _static, "even": _even, "greedy": _greedy, "topo": _topo}
+
+
+def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None = None) -> MigrationPlan:
+    """Run one planner on ``p`` and price its plan on the model.
+
+    >>> import numpy as np
+    >>> from hpccloud.balance.problem import Problem
+    >>> p = Problem.uniform(work_units=np.ones(8), owners=np.zeros(8, int), speed_units_per_s=[1.0, 1.0])
+    >>> mp = plan_problem(p, "topo")
+    >>> mp.makespan_before_s, round(mp.makespan_after_s, 3), len(mp.moves), mp.gate_passed
+    (8.0, 4.0, 4, True)
+    """
+    if planner not in PLANNERS:
+        raise InvalidArgument(f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
+    opts = options or PlanOptions()
+    t0 = time.perf_counter()
+    before = _evaluate(p, p.owners)
+    bound = max(fractional_bound_s(*residency_rules(p)[1:4]), granular_bound_s(p))
+    after, gate = PLANNERS[planner](p, opts, before, bound)
+    if after is not before:
+        p.check_residency(after.owners)
+    gain_s = before.makespan_s - after.makespan_s
+    if gate is None:  # baselines ignore the gate; report what it would have said
+        gate = bool(after.moved.size) and gain_s * opts.horizon_steps > after.migration_s
+    moved = after.moved
+    moves = list(zip(moved.tolist(), p.owners[moved].tolist(), after.owners[moved].tolist(), strict=True))
+    cost = model.resource_cost(p, after.owners, after.loads, opts.horizon_steps, p.owners, moved=moved)
+    elapsed = time.perf_counter() - t0
+    return MigrationPlan(
+        planner=planner, owners_before=p.owners, owners_after=after.owners, moves=moves,
+        makespan_before_s=before.makespan_s, makespan_after_s=after.makespan_s, lower_bound_s=bound,
+        migration_s=after.migration_s, migration_bytes=after.migration_bytes,
+        imbalance_before=model.imbalance(before.loads), imbalance_after=model.imbalance(after.loads),
+        resource_cost=cost, gate_passed=gate, plan_seconds=elapsed, horizon_steps=opts.horizon_steps,
+        provenance=p.provenance, loads_before_s=before.loads, loads_after_s=after.loads)

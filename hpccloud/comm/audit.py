@@ -1,0 +1,81 @@
+"""Transfer records and the append-only JSON-lines audit log.
+
+Every shard transfer yields a :class:`TransferRecord`: when, which shard, its
+data class, source and destination (rank and region), bytes, seconds and the
+payload checksum (xxh3-64 of the plaintext, hex). Records feed the link model
+(``LinkModel.add_sample(src, dst, nbytes, seconds)``) and the audit log.
+
+The log is written by one process (rank 0 gathers the records) with one
+``os.write`` per line on a file opened ``O_APPEND``, then ``fsync``: lines from
+successive migrations (or jobs) append without tearing each other.
+
+>>> import os, tempfile
+>>> path = os.path.join(tempfile.mkdtemp(), "audit.jsonl")
+>>> rec = TransferRecord(0.0, 3, "public", 0, 1, "eu-north", "us-east", 8, 1e-6, "00ff")
+>>> AuditLog(path).append([rec])
+>>> read_audit(path)[0]["shard_id"]
+3
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One shard moved from ``src_rank`` to ``dst_rank`` (times in seconds, POSIX epoch)."""
+
+    time: float
+    shard_id: int
+    data_class: str
+    src_rank: int
+    dst_rank: int
+    src_region: str
+    dst_region: str
+    nbytes: int
+    seconds: float
+    checksum: str
+    encrypted: bool = False
+    map_version: int = 0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> TransferRecord:
+        return cls(**d)
+
+
+class AuditLog:
+    """Append-only JSON-lines file of :class:`TransferRecord` (one writer process)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def append(self, records) -> None:
+        if not records:
+            return
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        data = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in records).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            # one write call: O_APPEND places the whole block at the end atomically
+            written = os.write(fd, data)
+            while written < len(data):  # very large blocks may be written in parts
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_audit(path: str | os.PathLike) -> list[dict]:
+    """Read every record of a JSON-lines audit file."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+__all__ = ["AuditLog", "TransferRecord", "read_audit"]

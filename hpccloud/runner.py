@@ -1,0 +1,506 @@
+"""The step loop: halo exchange, timed kernels, measured models, rebalancing, checkpoints.
+
+One call of :func:`run` is one job. Every rank runs it; it returns the report
+(the same dict on every rank). The loop, per step::
+
+    sleeping barrier ── halo exchange ── workload.begin_step ── kernel on every
+    local shard (each timed) ── workload.end_step ── sleeping barrier
+
+and every ``rebalance_every`` steps: per-shard work units and per-rank speeds
+are rebuilt from the timings of the steps since the last rebalance (a shard's
+work units are its measured seconds × its rank's measured rate, so they travel
+with it); rank 0 plans with the chosen balancer and broadcasts the plan; the
+transport moves the shards (checksummed buffers, residency re-checked) and every
+transfer refits the link model. Predicted and achieved step and migration
+times are both recorded.
+
+Waits sleep instead of spinning (``sleeping_barrier``) so that when ranks share
+cores, a rank that has finished leaves the core to one that has not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpccloud.errors import ConfigError, InvalidArgument
+from hpccloud.measure.probe import sleeping_barrier
+from hpccloud.measure.speed import SpeedModel
+from hpccloud.shards import ShardMap
+from hpccloud.workloads import make_workload
+from hpccloud.workloads.base import with_classes
+
+BALANCERS = ("static", "even", "greedy", "topo")
+
+
+@dataclass
+class RunConfig:
+    workload: str = "stencil2d"
+    params: dict[str, Any] = field(default_factory=dict)
+    steps: int = 60
+    rebalance_every: int = 10
+    balancer: str = "topo"
+    seed: int = 0
+    horizon_steps: int | None = None       # default: rebalance_every
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    restart: str | None = None
+    input: str | None = None
+    input_dataset: str = "data"
+    output: str | None = None
+    key_file: str | None = None
+    audit: str | None = None
+    profile: str | None = None             # a `hpccloud probe --json` profile instead of a fresh probe
+    probe_sizes: tuple[int, ...] = (8, 65536, 1 << 20)
+    threads: int | None = None
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise InvalidArgument(f"--steps must be >= 1, got {self.steps}")
+        if self.rebalance_every < 0:
+            raise InvalidArgument(f"--rebalance-every must be >= 0, got {self.rebalance_every}")
+        if self.balancer not in BALANCERS:
+            raise InvalidArgument(f"--balancer {self.balancer!r}: use one of {list(BALANCERS)}")
+        if self.checkpoint_every < 0:
+            raise InvalidArgument(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise InvalidArgument("--checkpoint-every needs --checkpoint-dir DIR")
+
+
+# ----------------------------------------------------------------------------- residency
+
+
+def halo_closed(shard_map: ShardMap, topology):
+    """Shard map and policy in which a tile may only live where its neighbours' data may.
+
+    A halo face is raw data of the neighbour tile: sending it to a rank is
+    storing it there. So a tile whose neighbours have other data classes gets an
+    *effective* class ``"a+b"`` whose allowed regions are the intersection. The
+    halo exchange then never carries data across a border it may not cross.
+    """
+    from hpccloud.policy import Policy
+    from hpccloud.topology import DataClass
+
+    classes = dict(topology.data_classes)
+    names = []
+    for s in shard_map.shards:
+        group = sorted({s.data_class, *(shard_map.shards[n].data_class for n in s.neighbours)})
+        for c in group:
+            if c not in classes:
+                raise ConfigError(f"{topology.source}: the workload uses data class {c!r}, which "
+                                  f"the topology does not declare. Fix: add [data_classes.{c}]")
+        name = "+".join(group)
+        if name not in classes:
+            allowed = frozenset.intersection(*(classes[c].regions for c in group))
+            if not allowed:
+                raise ConfigError(f"{topology.source}: tile {s.id} neighbours data classes {group} "
+                                  "that share no region, so its halo could live nowhere. Fix: "
+                                  "allow the classes a common region")
+            classes[name] = DataClass(name, allowed, all(classes[c].aggregates_may_leave for c in group))
+        names.append(name)
+    topo = dataclasses.replace(topology, data_classes=classes)
+    return with_classes(shard_map, names), Policy.from_topology(topo)
+
+
+def place_resident(shard_map: ShardMap, policy) -> ShardMap:
+    """Move shards whose initial owner may not hold them to the least-loaded allowed rank.
+
+    This is where data *starts*: in a region where it may live (pure, deterministic).
+    """
+    owners = shard_map.owners().copy()
+    work = np.bincount(owners, weights=shard_map.work_units(), minlength=policy.topology.size)
+    for s in shard_map.shards:
+        allowed = sorted(policy.allowed_ranks(s.data_class))
+        if not allowed:
+            regions = sorted(policy.allowed_regions(s.data_class))
+            raise ConfigError(f"{policy.topology.source}: data class {s.data_class!r} may live only "
+                              f"in {regions}, and no rank of this job is there. Fix: map ranks "
+                              "to one of those regions")
+        if owners[s.id] not in allowed:
+            best = min(allowed, key=lambda r: (work[r], r))
+            work[owners[s.id]] -= s.work_units
+            work[best] += s.work_units
+            owners[s.id] = best
+    if np.array_equal(owners, shard_map.owners()):
+        return shard_map
+    m = shard_map.with_owners(owners)
+    return ShardMap(m.global_shape, m.dtype, m.shards, 0, m.grid, m.halo_width)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+class Job:
+    """State of one run on one rank (see :func:`run`)."""
+
+    def __init__(self, comm, topology, cfg: RunConfig):
+        from hpccloud.policy import Policy
+
+        self.comm, self.topology, self.cfg = comm, topology, cfg
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.wl = make_workload(cfg.workload, cfg.params, cfg.seed)
+        self.policy = Policy.from_topology(topology)
+        self.wl.policy = self.policy
+        self.steps: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []
+        self.audit: list[dict[str, Any]] = []
+        self.start_step = 0
+        self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
+        self.key = None
+        self._hx = None
+        self._hx_version = -1
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        from hpccloud.comm.agree import agree
+
+        comm, cfg = self.comm, self.cfg
+        shard_map = agree(comm, lambda: self.wl.shard_map(self.size))
+        if self.wl.halo:
+            shard_map, self.policy = agree(comm, lambda: halo_closed(shard_map, self.topology))
+            self.wl.policy = self.policy
+        self.shard_map = agree(comm, lambda: place_resident(shard_map, self.policy))
+        if cfg.key_file:
+            from hpccloud.comm.transport import load_key
+
+            self.key = agree(comm, lambda: load_key(cfg.key_file))
+        self._warm_up()
+        self.links = self._links()
+        if cfg.restart:
+            self._restart()
+        elif cfg.input:
+            self._read_input()
+        else:
+            self.local = {s.id: self.wl.initial(s) for s in self.shard_map.shards_on(self.rank)}
+
+    def _warm_up(self) -> None:
+        from hpccloud.compile import warm_up
+
+        self.compile_s = warm_up([self.wl.kernel], comm=self.comm)
+
+    def _links(self):
+        from hpccloud.comm.agree import agree, bcast_result
+        from hpccloud.measure.links import LinkModel
+        from hpccloud.measure.probe import probe_links
+
+        if self.cfg.profile:
+            def load():
+                import json
+
+                try:
+                    with open(self.cfg.profile) as fh:
+                        doc = json.load(fh)
+                except (OSError, ValueError) as exc:
+                    raise ConfigError(f"{self.cfg.profile}: cannot read the profile ({exc}). Fix: "
+                                      "write one with `hpccloud probe --json`") from None
+                return doc
+
+            doc = bcast_result(self.comm, load)
+            model = agree(self.comm, lambda: LinkModel.from_json(doc, self.cfg.profile))
+            if model.size != self.size:
+                err = ConfigError(f"{self.cfg.profile}: measured on {model.size} ranks, this job "
+                                  f"has {self.size}. Fix: probe again with this rank count")
+                err.collective = True
+                raise err
+            return model
+        return probe_links(self.comm, self.cfg.probe_sizes).model
+
+    def _read_input(self) -> None:
+        from hpccloud.comm.agree import agree
+        from hpccloud.io.hdf5 import read_shards
+
+        if self.wl.name not in ("stencil2d", "kmeans", "spmv"):
+            raise InvalidArgument(f"--input: workload {self.wl.name!r} does not read an input "
+                                  "array. Fix: use stencil2d, kmeans or spmv")
+        data = agree(self.comm, lambda: read_shards(self.cfg.input, self.cfg.input_dataset,
+                                                    self.shard_map, self.rank))
+        self.local = {sid: self.wl.unpack(self.shard_map.shards[sid], arr) for sid, arr in data.items()}
+
+    def _restart(self) -> None:
+        from hpccloud.io.checkpoint import read_checkpoint
+
+        manifest, payloads = read_checkpoint(self.comm, self.cfg.restart)
+        st = manifest["state"]
+        if st.get("workload") != self.wl.name or st.get("params") != self.wl.params:
+            err = ConfigError(f"{self.cfg.restart}: checkpoint of workload {st.get('workload')!r} "
+                              f"with {st.get('params')}, not of this run's {self.wl.name!r} with "
+                              f"{self.wl.params}. Fix: restart with the same workload and parameters")
+            err.collective = True
+            raise err
+        self.shard_map = ShardMap.from_json(manifest["shard_map"])
+        self.local = {sid: self.wl.unpack(self.shard_map.shards[sid], arr) for sid, arr in payloads.items()}
+        self.wl.load_state(st["workload_state"])
+        self.speed = SpeedModel.from_json(st["speed"])
+        self.start_step = int(manifest["step"])
+
+    # ------------------------------------------------------------------ one step
+    def step(self, step: int) -> dict[str, Any]:
+        comm = self.comm
+        sleeping_barrier(comm)
+        t0 = time.perf_counter()
+        halo_s = 0.0
+        if self.wl.halo:
+            from hpccloud.comm.halo import HaloExchange
+
+            if self._hx is None or self._hx_version != self.shard_map.version:
+                if self._hx is not None:
+                    self._hx.free()
+                self._hx, self._hx_version = HaloExchange(comm, self.shard_map), self.shard_map.version
+            self._hx.exchange(self.local)
+            halo_s = time.perf_counter() - t0
+        self.wl.begin_step(comm, self.shard_map, self.local, step)
+        shard_s: dict[int, float] = {}
+        units = 0.0
+        for sid in sorted(self.local):
+            shard = self.shard_map.shards[sid]
+            ts = time.perf_counter()
+            self.local[sid], u = self.wl.compute(shard, self.local[sid], step)
+            shard_s[sid] = time.perf_counter() - ts
+            units += u
+        busy_s = sum(shard_s.values())
+        self.shard_map = self.wl.end_step(comm, self.shard_map, self.local, step)
+        sleeping_barrier(comm)
+        step_s = time.perf_counter() - t0
+        rows = comm.allgather((busy_s, halo_s, units, shard_s, step_s))
+        rec = {
+            "step": step,
+            "step_s": max(r[4] for r in rows),
+            "busy_s": [r[0] for r in rows],
+            "halo_s": [r[1] for r in rows],
+            "work_units": [r[2] for r in rows],
+        }
+        self._window.append((rows, self.shard_map.owners()))
+        return rec
+
+    # ------------------------------------------------------------------ rebalancing
+    def _measured_models(self) -> None:
+        """Speeds and shard work units from the steps since the last rebalance."""
+        size = self.size
+        units = np.zeros(size)
+        secs = np.zeros(size)
+        shard_s = np.zeros(len(self.shard_map))
+        shard_n = np.zeros(len(self.shard_map))
+        for rows, _owners in self._window:
+            for r, (busy, _halo, u, per_shard, _step_s) in enumerate(rows):
+                units[r] += u
+                secs[r] += busy
+                for sid, s in per_shard.items():
+                    shard_s[sid] += s
+                    shard_n[sid] += 1
+        old = self.speed.rate(self.wl.kernel)
+        rate = np.where(secs > 0, units / np.maximum(secs, 1e-300), np.nan)
+        rate = np.where(np.isfinite(rate), rate, old)
+        if not np.isfinite(rate).any():
+            rate = np.ones(size)
+        rate = np.where(np.isfinite(rate), rate, np.nanmedian(rate))
+        self.speed.set_rates(self.wl.kernel, rate)
+        owners = self.shard_map.owners()
+        mean_s = np.where(shard_n > 0, shard_s / np.maximum(shard_n, 1), 0.0)
+        work = mean_s * rate[owners]
+        self.shard_map = self.shard_map.with_work_units(work)
+
+    def rebalance(self, step: int, remaining: int) -> None:
+        from hpccloud.balance import PlanOptions, plan
+        from hpccloud.comm.agree import bcast_result
+
+        self._measured_models()
+        horizon = self.cfg.horizon_steps or min(self.cfg.rebalance_every, remaining)
+
+        def make_plan():
+            return plan(self.shard_map, self.links, self.speed, self.policy,
+                        PlanOptions(horizon_steps=horizon), planner=self.cfg.balancer)
+
+        p = bcast_result(self.comm, make_plan)
+        record = {"after_step": step, **p.to_json()}
+        record.pop("owners_before", None)
+        record.pop("owners_after", None)
+        if p.moves:
+            record.update(self.migrate(p.owners_after))
+        record["achieved_step_s_before"] = float(np.median([s["step_s"] for s in self.steps[-len(self._window):]]))
+        self.plans.append(record)
+
+    def migrate(self, owners_after: np.ndarray) -> dict[str, Any]:
+        from hpccloud.comm.transport import execute
+
+        comm = self.comm
+        payloads = {sid: self.wl.pack(self.shard_map.shards[sid], arr) for sid, arr in self.local.items()}
+        sleeping_barrier(comm)
+        t0 = time.perf_counter()
+        new_map, new_payloads, records = execute(comm, self.shard_map, payloads, owners_after,
+                                                 self.policy, key=self.key, audit=self.cfg.audit)
+        sleeping_barrier(comm)
+        achieved = max(comm.allgather(time.perf_counter() - t0))
+        local = {}
+        for sid, payload in new_payloads.items():
+            if sid in self.local and self.shard_map.shards[sid].owner_rank == self.rank:
+                local[sid] = self.local[sid]          # stayed: keep the stored array (with its halo)
+            else:
+                local[sid] = self.wl.unpack(new_map.shards[sid], payload)
+        for sid in set(self.local) - set(local):
+            if hasattr(self.wl, "forget"):
+                self.wl.forget(sid)
+        self.local = local
+        self.shard_map = new_map
+        all_records = [_record_json(r) for r in records]  # the same list on every rank
+        for r in all_records:
+            self.links.add_sample(r["src_rank"], r["dst_rank"], r["nbytes"], r["seconds"])
+        self.links.refit()
+        self.audit.extend(all_records)
+        moved = sum(r["nbytes"] for r in all_records)
+        cross = sum(r["nbytes"] for r in all_records if r["src_region"] != r["dst_region"])
+        return {"achieved_migration_s": achieved, "moved_bytes": moved, "cross_region_bytes": cross}
+
+    # ------------------------------------------------------------------ checkpoints and output
+    def checkpoint(self, next_step: int) -> str:
+        from hpccloud.io.checkpoint import write_checkpoint
+
+        payloads = {sid: self.wl.pack(self.shard_map.shards[sid], arr) for sid, arr in self.local.items()}
+        state = {"workload": self.wl.name, "params": self.wl.params,
+                 "workload_state": self.wl.state(), "speed": self.speed.to_json()}
+        return write_checkpoint(self.comm, self.cfg.checkpoint_dir, next_step, self.shard_map.to_json(),
+                                payloads, state)
+
+    def write_output(self) -> dict[str, Any]:
+        """One HDF5 file per region, written by the region's lowest rank, plus the catalogue."""
+        from hpccloud.comm.agree import agree, bcast_result
+        from hpccloud.comm.regions import gather_to_region_leader
+        from hpccloud.io.hdf5 import write_catalogue, write_region_file
+
+        folder = os.path.abspath(self.cfg.output)
+        bcast_result(self.comm, lambda: os.makedirs(folder, exist_ok=True))
+        rmap = self.wl.result_map(self.shard_map)
+        results = {sid: self.wl.result(self.shard_map.shards[sid], arr) for sid, arr in self.local.items()}
+        region = self.topology.region_of(self.rank)
+        leader, gathered = gather_to_region_leader(self.comm, self.topology, rmap, results)
+        path = os.path.join(folder, f"{region}.h5")
+        # the data classes decide where results may be stored: check against the data map's
+        classes_map = with_classes(rmap, self.shard_map.data_classes())
+
+        def write():
+            if leader:
+                write_region_file(path, region, classes_map, gathered, policy=self.policy,
+                                  attrs={"workload": self.wl.name})
+        agree(self.comm, write)
+        files = {g: os.path.join(folder, f"{g}.h5") for g in set(self.topology.rank_region)}
+        shard_region = {s.id: self.topology.region_of(s.owner_rank) for s in rmap.shards}
+        cat = os.path.join(folder, "catalogue.h5")
+        bcast_result(self.comm, lambda: write_catalogue(cat, rmap, files, shard_region))
+        return {"catalogue": cat, "region_files": files}
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self._window: list = []
+        t_start = time.perf_counter()
+        progress = _Progress(self.rank == 0 and not cfg.quiet, cfg.steps, self.start_step)
+        for step in range(self.start_step, cfg.steps):
+            self.steps.append(self.step(step))
+            progress.update(step, self.steps[-1]["step_s"])
+            if step == self.start_step and cfg.steps - step > 2:
+                self._window = []  # the first step pays first-touch and cache costs: not a rate
+            done = step + 1
+            if cfg.rebalance_every and done % cfg.rebalance_every == 0 and done < cfg.steps:
+                self.rebalance(step, cfg.steps - done)
+                progress.log(self.plans[-1])
+                self._window = []
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                self.checkpoint(done)
+        total_s = time.perf_counter() - t_start
+        progress.close()
+        if self._hx is not None:
+            self._hx.free()
+            self._hx = None
+        self._fill_achieved()
+        out = self.write_output() if cfg.output else None
+        return self.report(total_s, out)
+
+    def _fill_achieved(self) -> None:
+        for p in self.plans:
+            after = [s["step_s"] for s in self.steps if s["step"] > p["after_step"]]
+            nxt = [q["after_step"] for q in self.plans if q["after_step"] > p["after_step"]]
+            if nxt:
+                after = [s["step_s"] for s in self.steps if p["after_step"] < s["step"] <= nxt[0]]
+            p["achieved_step_s_after"] = float(np.median(after)) if after else None
+
+    def report(self, total_s: float, output) -> dict[str, Any]:
+        busy = np.array([s["busy_s"] for s in self.steps]).sum(axis=0) if self.steps else np.zeros(self.size)
+        return {
+            "kind": "hpccloud-run",
+            "config": {k: v for k, v in dataclasses.asdict(self.cfg).items()},
+            "workload_params": self.wl.params,
+            "topology": self.topology.to_json(),
+            "ranks": self.size,
+            "links": self.links.to_json(),
+            "speed": self.speed.to_json(),
+            "compile_s": self.compile_s,
+            "steps": self.steps,
+            "plans": self.plans,
+            "audit": self.audit,
+            "total_s": total_s,
+            "busy_s_per_rank": busy.tolist(),
+            "busy_max_over_mean": float(busy.max() / busy.mean()) if busy.mean() > 0 else None,
+            "bytes_moved": int(sum(p.get("moved_bytes", 0) for p in self.plans)),
+            "cross_region_bytes": int(sum(p.get("cross_region_bytes", 0) for p in self.plans)),
+            "summary": self.wl.summary(),
+            "output": output,
+            "final_owners": self.shard_map.owners().tolist(),
+        }
+
+
+def _record_json(r) -> dict[str, Any]:
+    return r if isinstance(r, dict) else r.to_json()
+
+
+class _Progress:
+    """Rank 0's progress: a live line with ETA on a terminal, plain log lines otherwise."""
+
+    def __init__(self, enabled: bool, steps: int, start: int):
+        self.enabled, self.steps, self.start = enabled, steps, start
+        self.tty = enabled and sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+        self.every = max(1, (steps - start) // 10)
+
+    def update(self, step: int, step_s: float) -> None:
+        if not self.enabled:
+            return
+        done = step + 1 - self.start
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.steps - step - 1)
+        line = f"step {step + 1}/{self.steps}  {step_s * 1e3:8.2f} ms/step  ETA {eta:6.1f} s"
+        if self.tty:
+            sys.stdout.write("\r" + line)
+            sys.stdout.flush()
+        elif done % self.every == 0 or step + 1 == self.steps:
+            print(line, flush=True)
+
+    def log(self, p: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stdout.write("\n")
+        print(f"rebalance after step {p['after_step'] + 1}: {p['planner']}: predicted makespan "
+              f"{p['makespan_before_s'] * 1e3:.2f} -> {p['makespan_after_s'] * 1e3:.2f} ms, "
+              f"imbalance {p['imbalance_before']:.2f} -> {p['imbalance_after']:.2f}, "
+              f"{len(p['moves'])} moves, {p.get('moved_bytes', 0) / 1e6:.1f} MB "
+              f"({'gate passed' if p['gate_passed'] else 'gate closed: no move'})", flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stdout.write("\n")
+
+
+def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
+    """Run one job collectively on ``comm``; return the report (same on every rank)."""
+    from hpccloud.comm.agree import agree
+
+    agree(comm, cfg.validate)
+    job = agree(comm, lambda: Job(comm, topology, cfg))
+    job.setup()
+    return job.run()

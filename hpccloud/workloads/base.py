@@ -1,0 +1,159 @@
+"""What a workload is to the runner: shards, their data, and one step of work on each.
+
+A workload owns the meaning of a shard's stored array; the runner owns the
+loop, the timing, the balancing and the I/O. Every method that takes ``comm``
+is collective; all others are local to one shard and know nothing of MPI.
+
+Contract the runner relies on for the multi-rank == single-rank check: a
+shard's result depends only on the workload parameters, the shard id, the step
+and (for halo workloads) its neighbours' faces — never on which rank holds it
+or how many ranks there are. Reductions across shards combine per-shard
+partials in shard-id order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from hpccloud.errors import InvalidArgument
+from hpccloud.shards import ShardMap
+
+
+class Workload:
+    """Base class; see the module docstring. Subclasses set the class attributes."""
+
+    name: str = ""
+    #: registry name of the kernel; the speed model keys rates by it
+    kernel: str = ""
+    #: stored arrays carry a halo of width 1 that the runner exchanges before each step
+    halo: bool = False
+    #: bit-for-bit equal to the single-rank run (else within ``rtol``)
+    exact: bool = True
+    rtol: float = 0.0
+    #: default parameters; ``params`` given by the user override them
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, params: dict[str, Any] | None = None, seed: int = 0):
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise InvalidArgument(
+                f"workload {self.name!r}: unknown parameter {unknown[0]!r}. "
+                f"Fix: use one of {sorted(self.defaults)}")
+        merged = dict(self.defaults)
+        for key, value in params.items():
+            want = type(self.defaults[key])
+            try:
+                merged[key] = want(value) if want is not bool else _as_bool(value)
+            except (TypeError, ValueError):
+                kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+                raise InvalidArgument(
+                    f"workload {self.name!r}: parameter {key}={value!r} is not "
+                    f"{kind.get(want, want.__name__)}. Fix: e.g. {key}={self.defaults[key]!r}"
+                ) from None
+        self.params = merged
+        self.seed = int(seed)
+
+    # ---------------------------------------------------------------- layout
+    def shard_map(self, size: int) -> ShardMap:
+        """The initial shard map for ``size`` ranks (owners before residency placement)."""
+        raise NotImplementedError
+
+    def initial(self, shard) -> np.ndarray:
+        """The stored array of ``shard`` at step 0, made from the parameters alone."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- stepping
+    def begin_step(self, comm, shard_map: ShardMap, local: dict[int, np.ndarray], step: int) -> None:
+        """Collective work before the shards are computed (e.g. gather a vector)."""
+
+    def compute(self, shard, arr: np.ndarray, step: int) -> tuple[np.ndarray, float]:
+        """Run the kernel on one shard; return ``(new stored array, work units done)``."""
+        raise NotImplementedError
+
+    def end_step(self, comm, shard_map: ShardMap, local: dict[int, np.ndarray],
+                 step: int) -> ShardMap:
+        """Collective work after the shards are computed; may return a changed map."""
+        return shard_map
+
+    # ---------------------------------------------------------------- moving and saving
+    def pack(self, shard, arr: np.ndarray) -> np.ndarray:
+        """The payload that moves or is checkpointed (e.g. without the halo)."""
+        return arr
+
+    def unpack(self, shard, payload: np.ndarray) -> np.ndarray:
+        """Rebuild the stored array from a payload."""
+        return payload
+
+    def result_map(self, shard_map: ShardMap) -> ShardMap:
+        """The shard map of the result arrays (default: the data's own)."""
+        return shard_map
+
+    def result(self, shard, arr: np.ndarray) -> np.ndarray:
+        """The result array of one shard (shape of ``result_map``'s shard)."""
+        return arr
+
+    def state(self) -> dict[str, Any]:
+        """Replicated state to checkpoint (JSON-able)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`."""
+
+    def summary(self) -> dict[str, Any]:
+        """Small figures for the report (e.g. centroids, an eigenvalue estimate)."""
+        return {}
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def with_shapes(shard_map: ShardMap, shapes: dict[int, tuple[int, ...]]) -> ShardMap:
+    """A map whose shards have new shapes (and bytes); same version, same owners."""
+    itemsize = np.dtype(shard_map.dtype).itemsize
+    shards = [replace(s, shape=tuple(shapes[s.id]), nbytes=int(np.prod(shapes[s.id])) * itemsize)
+              if s.id in shapes else s for s in shard_map.shards]
+    return ShardMap(shard_map.global_shape, shard_map.dtype, shards, shard_map.version,
+                    shard_map.grid, shard_map.halo_width)
+
+
+def with_classes(shard_map: ShardMap, classes: list[str]) -> ShardMap:
+    """A map whose shards have the given data classes; same version."""
+    shards = [replace(s, data_class=c) for s, c in zip(shard_map.shards, classes, strict=True)]
+    return ShardMap(shard_map.global_shape, shard_map.dtype, shards, shard_map.version,
+                    shard_map.grid, shard_map.halo_width)
+
+
+def rows_map(n_rows: int, n_cols: int | None, n_shards: int, dtype, size: int,
+             classes: list[str]) -> ShardMap:
+    """Row blocks of an ``(n_rows, n_cols)`` array (or 1-D when ``n_cols`` is None)."""
+    from hpccloud.shards import Shard, assign_owners, split_even
+
+    spans = split_even(n_rows, n_shards)
+    itemsize = np.dtype(dtype).itemsize
+    owners = assign_owners(np.array([b - a for a, b in spans], float), size)
+    shards = []
+    for i, (a, b) in enumerate(spans):
+        shape = (b - a,) if n_cols is None else (b - a, n_cols)
+        index = (slice(a, b),) if n_cols is None else (slice(a, b), slice(0, n_cols))
+        shards.append(Shard(i, index, shape, np.dtype(dtype).str, int(np.prod(shape)) * itemsize,
+                            float(b - a), classes[i], int(owners[i]), ()))
+    gshape = (n_rows,) if n_cols is None else (n_rows, n_cols)
+    return ShardMap(gshape, dtype, shards, 0, (n_shards,) if n_cols is None else (n_shards, 1), 0)
+
+
+def class_by_fraction(n: int, fraction: float, restricted: str = "eu-personal",
+                      default: str = "public") -> list[str]:
+    """The first ``fraction`` of ``n`` shards get the restricted class."""
+    k = int(round(fraction * n))
+    return [restricted if i < k else default for i in range(n)]

@@ -1,0 +1,64 @@
+"""``mandelbrot``: escape counts on image tiles while the view zooms in.
+
+The ``n × n`` image is cut into ``grid × grid`` tiles. At step ``t`` the view
+is centred on a point of the set's boundary and ``zoom ** t`` times narrower
+than the full set, so the cost per tile is very uneven (pixels inside the set
+run all ``max_iter`` iterations) and shifts every step. Work units are the
+iterations actually done.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpccloud.shards import tile_2d
+from hpccloud.workloads.base import Workload
+
+
+class Mandelbrot(Workload):
+    name = "mandelbrot"
+    kernel = "mandelbrot"
+    defaults = {
+        "n": 768,
+        "grid": 8,
+        "max_iter": 250,
+        "zoom": 0.93,            # view width factor per step
+        "centre_x": -0.743643887,
+        "centre_y": 0.131825904,
+        "eu_fraction": 0.0,
+    }
+
+    def __init__(self, params=None, seed=0):
+        super().__init__(params, seed)
+        from kernels.mandelbrot import iterations
+
+        import kernels
+
+        self._kernel = kernels.get(self.kernel).kernel
+        self._iterations = iterations
+
+    def shard_map(self, size):
+        p = self.params
+        g = p["grid"]
+        k = int(round(p["eu_fraction"] * g))
+        return tile_2d((p["n"], p["n"]), (g, g), "<i4", size,
+                       data_class=lambda sid, idx: "eu-personal" if sid % g < k else "public",
+                       halo_width=0)
+
+    def initial(self, shard):
+        return np.zeros(shard.shape, dtype=np.int32)
+
+    def view(self, step: int) -> tuple[float, float, float, float]:
+        p = self.params
+        half = 1.5 * p["zoom"] ** step
+        return (p["centre_x"] - half, p["centre_x"] + half, p["centre_y"] - half, p["centre_y"] + half)
+
+    def compute(self, shard, arr, step):
+        x0, x1, y0, y1 = self.view(step)
+        n = self.params["n"]
+        rows, cols = shard.index
+        dx, dy = (x1 - x0) / n, (y1 - y0) / n
+        counts = self._kernel(x0 + cols.start * dx, x0 + cols.stop * dx,
+                              y0 + rows.start * dy, y0 + rows.stop * dy,
+                              cols.stop - cols.start, rows.stop - rows.start, self.params["max_iter"])
+        return counts, self._iterations(counts)

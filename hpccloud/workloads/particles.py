@@ -1,0 +1,153 @@
+"""``particles``: particles in a cellular flow, repelling at short range, clustering over time.
+
+The unit square is cut into ``grid × grid`` tiles; a tile's stored array holds
+its particles as rows ``(x, y, vx, vy)``. Each step the ``particles`` kernel
+advances a tile and reports the particles that left it; those travel to the
+tile that now contains them — on the same rank by a copy, between ranks as
+MPI buffers (``Alltoallv``). Arrivals are appended in (source tile, source row)
+order, so a tile's particle order — and with it the result — is the same on
+any rank count. The particles drift towards the flow's cell edges and cluster,
+so a tile's cost (neighbours within the cut-off) changes from step to step.
+
+The shard map's shapes change every step (particle counts per tile); the
+runner's map is replaced with the new one (same version: nothing migrated).
+Particles cross tile borders, so every tile must have the same data class.
+
+The result is a ``bins × bins`` density histogram per tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpccloud.errors import ConfigError
+from hpccloud.shards import tile_2d
+from hpccloud.workloads.base import Workload, with_shapes
+
+_COLS = 4  # x, y, vx, vy
+
+
+class Particles(Workload):
+    name = "particles"
+    kernel = "particles"
+    defaults = {
+        "n": 100_000,      # particles
+        "grid": 6,         # tiles per side
+        "dt": 2e-3,
+        "strength": 0.5,   # repulsion
+        "drag": 2.0,       # pull towards the background flow
+        "bins": 16,        # histogram bins per tile side (result)
+    }
+
+    def __init__(self, params=None, seed=0):
+        super().__init__(params, seed)
+        import kernels
+
+        self._kernel = kernels.get(self.kernel).kernel
+        p = self.params
+        self.cutoff = float(min(0.05, np.sqrt(8.0 / (np.pi * p["n"]))))
+        self._leaving: dict[int, np.ndarray] = {}
+        self._all: np.ndarray | None = None
+
+    def shard_map(self, size):
+        g = self.params["grid"]
+        # the global "array" is the tile grid itself: one row per particle is not a fixed shape
+        m = tile_2d((g, g), (g, g), "<f8", size, data_class="public", halo_width=0)
+        init = {s.id: (self._initial_particles(s).shape[0], _COLS) for s in m.shards}
+        return with_shapes(m, init)
+
+    def bounds(self, sid: int) -> tuple[float, float, float, float]:
+        g = self.params["grid"]
+        i, j = divmod(sid, g)
+        return (j / g, (j + 1) / g, i / g, (i + 1) / g)
+
+    def _everything(self) -> np.ndarray:
+        if self._all is None:
+            n = self.params["n"]
+            rng = np.random.default_rng([self.seed, 13])
+            pos = rng.uniform(0.0, 1.0, size=(n, 2))
+            vel = rng.normal(0.0, 0.05, size=(n, 2))
+            self._all = np.column_stack([pos, vel])
+        return self._all
+
+    def _tile_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        g = self.params["grid"]
+        i = np.clip((y * g).astype(np.int64), 0, g - 1)
+        j = np.clip((x * g).astype(np.int64), 0, g - 1)
+        return i * g + j
+
+    def _initial_particles(self, shard) -> np.ndarray:
+        a = self._everything()
+        keep = self._tile_of(a[:, 0], a[:, 1]) == shard.id
+        return np.ascontiguousarray(a[keep])
+
+    def initial(self, shard):
+        return self._initial_particles(shard)
+
+    def begin_step(self, comm, shard_map, local, step):
+        if len(set(shard_map.data_classes())) > 1:
+            raise ConfigError("particles: particles cross tile borders, so all tiles must share "
+                              "one data class. Fix: give the workload a single data class")
+
+    def compute(self, shard, arr, step):
+        p = self.params
+        x, y, vx, vy = (np.ascontiguousarray(arr[:, c]) for c in range(_COLS))
+        x, y, vx, vy, left = self._kernel(x, y, vx, vy, self.bounds(shard.id), p["dt"],
+                                          self.cutoff, p["strength"], p["drag"])
+        # the walls reflect: the flow's cell edges run along them
+        for pos, vel in ((x, vx), (y, vy)):
+            low, high = pos < 0.0, pos >= 1.0
+            pos[low] = -pos[low]
+            pos[high] = np.nextafter(2.0 - pos[high], 0.0)
+            vel[low | high] = -vel[low | high]
+        new = np.column_stack([x, y, vx, vy])
+        dest = self._tile_of(x, y)
+        moving = dest != shard.id
+        # rows: dest tile, source tile, source row, x, y, vx, vy
+        rows = np.flatnonzero(moving)
+        self._leaving[shard.id] = np.column_stack([dest[rows].astype(float),
+                                                   np.full(rows.size, float(shard.id)),
+                                                   rows.astype(float), new[rows]])
+        return np.ascontiguousarray(new[~moving]), float(arr.shape[0])
+
+    def end_step(self, comm, shard_map, local, step):
+        from mpi4py import MPI
+
+        size = comm.Get_size()
+        owners = shard_map.owners()
+        width = 3 + _COLS
+        leaving = [self._leaving.pop(s) for s in sorted(local)]
+        out = np.concatenate(leaving) if leaving else np.empty((0, width))
+        dest_rank = owners[out[:, 0].astype(np.int64)] if out.size else np.empty(0, np.int64)
+        order = np.argsort(dest_rank, kind="stable")
+        send = np.ascontiguousarray(out[order])
+        send_counts = np.bincount(dest_rank, minlength=size).astype(np.int64) * width
+        recv_counts = np.empty(size, np.int64)
+        comm.Alltoall(send_counts, recv_counts)
+        sdispl = np.concatenate([[0], np.cumsum(send_counts)[:-1]])
+        rdispl = np.concatenate([[0], np.cumsum(recv_counts)[:-1]])
+        recv = np.empty(int(recv_counts.sum()))
+        comm.Alltoallv([send, (send_counts, sdispl), MPI.DOUBLE],
+                       [recv, (recv_counts, rdispl), MPI.DOUBLE])
+        arrivals = recv.reshape(-1, width)
+        # canonical order: by (source tile, source row), whatever rank sent them
+        arrivals = arrivals[np.lexsort((arrivals[:, 2], arrivals[:, 1]))]
+        for sid in sorted(local):
+            mine = arrivals[arrivals[:, 0] == sid, 3:]
+            if mine.size:
+                local[sid] = np.ascontiguousarray(np.concatenate([local[sid], mine]))
+        counts = {}
+        for part in comm.allgather({sid: local[sid].shape[0] for sid in local}):
+            counts.update(part)
+        return with_shapes(shard_map, {sid: (c, _COLS) for sid, c in counts.items()})
+
+    def result_map(self, shard_map):
+        b = self.params["bins"]
+        g = self.params["grid"]
+        return tile_2d((g * b, g * b), (g, g), "<f8", 1, halo_width=0).with_owners(shard_map.owners())
+
+    def result(self, shard, arr):
+        b = self.params["bins"]
+        x0, x1, y0, y1 = self.bounds(shard.id)
+        hist, _, _ = np.histogram2d(arr[:, 1], arr[:, 0], bins=b, range=[[y0, y1], [x0, x1]])
+        return hist

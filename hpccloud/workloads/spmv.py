@@ -1,0 +1,116 @@
+"""``spmv``: power iteration ``x ← A x / ‖A x‖`` on a sparse matrix cut into row blocks.
+
+Shard ``s`` holds the block ``x_s`` of the vector; its CSR rows of ``A`` are a
+deterministic function of ``(seed, s)`` with power-law row lengths (uneven
+cost), regenerated on whichever rank holds the shard. Each step gathers the
+whole ``x`` on every rank as MPI buffers (``Allgatherv``), multiplies the local
+row blocks, and normalises with the norm summed in shard-id order — bit-for-bit
+the same on any rank count.
+
+Every rank sees the whole vector, so every shard's data class must be allowed
+in every region of the job; otherwise the run refuses to start.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hpccloud.errors import ConfigError
+from hpccloud.workloads.base import Workload, rows_map
+
+
+class SpMV(Workload):
+    name = "spmv"
+    kernel = "spmv"
+    defaults = {
+        "n": 200_000,      # rows (= columns)
+        "shards": 32,
+        "mean_row": 16,    # mean non-zeros per row
+    }
+
+    def __init__(self, params=None, seed=0):
+        super().__init__(params, seed)
+        import kernels
+
+        self._kernel = kernels.get(self.kernel).kernel
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._x = np.empty(0)
+        self._norm2: dict[int, float] = {}
+        self.eigenvalue = float("nan")
+        self.policy = None
+
+    def shard_map(self, size):
+        p = self.params
+        return rows_map(p["n"], None, p["shards"], "<f8", size, ["public"] * p["shards"])
+
+    def initial(self, shard):
+        g = np.random.default_rng([self.seed, 5, shard.id])
+        return g.uniform(0.5, 1.5, size=shard.shape[0])
+
+    def matrix_rows(self, shard):
+        """The CSR rows of ``shard`` (cached); a function of the seed and the shard id only."""
+        rows = self._rows.get(shard.id)
+        if rows is None:
+            p = self.params
+            g = np.random.default_rng([self.seed, 3, shard.id])
+            nrows = shard.shape[0]
+            lengths = np.minimum(g.zipf(1.7, size=nrows), 64 * p["mean_row"]).astype(np.int64)
+            lengths = np.maximum(1, np.rint(lengths * p["mean_row"] / lengths.mean())).astype(np.int64)
+            indptr = np.zeros(nrows + 1, np.int64)
+            np.cumsum(lengths, out=indptr[1:])
+            indices = g.integers(0, p["n"], size=int(indptr[-1])).astype(np.int32)
+            data = np.abs(g.standard_normal(indices.size))  # non-negative: a dominant eigenvalue
+            rows = self._rows[shard.id] = (indptr, indices, data)
+        return rows
+
+    def begin_step(self, comm, shard_map, local, step):
+        from mpi4py import MPI
+
+        if self.policy is not None:
+            regions = set(self.policy.topology.rank_region)
+            for dc in set(shard_map.data_classes()):
+                if not regions <= set(self.policy.allowed_regions(dc)):
+                    raise ConfigError(f"spmv: every rank needs the whole vector, but data class "
+                                      f"{dc!r} may not live in all regions {sorted(regions)}. "
+                                      "Fix: run spmv on public data only")
+        owners = shard_map.owners()
+        mine = sorted(local)
+        send = np.concatenate([local[s] for s in mine]) if mine else np.empty(0)
+        counts = np.array([sum(shard_map.shards[s].shape[0] for s in np.flatnonzero(owners == r))
+                           for r in range(comm.Get_size())], dtype=np.int64)
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        recv = np.empty(int(counts.sum()))
+        comm.Allgatherv([send, MPI.DOUBLE], [recv, (counts, displs), MPI.DOUBLE])
+        # place each rank's blocks (in its shard-id order) at their global rows
+        x = np.empty(self.params["n"])
+        for r in range(comm.Get_size()):
+            pos = displs[r]
+            for s in np.flatnonzero(owners == r):
+                sh = shard_map.shards[s]
+                x[sh.index[0]] = recv[pos:pos + sh.shape[0]]
+                pos += sh.shape[0]
+        self._x = x
+
+    def compute(self, shard, arr, step):
+        indptr, indices, data = self.matrix_rows(shard)
+        y = self._kernel(indptr, indices, data, self._x)
+        self._norm2[shard.id] = math.fsum(y * y)  # correctly rounded: any thread count
+        return y, float(data.size)
+
+    def end_step(self, comm, shard_map, local, step):
+        parts: dict[int, float] = {}
+        for d in comm.allgather({s: self._norm2.pop(s) for s in list(local)}):
+            parts.update(d)
+        norm = math.sqrt(math.fsum(parts[s] for s in sorted(parts)))
+        self.eigenvalue = norm / math.sqrt(math.fsum(self._x * self._x))
+        for s in local:
+            local[s] = local[s] / norm
+        return shard_map
+
+    def forget(self, sid):
+        self._rows.pop(sid, None)
+
+    def summary(self):
+        return {"eigenvalue_estimate": self.eigenvalue}

@@ -1,0 +1,129 @@
+"""The cost model and the lower bound against hand-computed values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hpccloud.balance import Problem, lower_bound_s, plan_problem
+from hpccloud.balance.bound import lp_bound_s, residency_rules
+from hpccloud.balance.model import (
+    halo_s,
+    loads_s,
+    migration_lower_bound_s,
+    migration_schedule,
+    resource_cost,
+)
+from hpccloud.errors import InvalidArgument, ResidencyError
+
+
+def test_balance_package_never_imports_mpi():
+    code = ("import sys, hpccloud.balance, hpccloud.balance.scenarios, hpccloud.balance.profile, "
+            "hpccloud.commands.simulate, hpccloud.commands.plan\n"
+            "from hpccloud.balance.scenarios import simulate\n"
+            "simulate('hetero-speed', 4, 2, 40)\n"
+            "assert 'mpi4py' not in sys.modules, sorted(m for m in sys.modules if 'mpi' in m)\n"
+            "print('clean')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "clean"
+
+
+def two_ranks(alpha_ab=1.0, alpha_ba=3.0, beta=100.0):
+    alpha = np.array([[np.nan, alpha_ab], [alpha_ba, np.nan]])
+    betas = np.array([[np.nan, beta], [beta, np.nan]])
+    return Problem(
+        work_units=np.array([2.0, 4.0, 6.0]), nbytes=np.array([100, 200, 300]), owners=np.array([0, 0, 1]),
+        class_id=np.zeros(3, np.int64), allowed=np.ones((1, 2), bool),
+        edge_u=np.array([0, 1]), edge_v=np.array([1, 2]), edge_bytes=np.array([50.0, 100.0]),
+        speed_units_per_s=np.array([1.0, 2.0]), alpha_s=alpha, beta_bytes_per_s=betas,
+        rank_region=np.array([0, 1]), region_names=("a", "b"), price_per_core_hour=np.array([3600.0, 7200.0]),
+        egress_per_gb=np.array([[0.0, 1e9], [2e9, 0.0]]), class_names=("public",), provenance="synthetic")
+
+
+def test_loads_compute_plus_halo_on_the_slower_direction():
+    p = two_ranks()
+    # only edge (1, 2) is cut: 100 bytes; 0->1: 1 + 1 = 2 s, 1->0: 3 + 1 = 4 s, both ranks wait 4 s
+    assert np.allclose(halo_s(p, p.owners), [4.0, 4.0])
+    assert np.allclose(loads_s(p, p.owners), [6.0 / 1.0 + 4.0, 6.0 / 2.0 + 4.0])
+    # everything on rank 1: no cut edge
+    assert np.allclose(loads_s(p, np.array([1, 1, 1])), [0.0, 6.0])
+
+
+def test_migration_schedule_one_send_and_one_receive_at_a_time():
+    p = two_ranks()
+    # shards 0 and 1 both go 0 -> 1: one batch, 2 α + 300 bytes / 100 = 2 + 3 = 5 s
+    secs, nbytes, moved = migration_schedule(p, p.owners, np.array([1, 1, 1]))
+    assert (secs, nbytes, moved.tolist()) == (5.0, 300, [0, 1])
+    # a swap runs both directions at once: max(1 + 1, 3 + 3) = 6 s
+    secs, _, _ = migration_schedule(p, p.owners, np.array([1, 0, 0]))
+    assert secs == pytest.approx(max(1 + 100 / 100 + 0, 3 + 300 / 100))
+    assert migration_schedule(p, p.owners, p.owners)[0] == 0.0
+
+
+def test_migration_schedule_serialises_a_busy_sender_and_parallelises_distinct_pairs():
+    P = 4
+    p = Problem.uniform(work_units=np.ones(4), owners=[0, 0, 2, 3], speed_units_per_s=np.ones(P),
+                        nbytes=[100] * 4, alpha_s=0.0, beta_bytes_per_s=100.0)
+    # rank 0 sends to 1 and to 2: one sender -> 2 s; ranks 2 -> 3 and 3 -> 1 run beside them
+    after = np.array([1, 2, 3, 1])
+    secs, _, _ = migration_schedule(p, p.owners, after)
+    assert migration_lower_bound_s(p, p.owners, after) == pytest.approx(2.0)
+    assert secs == pytest.approx(2.0)
+
+
+def test_resource_cost_prices_busy_time_halo_and_migration_egress():
+    p = two_ranks()
+    loads = loads_s(p, p.owners)
+    # compute: 3600/h × 10 s + 7200/h × 7 s = 10 + 14 = 24 per step; halo: 100 B each way across
+    # a->b (1e9/GB) and b->a (2e9/GB) = 100 + 200 = 300 per step
+    assert resource_cost(p, p.owners, loads, 1) == pytest.approx(24.0 + 300.0)
+    assert resource_cost(p, p.owners, loads, 2) == pytest.approx(2 * 324.0)
+    # migrating shard 2 (300 B) from b to a costs 300 × 2e9 / 1e9 = 600 on top
+    after = np.array([0, 0, 0])
+    l2 = loads_s(p, after)
+    assert resource_cost(p, after, l2, 1, p.owners) == pytest.approx(12.0 / 1.0 + 0 + 600.0)
+
+
+def test_lower_bound_without_residency_is_total_work_over_total_speed():
+    rng = np.random.default_rng(3)
+    w = rng.uniform(1, 2, 500)
+    v = rng.uniform(1, 4, 16)
+    p = Problem.uniform(work_units=w, owners=np.zeros(500, int), speed_units_per_s=v)
+    assert lower_bound_s(p) == pytest.approx(w.sum() / v.sum())
+    # one huge shard: it cannot split, so the bound is that shard on the fastest rank
+    w2 = np.concatenate([w, [1e6]])
+    p2 = Problem.uniform(work_units=w2, owners=np.zeros(501, int), speed_units_per_s=v)
+    assert lower_bound_s(p2) == pytest.approx(1e6 / v.max())
+
+
+def test_lower_bound_under_residency_matches_highs_and_hand_value():
+    # class 0 (10 units) only on rank 0 (speed 1); class 1 (2 units) anywhere; rank 1 speed 1
+    p = Problem.uniform(work_units=[10.0, 2.0], owners=[0, 1], speed_units_per_s=[1.0, 1.0])
+    p = Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
+                   "class_id": np.array([0, 1]), "allowed": np.array([[True, False], [True, True]]),
+                   "class_names": ("home", "public")})
+    assert lower_bound_s(p) == pytest.approx(10.0)   # Σw/Σv would say 6
+    _, groups, work, speed, _ = residency_rules(p)
+    assert lp_bound_s(groups, work, speed) == pytest.approx(10.0)
+
+
+def test_bad_problems_are_refused_with_the_reason():
+    with pytest.raises(InvalidArgument, match="owners must be ranks"):
+        Problem.uniform(work_units=[1.0], owners=[5], speed_units_per_s=[1.0])
+    with pytest.raises(InvalidArgument, match="speed_units_per_s"):
+        Problem.uniform(work_units=[1.0], owners=[0], speed_units_per_s=[0.0])
+    p = Problem.uniform(work_units=[1.0, 1.0], owners=[0, 1], speed_units_per_s=[1.0, 1.0])
+    bad_alpha = p.alpha_s.copy()
+    bad_alpha[0, 1] = np.nan
+    with pytest.raises(InvalidArgument, match="never measured"):
+        plan_problem(Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "alpha_s": bad_alpha}))
+    with pytest.raises(ResidencyError, match="may live on none"):
+        Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
+                   "allowed": np.zeros((1, 2), bool)})
+    with pytest.raises(ResidencyError, match="shard 1 of data class 'public'"):
+        Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
+                   "allowed": np.array([[True, False]])}).check_residency(np.array([0, 1]))

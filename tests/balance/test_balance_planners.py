@@ -1,0 +1,105 @@
+"""Planner behaviour and the quality targets on the synthetic scenarios (deterministic given the seed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpccloud.balance import PlanOptions, Problem, plan_problem
+from hpccloud.balance import planners as planners_mod
+from hpccloud.balance.scenarios import make_problem, simulate
+from hpccloud.errors import InvalidArgument, ResidencyError
+
+
+def test_topo_balances_by_measured_speed_moving_only_boundary_shards():
+    # 12 equal shards in two blocks; rank 1 is twice as fast -> it should hold 8
+    p = Problem.uniform(work_units=np.ones(12), owners=[0] * 6 + [1] * 6, speed_units_per_s=[1.0, 2.0])
+    mp = plan_problem(p, "topo")
+    assert mp.owners_after.tolist() == [0] * 4 + [1] * 8   # the two shards next to rank 1 moved
+    assert mp.gate_passed and len(mp.moves) == 2
+    assert mp.makespan_after_s == pytest.approx(4.0, rel=1e-3)  # + a few µs of halo
+    assert mp.lower_bound_s == pytest.approx(4.0)
+
+
+def test_even_is_speed_blind_and_greedy_is_placement_blind():
+    p = Problem.uniform(work_units=np.ones(12), owners=[0] * 12, speed_units_per_s=[1.0, 3.0])
+    even = plan_problem(p, "even")
+    assert np.bincount(even.owners_after, minlength=2).tolist() == [6, 6]
+    greedy = plan_problem(p, "greedy")
+    assert np.bincount(greedy.owners_after, minlength=2).tolist() == [3, 9]
+
+
+def test_balanced_map_is_recognised_without_moves():
+    p = Problem.uniform(work_units=np.ones(12), owners=[0] * 4 + [1] * 8, speed_units_per_s=[1.0, 2.0])
+    mp = plan_problem(p, "topo")
+    assert not mp.moves and not mp.gate_passed
+    assert mp.makespan_after_s == mp.makespan_before_s
+
+
+def test_gate_refuses_a_migration_that_does_not_pay_back_within_the_horizon():
+    # gain 2 s per step; each moved shard costs 10 s on this link
+    p = Problem.uniform(work_units=np.ones(12), owners=[0] * 6 + [1] * 6, speed_units_per_s=[1.0, 2.0],
+                        alpha_s=10.0)
+    short = plan_problem(p, "topo", PlanOptions(horizon_steps=5))
+    assert not short.gate_passed and not short.moves
+    long = plan_problem(p, "topo", PlanOptions(horizon_steps=50))
+    assert long.gate_passed and long.moves
+    assert (long.makespan_before_s - long.makespan_after_s) * 50 > long.migration_s
+
+
+def test_residency_is_rechecked_on_every_plan(monkeypatch):
+    p = Problem.uniform(work_units=np.ones(2), owners=[0, 0], speed_units_per_s=[1.0, 1.0])
+    p = Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
+                   "allowed": np.array([[True, False]])})
+
+    def rogue(problem, opts, before, bound):
+        return planners_mod._evaluate(problem, np.array([0, 1]), problem.owners), True
+
+    monkeypatch.setitem(planners_mod.PLANNERS, "rogue", rogue)
+    with pytest.raises(ResidencyError, match="may not live on rank 1"):
+        plan_problem(p, "rogue")
+    with pytest.raises(InvalidArgument, match="unknown planner"):
+        plan_problem(p, "nope")
+    with pytest.raises(InvalidArgument, match="horizon_steps"):
+        PlanOptions(horizon_steps=0)
+
+
+def test_residency_mix_every_class_stays_home():
+    p = make_problem("residency-mix", 48, 3, 3000, seed=2)
+    for name in ("even", "greedy", "topo"):
+        mp = plan_problem(p, name)
+        assert np.all(p.allowed[p.class_id, mp.owners_after])
+        assert mp.lower_bound_s <= mp.makespan_after_s
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hetero_speed_topo_within_5_percent_of_the_lower_bound(seed):
+    rows = {r["planner"]: r for r in simulate("hetero-speed", 256, 2, 25_600, horizon=100, seed=seed)}
+    topo = rows["topo"]
+    assert topo["makespan_s"] <= 1.05 * topo["lower_bound_s"], topo
+    assert topo["makespan_s"] <= rows["greedy"]["makespan_s"]
+    assert topo["n_moves"] < rows["greedy"]["n_moves"] / 2
+
+
+@pytest.mark.parametrize("horizon", [20, 100])
+def test_two_region_slow_link_topo_beats_greedy_over_the_horizon(horizon):
+    rows = {r["planner"]: r for r in simulate("two-region-slow-link", 256, 2, 25_600, horizon=horizon, seed=0)}
+    assert rows["topo"]["horizon_total_s"] <= 0.8 * rows["greedy"]["horizon_total_s"], rows
+    assert rows["topo"]["horizon_total_s"] <= rows["static"]["horizon_total_s"]
+
+
+def test_simulator_rows_are_deterministic_and_complete():
+    a = simulate("drift", 16, 2, 800, steps=40, horizon=10, seed=5)
+    b = simulate("drift", 16, 2, 800, steps=40, horizon=10, seed=5)
+    keys = {"scenario", "planner", "makespan_s", "lower_bound_s", "migration_bytes", "migration_s",
+            "horizon_total_s", "plan_seconds"}
+    assert [r["planner"] for r in a] == ["static", "even", "greedy", "topo"]
+    for ra, rb in zip(a, b, strict=True):
+        assert keys <= set(ra)
+        assert ra["provenance"] == "synthetic"
+        assert {k: v for k, v in ra.items() if k != "plan_seconds"} == \
+               {k: v for k, v in rb.items() if k != "plan_seconds"}
+        assert ra["lower_bound_s"] <= ra["makespan_s"]
+    static = a[0]
+    assert static["migration_bytes"] == 0
+    assert static["horizon_total_s"] == pytest.approx(static["makespan_s"] * 40)

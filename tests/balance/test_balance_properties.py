@@ -1,0 +1,71 @@
+"""Property tests: every planner conserves shards and residency; T* is a true lower bound; the gate holds."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import problems
+from hpccloud.balance import PLANNERS, PlanOptions, plan_problem
+from hpccloud.balance.bound import lp_bound_s, residency_rules
+from hpccloud.balance.model import loads_s, migration_lower_bound_s
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(p=problems, horizon=st.sampled_from([1, 5, 100, 10_000]))
+def test_every_planner_keeps_every_shard_once_and_never_breaks_residency(p, horizon):
+    for name in PLANNERS:
+        mp = plan_problem(p, name, PlanOptions(horizon_steps=horizon))
+        after = mp.owners_after
+        assert after.shape == (p.n_shards,) and after.dtype == np.int64
+        assert np.all((after >= 0) & (after < p.n_ranks))
+        assert np.all(p.allowed[p.class_id, after]), name
+        # the moves are exactly the owner changes, each shard at most once
+        ids = [m[0] for m in mp.moves]
+        assert len(ids) == len(set(ids))
+        replay = p.owners.copy()
+        for s, src, dst in mp.moves:
+            assert replay[s] == src and src != dst
+            replay[s] = dst
+        assert np.array_equal(replay, after)
+        assert mp.migration_bytes == int(p.nbytes[ids].sum())
+        assert mp.migration_s >= migration_lower_bound_s(p, p.owners, after) - 1e-12
+        if name == "static":
+            assert not mp.moves
+
+
+@SETTINGS
+@given(p=problems)
+def test_lower_bound_never_above_any_plan(p):
+    for name in PLANNERS:
+        mp = plan_problem(p, name)
+        lb = mp.lower_bound_s
+        assert lb <= mp.makespan_after_s * (1 + 1e-9) + 1e-12, (name, lb, mp.makespan_after_s)
+        assert lb <= mp.makespan_before_s * (1 + 1e-9) + 1e-12
+        assert np.isclose(mp.makespan_after_s, float(loads_s(p, mp.owners_after).max()))
+
+
+@SETTINGS
+@given(p=problems)
+def test_enumerated_bound_equals_highs_lp(p):
+    from hpccloud.balance.bound import fractional_bound_s
+
+    _, groups, work, speed, _ = residency_rules(p)
+    enum = fractional_bound_s(groups, work, speed)
+    if work.size and work.sum() > 0:
+        assert np.isclose(enum, lp_bound_s(groups, work, speed), rtol=1e-6)
+
+
+@SETTINGS
+@given(p=problems, horizon=st.sampled_from([1, 3, 50, 10_000]))
+def test_topo_moves_only_when_the_gate_says_yes(p, horizon):
+    mp = plan_problem(p, "topo", PlanOptions(horizon_steps=horizon))
+    gain = mp.makespan_before_s - mp.makespan_after_s
+    if mp.gate_passed:
+        assert mp.moves and gain * horizon > mp.migration_s
+    else:
+        assert not mp.moves and mp.migration_s == 0 and np.array_equal(mp.owners_after, p.owners)
+        assert mp.makespan_after_s == mp.makespan_before_s
