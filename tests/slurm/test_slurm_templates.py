@@ -46,6 +46,8 @@ NODE_REGION = {"eu-node001": "eu-north", "us-node001": "us-east"}
 JOB_TIMEOUT_S = 300.0
 #: light probe settings: the templates are under test here, not the network
 PROBE_ARGS = "--sizes 8,65536 --speed-seconds 0.1"
+RUN_ARGS = ("--workload stencil2d --param n=96 --param grid=4 --steps 4 --rebalance-every 2 "
+            "--balancer topo --quiet")
 
 
 def job_env(**extra: str) -> dict[str, str]:
@@ -80,23 +82,29 @@ class Job:
     error: BaseException | None = None
 
     def run(self, cluster) -> Job:
+        t0 = time.perf_counter()
         try:
             res, self.seconds = cluster.sbatch(self.script, self.args, cwd=self.cwd, env=self.env,
                                                timeout_s=JOB_TIMEOUT_S)
         except BaseException as exc:  # reported by the test that owns the job
-            self.error = exc
+            self.error, self.seconds = exc, time.perf_counter() - t0
+            self.log = self._read_logs("*.out")
             return self
         self.returncode, self.stderr = res.returncode, res.stderr
         if res.stdout.strip():
             self.job_id = res.stdout.strip().splitlines()[0].split(";")[0]
-        self.log = "\n".join(p.read_text(errors="replace")
-                             for p in sorted(self.cwd.glob(f"*{self.job_id}*.out")))
+        self.log = self._read_logs(f"*{self.job_id}*.out")
         return self
+
+    def _read_logs(self, pattern: str) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}"
+                         for p in sorted(self.cwd.glob(pattern)))
 
     def check_ok(self, cluster) -> None:
         if self.error is not None:
             raise AssertionError(f"{self.label}: {self.error!r}\n"
-                                 f"{getattr(self.error, 'stderr', '')}") from self.error
+                                 f"{getattr(self.error, 'stderr', '')}\n--- job output\n{self.log}\n"
+                                 f"--- daemons\n{cluster.log_tails()}") from self.error
         assert self.returncode == 0, (
             f"{self.label}: sbatch --wait exited {self.returncode}\nstderr: {self.stderr}\n"
             f"--- job output\n{self.log}\n--- daemons\n{cluster.log_tails()}")
@@ -119,7 +127,8 @@ def all_jobs(root: Path) -> dict[str, Job]:
                 f"probe-{style} n={n}", f"probe-{style}.sbatch", n, root / f"probe-{style}-{n}")
             if "run" in COMMANDS:
                 jobs[f"run-{style}-n{n}"] = template_job(
-                    f"run-{style} n={n}", f"run-{style}.sbatch", n, root / f"run-{style}-{n}")
+                    f"run-{style} n={n}", f"run-{style}.sbatch", n, root / f"run-{style}-{n}",
+                    HPCCLOUD_RUN_ARGS=RUN_ARGS)
         if "bench" in COMMANDS:
             jobs[f"bench-{style}"] = template_job(
                 f"bench-{style} n=2", f"bench-{style}.sbatch", 2, root / f"bench-{style}",
@@ -229,8 +238,15 @@ def _needs(command: str):
 def test_run_template(slurm_cluster, jobs, style, ntasks):
     job = jobs[f"run-{style}-n{ntasks}"]
     job.check_ok(slurm_cluster)
-    doc = json.loads((job.cwd / "results" / job.job_id / "report.json").read_text())
-    check_ranks(doc["ranks"], ntasks)
+    out = job.cwd / "results" / job.job_id
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["kind"] == "hpccloud-run" and doc["ranks"] == ntasks, (doc["kind"], doc["ranks"])
+    check_ranks(doc["topology"]["ranks"], ntasks)
+    assert doc["config"]["workload"] == "stencil2d" and len(doc["steps"]) == 4, "RUN_ARGS lost"
+    # the per-region HDF5 output went into the job's folder, one file per region
+    assert Path(doc["output"]["catalogue"]).parent == out / "output", doc["output"]
+    assert sorted(p.name for p in (out / "output").glob("*.h5") if p.name != "catalogue.h5") \
+        == ["eu-north.h5", "us-east.h5"], os.listdir(out / "output")
 
 
 @_needs("bench")
