@@ -132,3 +132,13 @@ def test_bad_topology_names_file_key_and_fix(case, text, size, hosts, message):
 def test_missing_file(tmp_path):
     with pytest.raises(TopologyError, match="cannot read the topology file"):
         read_topology_text(tmp_path / "nope.toml")
+
+
+def test_shipped_examples_are_valid():
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    text, source = read_topology_text(root / "examples" / "three-regions.toml")
+    topo = topology_from_text(text, source, 6)
+    assert topo.rank_region == ("de-hpc", "de-hpc", "eu-west-cloud", "eu-west-cloud",
+                                "us-east-cloud", "us-east-cloud")
+    assert topo.data_classes["de-health"].regions == frozenset({"de-hpc"})
+    assert topo.egress_price_per_gb("de-hpc", "eu-west-cloud") == 0.0

@@ -51,7 +51,7 @@ def residency_rules(p: Problem, work_units: np.ndarray | None = None):
                               minlength=allowed_by_group.shape[1])
     class_work = (p.class_work_units if work_units is None
                   else np.bincount(p.class_id, weights=work_units, minlength=p.n_classes))
-    class_count = np.bincount(p.class_id, minlength=p.n_classes)
+    class_count = p.class_count
     present = np.flatnonzero(class_count > 0)
     rule_of_class = np.full(p.n_classes, -1, dtype=np.int64)
     if present.size == 0:

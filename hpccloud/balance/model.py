@@ -44,9 +44,9 @@ def cut_edges(p: Problem, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return ou[cut], ov[cut], cut
 
 
-def halo_s(p: Problem, owners: np.ndarray) -> np.ndarray:
+def halo_s(p: Problem, owners: np.ndarray, cut: tuple | None = None) -> np.ndarray:
     """Halo-exchange time per rank and step, float64 [P] (see the module notes)."""
-    a, b, cut = cut_edges(p, owners)
+    a, b, cut = cut_edges(p, owners) if cut is None else cut
     if cut.size == 0:
         return np.zeros(p.n_ranks)
     n = p.edge_bytes[cut]
@@ -116,7 +116,8 @@ def migration_lower_bound_s(p: Problem, owners_before: np.ndarray, owners_after:
 
 
 def resource_cost(p: Problem, owners: np.ndarray, loads: np.ndarray, horizon_steps: int,
-                  owners_before: np.ndarray | None = None, moved: np.ndarray | None = None) -> float:
+                  owners_before: np.ndarray | None = None, moved: np.ndarray | None = None,
+                  cut: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> float:
     """Money spent over ``horizon_steps`` steps (currency units of the topology's prices).
 
     ``Σ_r price(region(r)) × busy_r`` with ``busy_r = L_r × H`` in hours (one core
@@ -126,7 +127,7 @@ def resource_cost(p: Problem, owners: np.ndarray, loads: np.ndarray, horizon_ste
     """
     compute = float(np.dot(p.price_per_core_hour, loads)) * horizon_steps / 3600.0
     egress = p.egress_per_gb
-    a, b, cut = cut_edges(p, owners)
+    a, b, cut = cut_edges(p, owners) if cut is None else cut
     halo = 0.0
     if cut.size:
         ga, gb = p.rank_region[a], p.rank_region[b]

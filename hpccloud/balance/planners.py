@@ -42,7 +42,6 @@ import numpy as np
 from hpccloud.balance import model
 from hpccloud.balance.bound import (
     fractional_bound_s,
-    granular_bound_s,
     group_targets,
     residency_rules,
 )
@@ -141,15 +140,17 @@ class _Eval:
     migration_s: float = 0.0
     migration_bytes: int = 0
     moved: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cut: tuple | None = None
 
     def total_s(self, horizon: int) -> float:
         return self.makespan_s * horizon + self.migration_s
 
 
 def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None = None) -> _Eval:
-    halo = model.halo_s(p, owners)
+    cut = model.cut_edges(p, owners)
+    halo = model.halo_s(p, owners, cut)
     loads = model.compute_s(p, owners) + halo
-    ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0)
+    ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0, cut=cut)
     if owners_before is not None:
         ev.migration_s, ev.migration_bytes, ev.moved = model.migration_schedule(p, owners_before, owners)
     return ev
@@ -401,7 +402,7 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     opts = options or PlanOptions()
     t0 = time.perf_counter()
     before = _evaluate(p, p.owners)
-    bound = max(fractional_bound_s(*residency_rules(p)[1:4]), granular_bound_s(p))
+    bound = p.lower_bound_s
     after, gate = PLANNERS[planner](p, opts, before, bound)
     if after is not before:
         p.check_residency(after.owners)
@@ -410,7 +411,8 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         gate = bool(after.moved.size) and gain_s * opts.horizon_steps > after.migration_s
     moved = after.moved
     moves = list(zip(moved.tolist(), p.owners[moved].tolist(), after.owners[moved].tolist(), strict=True))
-    cost = model.resource_cost(p, after.owners, after.loads, opts.horizon_steps, p.owners, moved=moved)
+    cost = model.resource_cost(p, after.owners, after.loads, opts.horizon_steps, p.owners, moved=moved,
+                               cut=after.cut)
     elapsed = time.perf_counter() - t0
     return MigrationPlan(
         planner=planner, owners_before=p.owners, owners_after=after.owners, moves=moves,

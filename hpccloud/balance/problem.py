@@ -129,6 +129,18 @@ class Problem:
         return group_of_rank.reshape(-1).astype(np.int64), uniq[:, 1:].T.astype(bool)
 
     @cached_property
+    def class_count(self) -> np.ndarray:
+        """Shards per data class, int64 [C]."""
+        return np.bincount(self.class_id, minlength=self.n_classes)
+
+    @cached_property
+    def lower_bound_s(self) -> float:
+        """T* of this problem (depends on work, speeds and residency, not on owners)."""
+        from hpccloud.balance.bound import lower_bound_s  # bound imports this module
+
+        return lower_bound_s(self)
+
+    @cached_property
     def class_work_units(self) -> np.ndarray:
         """Total work per data class, float64 [C]."""
         return np.bincount(self.class_id, weights=self.work_units, minlength=self.n_classes)
@@ -148,7 +160,7 @@ class Problem:
     def with_owners(self, owners: np.ndarray) -> Problem:
         """The same problem with other owners; keeps the rank-level caches (O(S))."""
         new = dataclasses.replace(self, owners=np.asarray(owners, dtype=np.int64))
-        return self._keep_cache(new, _RANK_CACHES + ("class_work_units",))
+        return self._keep_cache(new, _RANK_CACHES + ("class_work_units", "lower_bound_s"))
 
     def with_work_units(self, work_units: np.ndarray) -> Problem:
         """The same problem with other work units (e.g. re-measured); keeps the rank-level caches."""
@@ -192,7 +204,7 @@ class Problem:
             class_names=("public",), provenance=provenance)
 
 
-_RANK_CACHES = ("link_alpha_s", "link_inv_beta_s_per_byte", "groups")
+_RANK_CACHES = ("link_alpha_s", "link_inv_beta_s_per_byte", "groups", "class_count")
 
 
 def _validate(p: Problem) -> None:

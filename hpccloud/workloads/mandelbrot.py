@@ -30,9 +30,8 @@ class Mandelbrot(Workload):
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
-        from kernels.mandelbrot import iterations
-
         import kernels
+        from kernels.mandelbrot import iterations
 
         self._kernel = kernels.get(self.kernel).kernel
         self._iterations = iterations

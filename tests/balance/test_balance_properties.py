@@ -11,7 +11,7 @@ from hpccloud.balance import PLANNERS, PlanOptions, plan_problem
 from hpccloud.balance.bound import lp_bound_s, residency_rules
 from hpccloud.balance.model import loads_s, migration_lower_bound_s
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
