@@ -55,3 +55,13 @@ def test_example_host_list_range_is_exact():
     # eu-node[001-128]: 129 is outside the range, so the rank is unmapped
     with pytest.raises(TopologyError, match="eu-node129"):
         _example(2, ["eu-node129", "us-node001"])
+
+
+def test_cluster_tests_say_why_they_cannot_run(monkeypatch):
+    import minislurm
+
+    monkeypatch.setattr(minislurm.os, "geteuid", lambda: 1000)
+    assert "not running as root" in minislurm.cannot_run_reason()
+    monkeypatch.setattr(minislurm.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(minislurm, "_which", lambda name: None)
+    assert "apt-get is unavailable" in minislurm.cannot_run_reason()
