@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,14 @@ NODE_REGION = {"eu-node001": "eu-north", "us-node001": "us-east"}
 JOB_TIMEOUT_S = 300.0
 #: light probe settings: the templates are under test here, not the network
 PROBE_ARGS = "--sizes 8,65536 --speed-seconds 0.1"
+#: Slurm 22.05's pmi2 plugin reads the PMI-1 requests the mpich wheel sends (long
+#: "cmd=put ... -allgather-...-seg-k/n" lines) and, rarely and under load, parses a
+#: partial read as a request: the step then aborts (UCX gets a garbled address) or
+#: hangs in the fence. Seen 2 times in about 60 srun launches on this machine. A job
+#: that shows this exact message is resubmitted once, with a warning.
+PMI2_PARSER_BUG = "mpi/pmi2: value not properly terminated in client request"
+#: Slurm's own time limit per job (minutes): a hung step is ended by Slurm itself
+JOB_TIME_LIMIT_MIN = 4
 RUN_ARGS = ("--workload stencil2d --param n=96 --param grid=4 --steps 4 --rebalance-every 2 "
             "--balancer topo --quiet")
 
@@ -82,6 +91,17 @@ class Job:
     error: BaseException | None = None
 
     def run(self, cluster) -> Job:
+        self._submit(cluster)
+        if PMI2_PARSER_BUG in self.log:
+            msg = (f"{self.label}: job {self.job_id} hit the Slurm pmi2 parser bug "
+                   f"({PMI2_PARSER_BUG!r}); resubmitted once")
+            warnings.warn(msg, UserWarning, stacklevel=1)
+            TIMINGS[f"job {self.label} (first try, pmi2 parser bug)"] = self.seconds
+            self.error, self.returncode, self.job_id = None, None, "?"
+            self._submit(cluster)
+        return self
+
+    def _submit(self, cluster) -> None:
         t0 = time.perf_counter()
         try:
             res, self.seconds = cluster.sbatch(self.script, self.args, cwd=self.cwd, env=self.env,
@@ -89,16 +109,16 @@ class Job:
         except BaseException as exc:  # reported by the test that owns the job
             self.error, self.seconds = exc, time.perf_counter() - t0
             self.log = self._read_logs("*.out")
-            return self
+            return
         self.returncode, self.stderr = res.returncode, res.stderr
         if res.stdout.strip():
             self.job_id = res.stdout.strip().splitlines()[0].split(";")[0]
-        self.log = self._read_logs(f"*{self.job_id}*.out")
-        return self
+        # hpccloud-<name>-<id>.out, nopmi-<id>.out, and <name>-<array id>_<task>.out
+        self.log = self._read_logs(f"*-{self.job_id}.out", f"*-{self.job_id}_*.out")
 
-    def _read_logs(self, pattern: str) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}"
-                         for p in sorted(self.cwd.glob(pattern)))
+    def _read_logs(self, *patterns: str) -> str:
+        files = sorted({p for pattern in patterns for p in self.cwd.glob(pattern)})
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')}" for p in files)
 
     def check_ok(self, cluster) -> None:
         if self.error is not None:
@@ -114,7 +134,8 @@ class Job:
 def template_job(label, template, ntasks, folder, *extra, **env) -> Job:
     """A template over both nodes: -N 2, ntasks/2 per node."""
     folder.mkdir(parents=True)
-    args = ["-N", "2", f"--ntasks-per-node={ntasks // 2}", "-n", str(ntasks), *extra]
+    args = ["-N", "2", f"--ntasks-per-node={ntasks // 2}", "-n", str(ntasks),
+            f"--time={JOB_TIME_LIMIT_MIN}", *extra]
     return Job(label, SLURM_DIR / template, args, job_env(**env), folder)
 
 
