@@ -17,9 +17,19 @@ def add_threads_arg(parser) -> None:
 
 
 def world():
-    """Initialise MPI (the CLI owns it) and return COMM_WORLD."""
+    """Initialise MPI (the CLI owns it) and return COMM_WORLD.
+
+    Stops with a :class:`~hpccloud.errors.ConfigError` when srun started the
+    tasks without PMI (N separate 1-rank worlds), which would otherwise "work".
+    """
     from mpi4py import MPI
 
+    from hpccloud.errors import ConfigError
+    from hpccloud.slurm import srun_without_pmi
+
+    problem = srun_without_pmi(MPI.COMM_WORLD.Get_size())
+    if problem:
+        raise ConfigError(problem)
     return MPI.COMM_WORLD
 
 
