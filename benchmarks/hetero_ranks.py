@@ -9,7 +9,8 @@ core 1; ranks 1, 2, 3 on core 0. With the default topology rank 0 and 1 form
 ``eu-north`` (where ``eu-personal`` tiles must stay) and 2, 3 ``us-east``.
 Targets (issue 6): ``topo`` max/mean <= 1.10 and total <= 0.75 × static.
 
-    python benchmarks/hetero_ranks.py [--steps 80] [--rebalance-every 10] [--json OUT]
+    python benchmarks/hetero_ranks.py [--steps 60] [--rebalance-every 10] [--n 4096]
+                                      [--period 400] [--json OUT]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def launch(balancer: str, args, folder: str) -> dict:
     out = os.path.join(folder, f"{balancer}.json")
     common = ["-m", "hpccloud", "run", "--balancer", balancer, "--steps", str(args.steps),
               "--rebalance-every", str(args.rebalance_every), "--param", f"n={args.n}",
-              "--param", f"grid={args.grid}", "--quiet", "--json", out, "--threads", "1"]
+              "--param", f"grid={args.grid}", "--param", f"period={args.period}", "--quiet", "--json", out, "--threads", "1"]
     cmd = [mpiexec_path()]
     for i, core in enumerate(CORES):
         if i:
@@ -50,10 +51,13 @@ def launch(balancer: str, args, folder: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rebalance-every", type=int, default=10)
-    ap.add_argument("--n", type=int, default=2048)
+    ap.add_argument("--n", type=int, default=4096)
     ap.add_argument("--grid", type=int, default=8)
+    ap.add_argument("--period", type=int, default=400,
+                    help="steps per orbit of the hot spot (the workload's default, 40, drifts "
+                         "faster than a rebalance every 10 steps can follow)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--balancers", default="static,even,greedy,topo")
     ap.add_argument("--json", default=None)

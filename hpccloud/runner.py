@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from hpccloud.comm.wait import sleeping_barrier
 from hpccloud.errors import ConfigError, InvalidArgument
-from hpccloud.measure.probe import sleeping_barrier
 from hpccloud.measure.speed import SpeedModel
 from hpccloud.shards import ShardMap
 from hpccloud.workloads import make_workload

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hpccloud.comm.wait import sleeping_barrier
 from hpccloud.measure.links import LinkModel
 from hpccloud.measure.speed import SpeedModel
 
@@ -67,13 +68,6 @@ def repeats_for(nbytes: int) -> int:
     if nbytes <= 262144:
         return 20
     return 10
-
-
-def sleeping_barrier(comm, poll_s: float = 50e-6) -> None:
-    """A barrier that sleeps instead of spinning, so waiting ranks leave the cores free."""
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(poll_s)
 
 
 @dataclass

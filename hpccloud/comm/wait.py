@@ -1,0 +1,33 @@
+"""Waits that sleep instead of spinning.
+
+MPICH's blocking waits poll the network at full speed. When ranks share a
+core (more ranks than cores, or ranks pinned together), a rank spinning in a
+wait steals the core from the very rank it waits for until the scheduler
+preempts it, milliseconds later. These waits poll with ``Test`` and sleep in
+between, so a waiting rank leaves the core to the one still working. Polling
+still drives MPI's progress, so messages keep moving.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: poll interval; Linux timer slack makes the real sleep ~50-100 µs
+POLL_S = 20e-6
+
+
+def sleeping_waitall(requests, poll_s: float = POLL_S) -> None:
+    """``MPI.Request.Waitall`` that sleeps between polls."""
+    from mpi4py import MPI
+
+    if not requests:
+        return
+    while not MPI.Request.Testall(requests):
+        time.sleep(poll_s)
+
+
+def sleeping_barrier(comm, poll_s: float = POLL_S) -> None:
+    """A barrier that sleeps instead of spinning, so waiting ranks leave the cores free."""
+    req = comm.Ibarrier()
+    while not req.Test():
+        time.sleep(poll_s)
