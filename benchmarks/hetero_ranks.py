@@ -24,6 +24,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hpccloud.commands.common import write_json_atomic  # noqa: E402
 from hpccloud.testing.mpi_pytest import child_env, mpiexec_path  # noqa: E402
 
 CORES = (1, 0, 0, 0)  # core of rank 0..3
@@ -90,8 +91,7 @@ def main(argv=None) -> int:
               f"{r['median_step_s'] * 1e3:8.2f} {r['bytes_moved'] / 1e6:9.1f}")
     print("max/mean*: per-rank busy time summed over the steps after the first rebalance")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        write_json_atomic(args.json, rows)
     return 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hpccloud.commands.common import write_json_atomic  # noqa: E402
 from hpccloud.testing.mpi_pytest import child_env, run_mpi  # noqa: E402
 
 SIZES = (1 << 20, 2 << 20, 4 << 20)
@@ -79,8 +80,7 @@ def main(argv=None) -> int:
         print(f"  {n:>9} B: mpi4py.bench pingpong {ping / 1e9:6.2f} GB/s   probe beta / pingpong = "
               f"{ratio:.2f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        write_json_atomic(args.json, rows)
     return 0
 
 

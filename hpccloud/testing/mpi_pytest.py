@@ -60,23 +60,37 @@ def child_env(nranks: int, extra: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
-def run_mpi(args: list[str], nranks: int, timeout_s: float, env: dict[str, str] | None = None,
-            cwd: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``mpiexec -n nranks <args>`` with a hard timeout; kill the whole group on expiry.
+def run_group(argv: list[str], timeout_s: float, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv`` in its own process group with a hard timeout.
 
-    Raises ``subprocess.TimeoutExpired`` (with the output so far) on a hang.
+    On expiry (or an interrupt) the whole group — launcher and ranks — is
+    killed; a timeout raises ``subprocess.TimeoutExpired`` with the output so far.
     """
-    cmd = [mpiexec_path(), "-n", str(nranks), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env if env is not None else child_env(nranks), cwd=cwd,
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise subprocess.TimeoutExpired(cmd, timeout_s, output=out, stderr=err) from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        raise subprocess.TimeoutExpired(argv, timeout_s, output=out, stderr=err) from None
+    except BaseException:  # interrupted: take the launcher and its ranks down with us
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def run_mpi(args: list[str], nranks: int, timeout_s: float, env: dict[str, str] | None = None,
+            cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``mpiexec -n nranks <args>`` with a hard timeout; kill the whole group on expiry.
+
+    Raises ``subprocess.TimeoutExpired`` (with the output so far) on a hang.
+    """
+    return run_group([mpiexec_path(), "-n", str(nranks), *args], timeout_s,
+                     env=env if env is not None else child_env(nranks), cwd=cwd)
 
 
 # --------------------------------------------------------------------------- hooks

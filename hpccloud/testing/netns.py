@@ -362,21 +362,9 @@ class RegionalNet:
     def run_mpi(self, cmd: list[str], timeout_s: float, env: dict[str, str] | None = None,
                 cwd: str | None = None) -> subprocess.CompletedProcess:
         """Run ``cmd`` on every rank, each in its namespace; kill the group on timeout."""
-        argv = self.mpiexec_args(cmd)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.mpi_env(env),
-                                cwd=cwd, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            raise subprocess.TimeoutExpired(argv, timeout_s, output=out, stderr=err) from None
-        except BaseException:  # interrupted: take the launcher and its ranks down with us
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        from hpccloud.testing.mpi_pytest import run_group
+
+        return run_group(self.mpiexec_args(cmd), timeout_s, env=self.mpi_env(env), cwd=cwd)
 
     # ------------------------------------------------------------------ teardown
     def down(self) -> None:
