@@ -79,6 +79,11 @@ def main(argv=None) -> int:
                      "ratio": ratio, "within_20_percent": abs(ratio - 1) <= 0.2})
         print(f"  {n:>9} B: mpi4py.bench pingpong {ping / 1e9:6.2f} GB/s   probe beta / pingpong = "
               f"{ratio:.2f}")
+    overall = statistics.median(bw for n in SIZES for bw in pings[n])
+    print(f"  all sizes >= 1 MiB: mpi4py.bench pingpong median {overall / 1e9:.2f} GB/s   probe beta / "
+          f"pingpong = {beta_med / overall:.2f}")
+    rows.append({"bytes": "all>=1MiB", "pingpong_bytes_per_s": overall, "probe_beta_bytes_per_s": beta_med,
+                 "ratio": beta_med / overall, "within_20_percent": abs(beta_med / overall - 1) <= 0.2})
     if args.json:
         write_json_atomic(args.json, rows)
     return 0
