@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -200,6 +201,10 @@ class MiniSlurm:
             "JobCompType=jobcomp/none",
             "JobAcctGatherType=jobacct_gather/none",
             "MinJobAge=4",
+            # job ids unique across test runs: under srun's pmi2 MPICH names its shared
+            # memory after the job and step, and a segment left by a killed job of an
+            # earlier run with the same id makes MPI_Init fail ("Out of memory")
+            f"FirstJobId={random.randint(1_000, 60_000_000)}",
             "ReturnToService=2",
             # a job that hangs is killed by the test's own timeout, not left running
             "KillWait=5",
