@@ -271,16 +271,25 @@ class Job:
         self.shard_map = self.wl.end_step(comm, self.shard_map, self.local, step)
         sleeping_barrier(comm)
         step_s = time.perf_counter() - t0
-        rows = comm.allgather((busy_s, halo_s, units, shard_s, step_s))
+        rows = comm.allgather((busy_s, halo_s, units, step_s))
         rec = {
             "step": step,
-            "step_s": max(r[4] for r in rows),
+            "step_s": max(r[3] for r in rows),
             "busy_s": [r[0] for r in rows],
             "halo_s": [r[1] for r in rows],
             "work_units": [r[2] for r in rows],
         }
-        self._window.append((rows, self.shard_map.owners()))
+        # per-shard timings stay local until the next rebalance gathers them once
+        for sid, sec in shard_s.items():
+            self._win_shard_s[sid] = self._win_shard_s.get(sid, 0.0) + sec
+            self._win_shard_n[sid] = self._win_shard_n.get(sid, 0) + 1
+        self._win_steps += 1
         return rec
+
+    def _reset_window(self) -> None:
+        self._win_steps = 0
+        self._win_shard_s: dict[int, float] = {}
+        self._win_shard_n: dict[int, int] = {}
 
     # ------------------------------------------------------------------ rebalancing
     def _measured_models(self) -> None:
@@ -288,15 +297,15 @@ class Job:
         size = self.size
         units = np.zeros(size)
         secs = np.zeros(size)
+        for rec in self.steps[len(self.steps) - self._win_steps:]:
+            units += rec["work_units"]
+            secs += rec["busy_s"]
         shard_s = np.zeros(len(self.shard_map))
         shard_n = np.zeros(len(self.shard_map))
-        for rows, _owners in self._window:
-            for r, (busy, _halo, u, per_shard, _step_s) in enumerate(rows):
-                units[r] += u
-                secs[r] += busy
-                for sid, s in per_shard.items():
-                    shard_s[sid] += s
-                    shard_n[sid] += 1
+        for part_s, part_n in self.comm.allgather((self._win_shard_s, self._win_shard_n)):
+            for sid, sec in part_s.items():
+                shard_s[sid] += sec
+                shard_n[sid] += part_n[sid]
         old = self.speed.rate(self.wl.kernel)
         rate = np.where(secs > 0, units / np.maximum(secs, 1e-300), np.nan)
         rate = np.where(np.isfinite(rate), rate, old)
@@ -326,7 +335,8 @@ class Job:
         record.pop("owners_after", None)
         if p.moves:
             record.update(self.migrate(p.owners_after))
-        record["achieved_step_s_before"] = float(np.median([s["step_s"] for s in self.steps[-len(self._window):]]))
+        window = self.steps[len(self.steps) - self._win_steps:] if self._win_steps else self.steps
+        record["achieved_step_s_before"] = float(np.median([s["step_s"] for s in window]))
         self.plans.append(record)
 
     def migrate(self, owners_after: np.ndarray) -> dict[str, Any]:
@@ -401,19 +411,19 @@ class Job:
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        self._window: list = []
+        self._reset_window()
         t_start = time.perf_counter()
         progress = _Progress(self.rank == 0 and not cfg.quiet, cfg.steps, self.start_step)
         for step in range(self.start_step, cfg.steps):
             self.steps.append(self.step(step))
             progress.update(step, self.steps[-1]["step_s"])
             if step == self.start_step and cfg.steps - step > 2:
-                self._window = []  # the first step pays first-touch and cache costs: not a rate
+                self._reset_window()  # the first step pays first-touch and cache costs: not a rate
             done = step + 1
             if cfg.rebalance_every and done % cfg.rebalance_every == 0 and done < cfg.steps:
                 self.rebalance(step, cfg.steps - done)
                 progress.log(self.plans[-1])
-                self._window = []
+                self._reset_window()
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 self.checkpoint(done)
         total_s = time.perf_counter() - t_start

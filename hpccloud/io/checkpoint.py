@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from hpccloud.errors import ChecksumError, ConfigError
-from hpccloud.io.atomic import fsync_dir, write_bytes_atomic
+from hpccloud.io.atomic import fsync_dir, fsync_path, write_bytes_atomic
 from hpccloud.io.hdf5 import checksum, open_readonly
 
 MANIFEST = "manifest.json"
@@ -65,11 +65,7 @@ def write_checkpoint(comm, folder: str, step: int, shard_map_json: dict,
                 ds = grp.create_dataset(str(sid), data=arr, fletcher32=arr.size > 0,
                                         chunks=arr.shape if arr.size > 0 else None)
                 sums[sid] = ds.attrs["xxh3"] = checksum(arr)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
         return sums
 
     sums = agree(comm, write_mine)
