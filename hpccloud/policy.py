@@ -64,15 +64,18 @@ class Policy:
 
     def allowed_mask(self, data_classes: Sequence[str]) -> np.ndarray:
         """``mask[s, p]`` is True when shard ``s`` (of class ``data_classes[s]``) may live on rank ``p``."""
-        size = self.topology.size
-        rows = {}
-        mask = np.zeros((len(data_classes), size), dtype=bool)
-        for s, dc in enumerate(data_classes):
+        rows = self.__dict__.setdefault("_rank_rows", {})  # the topology never changes
+        names = sorted(set(data_classes))
+        for dc in names:
             if dc not in rows:
                 regions = self.allowed_regions(dc)
-                rows[dc] = np.fromiter((g in regions for g in self.topology.rank_region), bool, size)
-            mask[s] = rows[dc]
-        return mask
+                rows[dc] = np.fromiter((g in regions for g in self.topology.rank_region), bool,
+                                       self.topology.size)
+        if len(names) == 1:
+            return np.broadcast_to(rows[names[0]], (len(data_classes), self.topology.size)).copy()
+        code = {dc: i for i, dc in enumerate(names)}
+        table = np.stack([rows[dc] for dc in names])
+        return table[np.fromiter((code[dc] for dc in data_classes), np.int64, len(data_classes))]
 
     def check_owners(self, shard_map, owners) -> None:
         """Raise :class:`ResidencyError` if any shard would live outside its allowed regions.

@@ -12,8 +12,8 @@ def test_bench_transport_json(tmp_path):
                    "--repeats", "2", "--warmup", "1", "--json", str(out)], 2, 180, env=child_env(2))
     assert res.returncode == 0, res.stderr
     rows = json.loads(out.read_text())
-    assert [(r["bytes"], r["encrypted"]) for r in rows] == [(1 << 18, False), (1 << 18, True),
-                                                            (1 << 20, False), (1 << 20, True)]
+    assert [(r["bytes"], r["shards_per_move"], r["encrypted"]) for r in rows] == [
+        (b, k, e) for k in (1, 8) for b in (1 << 18, 1 << 20) for e in (False, True)]
     for r in rows:
         assert r["ratio"] > 0 and r["raw_bytes_per_s"] > 0 and r["hpccloud_bytes_per_s"] > 0
 

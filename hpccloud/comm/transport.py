@@ -162,21 +162,30 @@ def _validate(comm, shard_map, local, owners_after, policy, key, chunk_bytes):
 
 
 def _agree_on_plan(comm, shard_map, local, owners_after, policy, key, chunk_bytes):
-    """One collective round: plan sameness + every rank's checks; raises everywhere or returns."""
-    aes, exc, digest = None, None, None
+    """One collective round: plan sameness + every rank's checks; raises everywhere or returns.
+
+    The round is a 3-word ``Allreduce(MAX)`` of ``[failed, d, -d]`` (``d``: 62 bits of
+    the plan's digest), so the plan is the same everywhere iff ``max d == -max(-d)``.
+    Only when a rank failed do the ranks gather the error records (a second round).
+    """
+    from mpi4py import MPI
+
+    aes, exc, digest = None, None, 0
     try:
-        digest = _plan_digest(owners_after, chunk_bytes)
+        digest = _plan_digest(owners_after, chunk_bytes) >> 2
         aes = _validate(comm, shard_map, local, owners_after, policy, key, chunk_bytes)
     except Exception as e:  # noqa: BLE001 - every failure must reach the peers
         exc = e
-    gathered = comm.allgather((digest, error_record(exc, comm.Get_rank())))
-    digests = [d for d, _ in gathered]
-    if None not in digests and len(set(digests)) != 1:
+    mine = np.array([exc is not None, digest, -digest], np.int64)
+    top = np.empty_like(mine)
+    comm.Allreduce(mine, top, op=MPI.MAX)
+    if top[0]:
+        raise_gathered(comm.allgather(error_record(exc, comm.Get_rank())), exc)
+    if top[1] != -top[2]:
         err = InvalidArgument("owners_after or chunk_bytes differs between ranks; every rank must "
                               "execute the same plan. Nothing was moved")
         err.collective = True
         raise err
-    raise_gathered([r for _, r in gathered], exc)
     return aes
 
 
@@ -214,6 +223,50 @@ def _wire_layout(nbytes: int, chunk_bytes: int, enc: bool) -> list[tuple[int, in
 
 def _take(pool, nbytes: int) -> np.ndarray:
     return pool.take(nbytes) if pool is not None else np.empty(nbytes, np.uint8)
+
+
+# --------------------------------------------------------------------------- records
+
+# one row per received shard, float64: shard id, destination rank, checksum (high and low
+# 32 bits), seconds, POSIX time, encrypted
+_REC_COLS = 7
+
+
+def _exchange_records(comm, mine, error, before, owners_after, moves):
+    """Allgather of every rank's received-shard rows, or None if any rank failed.
+
+    Each rank receives a known number of shards (the plan says which), so one
+    ``Allgatherv`` of fixed-width float rows carries records and verdicts: a
+    failed rank sends its rows with NaN shard ids.
+    """
+    from mpi4py import MPI
+
+    size = comm.Get_size()
+    counts = np.bincount(owners_after[moves], minlength=size).astype(np.int64) if moves else \
+        np.zeros(size, np.int64)
+    rank = comm.Get_rank()
+    out = np.full((counts[rank], _REC_COLS), np.nan)
+    if error is None and len(mine) == counts[rank]:
+        for i, (sid, dst, digest, secs, t, enc) in enumerate(mine):
+            out[i] = (sid, dst, digest >> 32, digest & 0xFFFFFFFF, secs, t, enc)
+    flag = np.array([error is not None], np.int64)
+    total = int(counts.sum())
+    allrows = np.empty((total, _REC_COLS))
+    reqs = [comm.Iallreduce(MPI.IN_PLACE, flag, op=MPI.MAX)]
+    reqs.append(comm.Iallgatherv(out, [allrows, counts * _REC_COLS, None, MPI.DOUBLE]))
+    MPI.Request.Waitall(reqs)
+    if flag[0] or (total and np.isnan(allrows[:, 0]).any()):
+        return None
+    return allrows
+
+
+def _record_from_row(row, shard_map, region, version, before) -> TransferRecord:
+    sid, dst = int(row[0]), int(row[1])
+    digest = (int(row[2]) << 32) | int(row[3])
+    s = shard_map.shards[sid]
+    src = int(before[sid])
+    return TransferRecord(float(row[5]), sid, s.data_class, src, dst, region(src), region(dst),
+                          s.nbytes, float(row[4]), f"{digest:016x}", bool(row[6]), version + 1)
 
 
 # --------------------------------------------------------------------------- execute
@@ -291,8 +344,11 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
         hreq = pcomm.Irecv(header, src, TAG_HEADER)
         incoming.append((s, src, enc, flat, wire, layout, reqs, header, hreq))
 
-    # 2. send piece by piece: hash (and seal) each piece while it is in cache, then post
-    #    it; the header with the checksum of the whole plaintext follows the pieces
+    # 2. send. In the clear: post every piece at once, then hash the shard while the
+    #    receiver pulls the bytes (MPICH moves large intranode messages with a single copy
+    #    done by the receiver, so the sender's core is free to hash meanwhile); sealed:
+    #    hash and encrypt each piece while it is in cache, then post it. The header with
+    #    the checksum of the whole plaintext follows the pieces.
     for sid in moves:
         s = shard_map.shards[sid]
         src, dst = int(before[sid]), int(owners_after[sid])
@@ -306,18 +362,21 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
             wire = _take(pool, layout[-1][3] if layout else 0)
             scratch.append(wire)
             nonces = os.urandom(GCM_NONCE_BYTES * len(layout))
-        for k, (a, b, wa, wb) in enumerate(layout):
-            if h is not None:
-                h.update(flat[a:b])
-            if enc:
+        if enc:
+            for k, (a, b, wa, wb) in enumerate(layout):
+                if h is not None:
+                    h.update(flat[a:b])
                 nonce = nonces[k * GCM_NONCE_BYTES:(k + 1) * GCM_NONCE_BYTES]
                 wire[wa:wa + GCM_NONCE_BYTES] = np.frombuffer(nonce, np.uint8)
                 aes.encrypt_into(nonce, flat[a:b], _aad(sid, src, dst, version, k, len(layout)),
                                  wire[wa + GCM_NONCE_BYTES:wb])
-                piece = wire[wa:wb]
-            else:
-                piece = flat[a:b]
-            send_reqs.append(pcomm.Isend([piece, MPI.BYTE], dst, TAG_PAYLOAD))
+                send_reqs.append(pcomm.Isend([wire[wa:wb], MPI.BYTE], dst, TAG_PAYLOAD))
+        else:
+            for a, b, _, _ in layout:
+                send_reqs.append(pcomm.Isend([flat[a:b], MPI.BYTE], dst, TAG_PAYLOAD))
+            for a, b, _, _ in layout:
+                if h is not None:
+                    h.update(flat[a:b])
         digest = known[sid] if h is None else h.intdigest()
         header = np.array([sid, s.nbytes, digest, version, len(layout), chunk_bytes], np.uint64)
         scratch.append(header)  # send buffers must live until Waitall
@@ -366,23 +425,23 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
                                       "the payload was rejected and no shard was moved")
             continue
         received[s.id] = flat.view(np.dtype(s.dtype)).reshape(s.shape)
-        mine.append(TransferRecord(time.time(), s.id, s.data_class, src, rank, region(src),
-                                   region(rank), s.nbytes, t_done - t_prev, f"{int(header[2]):016x}",
-                                   enc, version + 1))
+        mine.append((s.id, rank, int(header[2]), t_done - t_prev, time.time(), enc))
         t_prev = t_done
     MPI.Request.Waitall(send_reqs)
 
-    # 4. one round: every rank's records and verdict (nothing is accepted unless all passed)
-    gathered = comm.allgather((mine, error_record(error, rank)))
+    # 4. one round: every rank's verdict and records (nothing is accepted unless all passed)
+    rows = _exchange_records(comm, mine, error, before, owners_after, moves)
     if pool is not None:  # every request completed: the wire buffers are free again
         for buf in scratch:
             if buf.dtype == np.uint8:
                 pool.give(buf)
-    raise_gathered([e for _, e in gathered], error)
+    if rows is None:
+        raise_gathered(comm.allgather(error_record(error, rank)), error)
     if pool is not None:
         for a in sent_away:
             pool.give(a)
-    records = sorted((r for part, _ in gathered for r in part), key=lambda r: r.shard_id)
+    records = sorted((_record_from_row(r, shard_map, region, version, before) for r in rows),
+                     key=lambda r: r.shard_id)
     moved = set(moves)
     new_local = {sid: a for sid, a in local.items() if sid not in moved}
     new_local.update(received)
