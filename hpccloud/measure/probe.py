@@ -146,31 +146,44 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
 
 
 def probe_speed(comm, kernel: str = "stencil2d", n_units: int = 1 << 20,
-                window_s: float = 0.3) -> SpeedModel:
+                window_s: float = 0.3, cores=None) -> SpeedModel:
     """Every rank runs ``kernel`` for ``window_s`` at the same time; collective.
 
     Compiles on rank 0 first (others then load Numba's cache), so the window
-    times only steady-state runs.
+    times only steady-state runs. With ``cores`` (a
+    :class:`~hpccloud.measure.cores.CoreShares`), ranks that share cores are
+    rated by CPU time × the cores they get, as the runner rates them.
     """
+    import inspect
+
     import kernels
 
     spec = kernels.get(kernel)
     args = spec.make_inputs(n_units, np.float64, seed=comm.Get_rank())
     units_per_call = float(spec.work_units(*args))
+    kwargs = {}
+    if "out" in inspect.signature(spec.kernel).parameters and len(args) == 1:
+        kwargs["out"] = np.empty_like(args[0])  # steady state: the runner reuses its outputs
     if comm.Get_rank() == 0:
-        spec.kernel(*args)
+        spec.kernel(*args, **kwargs)
     sleeping_barrier(comm)
     if comm.Get_rank() != 0:
-        spec.kernel(*args)
+        spec.kernel(*args, **kwargs)
     sleeping_barrier(comm)
-    done, t0 = 0.0, time.perf_counter()
+    done, t0, c0 = 0.0, time.perf_counter(), time.process_time()
     while True:
-        spec.kernel(*args)
+        spec.kernel(*args, **kwargs)
         done += units_per_call
         elapsed = time.perf_counter() - t0
         if elapsed >= window_s:
             break
-    rates = comm.allgather(done / elapsed)
+    cpu = time.process_time() - c0
+    rows = np.array(comm.allgather((done / elapsed, done / cpu if cpu > 0 else np.nan)))
+    rates = rows[:, 0]
+    if cores is not None:
+        from hpccloud.measure.cores import planner_rates
+
+        rates = planner_rates(rows[:, 0], rows[:, 1], cores)
     model = SpeedModel(comm.Get_size(), reference_kernel=kernel, provenance="measured")
     model.set_rates(kernel, rates)
     return model

@@ -1,0 +1,132 @@
+"""Which ranks share cores, discovered from each rank's host and CPU affinity.
+
+When ranks of one node may run on overlapping sets of cores (more ranks than
+cores, or ranks pinned together with ``taskset``/``--cpu-bind``), a rank's
+*wall-clock* kernel rate is not a property of the rank: it rises whenever its
+core-mates wait and falls when they compute, so a planner fed wall rates chases
+its own tail. For those ranks the runner times kernels in CPU seconds (the
+rank's own speed on a core) and multiplies by the cores the rank can have when
+every rank of its group computes at once — the situation a balanced plan
+creates:
+
+``cores_r = threads_r × min(1, cores_in_group / Σ threads in group)``
+
+A *group* is a set of ranks on one host whose affinity sets overlap
+(transitively); ``cores_in_group`` is the size of their union. Nothing here is
+configured: host names and affinities are read from the running processes.
+Ranks with cores of their own (the normal case on a cluster) are not
+oversubscribed and keep their wall-clock rates.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def this_host() -> str:
+    """The node name: ``SLURMD_NODENAME`` under Slurm, else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def this_cpus() -> frozenset[int]:
+    """The logical CPUs this process may run on."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux: assume the whole machine
+        return frozenset(range(os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class CoreShares:
+    """Per rank: host, CPU set, threads, and the core group it falls in.
+
+    >>> cs = CoreShares.from_ranks(["a"] * 4, [{1}, {0}, {0}, {0}], [1, 1, 1, 1])
+    >>> cs.group.tolist(), cs.cores_per_rank().tolist()
+    ([0, 1, 1, 1], [1.0, 0.3333333333333333, 0.3333333333333333, 0.3333333333333333])
+    >>> cs.oversubscribed.tolist()
+    [False, True, True, True]
+    """
+
+    hosts: tuple[str, ...]
+    cpus: tuple[frozenset[int], ...]
+    threads: tuple[int, ...]
+    group: np.ndarray          # (P,) group id per rank
+    group_cores: np.ndarray    # (P,) cores in the union of the group's CPU sets
+    group_threads: np.ndarray  # (P,) threads of all ranks in the group
+
+    @classmethod
+    def from_ranks(cls, hosts, cpus, threads) -> CoreShares:
+        hosts = tuple(str(h) for h in hosts)
+        cpus = tuple(frozenset(int(c) for c in s) for s in cpus)
+        threads = tuple(max(1, int(t)) for t in threads)
+        n = len(hosts)
+        if not len(cpus) == len(threads) == n:
+            raise ValueError("hosts, cpus and threads need one entry per rank")
+        parent = list(range(n))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for i in range(n):
+            for j in range(i + 1, n):
+                if hosts[i] == hosts[j] and cpus[i] & cpus[j]:
+                    parent[find(j)] = find(i)
+        roots = sorted({find(i) for i in range(n)})
+        gid = {r: k for k, r in enumerate(roots)}
+        group = np.array([gid[find(i)] for i in range(n)], dtype=np.int64)
+        union: dict[int, set[int]] = {}
+        demand: dict[int, int] = {}
+        for i in range(n):
+            union.setdefault(int(group[i]), set()).update(cpus[i])
+            demand[int(group[i])] = demand.get(int(group[i]), 0) + threads[i]
+        return cls(hosts, cpus, threads, group,
+                   np.array([max(1, len(union[int(g)])) for g in group], dtype=np.float64),
+                   np.array([demand[int(g)] for g in group], dtype=np.float64))
+
+    @property
+    def oversubscribed(self) -> np.ndarray:
+        """(P,) True where the group's ranks want more threads than it has cores."""
+        return self.group_threads > self.group_cores
+
+    def cores_per_rank(self) -> np.ndarray:
+        """(P,) cores rank r gets while every rank of its group computes at once."""
+        t = np.asarray(self.threads, dtype=np.float64)
+        return t * np.minimum(1.0, self.group_cores / self.group_threads)
+
+    def to_json(self) -> dict:
+        return {"hosts": list(self.hosts), "cpus": [sorted(c) for c in self.cpus],
+                "threads": list(self.threads), "group": self.group.tolist(),
+                "cores_per_rank": self.cores_per_rank().tolist(),
+                "oversubscribed": self.oversubscribed.tolist()}
+
+
+def discover_cores(comm, threads: int) -> CoreShares:
+    """Collective: every rank's host, affinity and thread count; the same result everywhere."""
+    rows = comm.allgather((this_host(), sorted(this_cpus()), int(threads)))
+    return CoreShares.from_ranks(*zip(*rows, strict=True))
+
+
+def planner_rates(wall_rate: np.ndarray, cpu_rate: np.ndarray, shares: CoreShares | None) -> np.ndarray:
+    """Rates for the planner: wall-clock where a rank has its cores to itself; for ranks of an
+    oversubscribed group, CPU-time rate × the cores the rank gets when its whole group computes.
+
+    >>> cs = CoreShares.from_ranks(["a"] * 3, [{1}, {0}, {0}], [1, 1, 1])
+    >>> planner_rates(np.array([9.0, 6.0, 4.0]), np.array([10.0, 10.0, 10.0]), cs).tolist()
+    [9.0, 5.0, 5.0]
+    """
+    wall = np.asarray(wall_rate, dtype=np.float64)
+    if shares is None:
+        return wall.copy()
+    cpu = np.asarray(cpu_rate, dtype=np.float64)
+    over = shares.oversubscribed & np.isfinite(cpu) & (cpu > 0)
+    return np.where(over, cpu * shares.cores_per_rank(), wall)
+
+
+__all__ = ["CoreShares", "discover_cores", "planner_rates", "this_cpus", "this_host"]

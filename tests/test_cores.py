@@ -1,0 +1,52 @@
+"""Core groups from hosts and CPU affinities, and the rates the planner gets from them."""
+
+import numpy as np
+import pytest
+
+from hpccloud.measure.cores import CoreShares, discover_cores, planner_rates, this_cpus
+
+
+def test_ranks_pinned_to_one_core_form_a_group_and_split_it():
+    cs = CoreShares.from_ranks(["n"] * 4, [{1}, {0}, {0}, {0}], [1, 1, 1, 1])
+    assert cs.group.tolist() == [0, 1, 1, 1]
+    np.testing.assert_allclose(cs.cores_per_rank(), [1, 1 / 3, 1 / 3, 1 / 3])
+    assert cs.oversubscribed.tolist() == [False, True, True, True]
+
+
+def test_overlap_is_transitive_and_hosts_separate_groups():
+    # 0-1 overlap on cpu 1, 1-2 on cpu 2: one group of 3 cpus; rank 3 has the same cpus
+    # on another host, so it is a group of its own
+    cs = CoreShares.from_ranks(["a", "a", "a", "b"], [{0, 1}, {1, 2}, {2}, {0, 1, 2}], [2, 2, 2, 2])
+    assert cs.group.tolist() == [0, 0, 0, 1]
+    assert cs.group_cores.tolist() == [3, 3, 3, 3]
+    assert cs.group_threads.tolist() == [6, 6, 6, 2]
+    np.testing.assert_allclose(cs.cores_per_rank(), [1, 1, 1, 2])
+    assert cs.oversubscribed.tolist() == [True, True, True, False]
+
+
+def test_ranks_with_their_own_cores_keep_wall_rates():
+    cs = CoreShares.from_ranks(["a", "a"], [{0}, {1}], [1, 1])
+    wall, cpu = np.array([3.0, 5.0]), np.array([30.0, 50.0])
+    assert planner_rates(wall, cpu, cs).tolist() == [3.0, 5.0]
+    assert planner_rates(wall, cpu, None).tolist() == [3.0, 5.0]
+
+
+def test_oversubscribed_ranks_get_cpu_rate_times_their_cores():
+    cs = CoreShares.from_ranks(["a"] * 3, [{0, 1}] * 3, [1, 1, 1])  # 3 ranks, 2 cores
+    got = planner_rates(np.array([1.0, 2.0, np.nan]), np.array([9.0, 6.0, np.nan]), cs)
+    np.testing.assert_allclose(got[:2], [9.0 * 2 / 3, 6.0 * 2 / 3])
+    assert np.isnan(got[2])  # no measurement: the caller falls back to its previous rate
+
+
+def test_bad_lengths_are_refused():
+    with pytest.raises(ValueError, match="one entry per rank"):
+        CoreShares.from_ranks(["a", "b"], [{0}], [1, 1])
+
+
+@pytest.mark.mpi(ranks=[2, 3], timeout=60)
+def test_discovery_is_the_same_on_every_rank(comm):
+    cs = discover_cores(comm, 1)
+    docs = comm.allgather(cs.to_json())
+    assert all(d == docs[0] for d in docs)
+    assert sorted(cs.cpus[comm.Get_rank()]) == sorted(this_cpus())
+    assert len(cs.hosts) == comm.Get_size() and set(cs.threads) == {1}
