@@ -3,13 +3,16 @@
 One call of :func:`run` is one job. Every rank runs it; it returns the report
 (the same dict on every rank). The loop, per step::
 
-    sleeping barrier ── halo exchange ── workload.begin_step ── kernel on every
-    local shard (each timed) ── workload.end_step ── sleeping barrier
+    halo exchange ── workload.begin_step ── kernel on every local shard (each
+    timed, wall clock and CPU) ── workload.end_step ── sleeping allgather of
+    the step's per-rank figures (the one synchronisation point of a step)
 
-and every ``rebalance_every`` steps: per-shard work units and per-rank speeds
-are rebuilt from the timings of the steps since the last rebalance (a shard's
-work units are its measured seconds × its rank's measured rate, so they travel
-with it); rank 0 plans with the chosen balancer and broadcasts the plan; the
+and after the first ``first_rebalance`` steps and every ``rebalance_every``
+steps: per-shard work units and per-rank speeds are rebuilt from the timings
+of the steps since the last rebalance (a shard's work units are its measured
+seconds × its rank's measured rate, so they travel with it; ranks that share
+cores are rated by CPU time × the cores they get, see
+:mod:`hpccloud.measure.cores`); rank 0 plans with the chosen balancer and broadcasts the plan; the
 transport moves the shards (checksummed buffers, residency re-checked) and every
 transfer refits the link model. Predicted and achieved step and migration
 times are both recorded.
@@ -29,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from hpccloud.comm.wait import sleeping_barrier
+from hpccloud.comm.wait import sleeping_allgather, sleeping_barrier
 from hpccloud.errors import ConfigError, InvalidArgument
+from hpccloud.measure.cores import CoreShares, discover_cores, planner_rates
 from hpccloud.measure.speed import SpeedModel
 from hpccloud.shards import ShardMap
 from hpccloud.workloads import make_workload
@@ -45,6 +49,8 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)
     steps: int = 60
     rebalance_every: int = 10
+    first_rebalance: int | None = None     # default: 3 if rebalance_every >= 6; 0: none
+    initial_placement: bool = True         # greedy/topo: place shards by a speed probe first
     balancer: str = "topo"
     seed: int = 0
     horizon_steps: int | None = None       # default: rebalance_every
@@ -66,6 +72,8 @@ class RunConfig:
             raise InvalidArgument(f"--steps must be >= 1, got {self.steps}")
         if self.rebalance_every < 0:
             raise InvalidArgument(f"--rebalance-every must be >= 0, got {self.rebalance_every}")
+        if self.first_rebalance is not None and self.first_rebalance < 0:
+            raise InvalidArgument(f"--first-rebalance must be >= 0, got {self.first_rebalance}")
         if self.balancer not in BALANCERS:
             raise InvalidArgument(f"--balancer {self.balancer!r}: use one of {list(BALANCERS)}")
         if self.checkpoint_every < 0:
@@ -159,6 +167,7 @@ class Job:
         from hpccloud.comm.bufpool import BufferPool
 
         self._pool = BufferPool()  # shards sent away become warm receive buffers
+        self.wl.pool = self._pool   # ... and warm arrays for the shards that arrive
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -175,13 +184,54 @@ class Job:
 
             self.key = agree(comm, lambda: load_key(cfg.key_file))
         self._warm_up()
+        import numba
+
+        self.cores: CoreShares = discover_cores(comm, numba.get_num_threads())
         self.links = self._links()
+        self.initial_placement = None
         if cfg.restart:
             self._restart()
-        elif cfg.input:
+            return
+        if cfg.initial_placement and cfg.balancer in ("greedy", "topo") and self.size > 1:
+            self._place_initially()
+        if cfg.input:
             self._read_input()
         else:
             self.local = {s.id: self.wl.initial(s) for s in self.shard_map.shards_on(self.rank)}
+
+    def _place_initially(self) -> None:
+        """Place the shards by measured rank speeds before any data exists: nothing moves.
+
+        Every rank runs the workload's kernel at once for a short window
+        (:func:`~hpccloud.measure.probe.probe_speed`, rated like the steps: CPU time ×
+        cores for ranks that share cores); the shards carry the workload's estimate of
+        their first step's work; the run's balancer plans from the map as built. The
+        data is then created (or read) where the plan puts it.
+        """
+        from hpccloud.balance import PlanOptions, plan
+        from hpccloud.comm.agree import bcast_result
+        from hpccloud.measure.probe import probe_speed
+
+        t0 = time.perf_counter()
+        # the probe's working set is a rank's share of the data, so it sits in the same level
+        # of the memory hierarchy as the steps' will (a small in-cache probe flatters the
+        # ranks whose cache is not shared)
+        cells = sum(int(np.prod(s.shape)) for s in self.shard_map.shards) // self.size
+        self.speed = probe_speed(self.comm, self.wl.kernel, n_units=int(np.clip(cells, 1 << 16, 1 << 22)),
+                                 window_s=0.2, cores=self.cores)
+        est = self.shard_map.with_work_units(
+            [self.wl.work_estimate(s, self.start_step) for s in self.shard_map.shards])
+        opts = PlanOptions(horizon_steps=max(1, self.cfg.steps))
+        p = bcast_result(self.comm, lambda: plan(est, self.links, self.speed, self.policy, opts,
+                                                 planner=self.cfg.balancer))
+        self.shard_map = self.shard_map.with_owners(p.owners_after)
+        rec = p.to_json()
+        for key in ("owners_before", "moves", "migration_s", "migration_bytes", "gate_passed",
+                    "horizon_total_s", "resource_cost"):
+            rec.pop(key, None)
+        self.initial_placement = {**rec, "n_placed_off_even": len(p.moves),
+                                  "speed": self.speed.to_json(),
+                                  "seconds": time.perf_counter() - t0}
 
     def _warm_up(self) -> None:
         from hpccloud.compile import warm_up
@@ -246,7 +296,7 @@ class Job:
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> dict[str, Any]:
         comm = self.comm
-        sleeping_barrier(comm)
+        # the previous step's allgather (or the loop's barrier) lined the ranks up
         t0 = time.perf_counter()
         halo_s = 0.0
         if self.wl.halo:
@@ -261,23 +311,25 @@ class Job:
         self.wl.begin_step(comm, self.shard_map, self.local, step)
         shard_s: dict[int, float] = {}
         units = 0.0
+        c0 = time.process_time()
         for sid in sorted(self.local):
             shard = self.shard_map.shards[sid]
             ts = time.perf_counter()
             self.local[sid], u = self.wl.compute(shard, self.local[sid], step)
             shard_s[sid] = time.perf_counter() - ts
             units += u
+        busy_cpu_s = time.process_time() - c0
         busy_s = sum(shard_s.values())
         self.shard_map = self.wl.end_step(comm, self.shard_map, self.local, step)
-        sleeping_barrier(comm)
         step_s = time.perf_counter() - t0
-        rows = comm.allgather((busy_s, halo_s, units, step_s))
+        rows = sleeping_allgather(comm, (busy_s, halo_s, units, step_s, busy_cpu_s))
         rec = {
             "step": step,
-            "step_s": max(r[3] for r in rows),
-            "busy_s": [r[0] for r in rows],
-            "halo_s": [r[1] for r in rows],
-            "work_units": [r[2] for r in rows],
+            "step_s": float(rows[:, 3].max()),
+            "busy_s": rows[:, 0].tolist(),
+            "halo_s": rows[:, 1].tolist(),
+            "work_units": rows[:, 2].tolist(),
+            "busy_cpu_s": rows[:, 4].tolist(),
         }
         # per-shard timings stay local until the next rebalance gathers them once
         for sid, sec in shard_s.items():
@@ -297,9 +349,11 @@ class Job:
         size = self.size
         units = np.zeros(size)
         secs = np.zeros(size)
+        cpu = np.zeros(size)
         for rec in self.steps[len(self.steps) - self._win_steps:]:
             units += rec["work_units"]
             secs += rec["busy_s"]
+            cpu += rec.get("busy_cpu_s", np.full(size, np.nan))
         shard_s = np.zeros(len(self.shard_map))
         shard_n = np.zeros(len(self.shard_map))
         for part_s, part_n in self.comm.allgather((self._win_shard_s, self._win_shard_n)):
@@ -307,7 +361,10 @@ class Job:
                 shard_s[sid] += sec
                 shard_n[sid] += part_n[sid]
         old = self.speed.rate(self.wl.kernel)
-        rate = np.where(secs > 0, units / np.maximum(secs, 1e-300), np.nan)
+        wall = np.where(secs > 0, units / np.maximum(secs, 1e-300), np.nan)
+        cpu_rate = np.where((cpu > 0) & (units > 0), units / np.maximum(cpu, 1e-300), np.nan)
+        rate = planner_rates(wall, cpu_rate, self.cores)
+        self._rates = {"wall": wall, "cpu": cpu_rate, "planner": rate.copy()}
         rate = np.where(np.isfinite(rate), rate, old)
         if not np.isfinite(rate).any():
             rate = np.ones(size)
@@ -315,22 +372,24 @@ class Job:
         self.speed.set_rates(self.wl.kernel, rate)
         owners = self.shard_map.owners()
         mean_s = np.where(shard_n > 0, shard_s / np.maximum(shard_n, 1), 0.0)
-        work = mean_s * rate[owners]
+        # a shard's units: its share of its rank's wall time × that rank's wall rate
+        work = mean_s * np.where(np.isfinite(wall), wall, rate)[owners]
         self.shard_map = self.shard_map.with_work_units(work)
 
-    def rebalance(self, step: int, remaining: int) -> None:
+    def rebalance(self, step: int, horizon: int) -> None:
         from hpccloud.balance import PlanOptions, plan
         from hpccloud.comm.agree import bcast_result
 
         self._measured_models()
-        horizon = self.cfg.horizon_steps or min(self.cfg.rebalance_every, remaining)
 
         def make_plan():
             return plan(self.shard_map, self.links, self.speed, self.policy,
                         PlanOptions(horizon_steps=horizon), planner=self.cfg.balancer)
 
         p = bcast_result(self.comm, make_plan)
-        record = {"after_step": step, **p.to_json()}
+        record = {"after_step": step, **p.to_json(),
+                  "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
+                                        for k, v in self._rates.items()}}
         record.pop("owners_before", None)
         record.pop("owners_after", None)
         if p.moves:
@@ -343,7 +402,10 @@ class Job:
         from hpccloud.comm.transport import execute
 
         comm = self.comm
-        payloads = {sid: self.wl.pack(self.shard_map.shards[sid], arr) for sid, arr in self.local.items()}
+        moving = np.asarray(owners_after) != self.shard_map.owners()
+        # only the shards that leave are packed (a pack may copy: e.g. a tile without its halo)
+        payloads = {sid: self.wl.pack(self.shard_map.shards[sid], arr)
+                    for sid, arr in self.local.items() if moving[sid]}
         sleeping_barrier(comm)
         t0 = time.perf_counter()
         new_map, new_payloads, records = execute(comm, self.shard_map, payloads, owners_after,
@@ -351,15 +413,17 @@ class Job:
                                                  pool=self._pool)
         sleeping_barrier(comm)
         achieved = max(comm.allgather(time.perf_counter() - t0))
-        local = {}
+        # stayed: keep the stored array (with its halo); arrived: rebuild it from the payload
+        local = {sid: arr for sid, arr in self.local.items() if not moving[sid]}
         for sid, payload in new_payloads.items():
-            if sid in self.local and self.shard_map.shards[sid].owner_rank == self.rank:
-                local[sid] = self.local[sid]          # stayed: keep the stored array (with its halo)
-            else:
-                local[sid] = self.wl.unpack(new_map.shards[sid], payload)
+            local[sid] = self.wl.unpack(new_map.shards[sid], payload)
+            if not np.may_share_memory(local[sid], payload):
+                self._pool.give(payload)  # unpacked into its own array: the payload is free
+        recycle = getattr(self.wl, "recycle_departed", False)
         for sid in set(self.local) - set(local):
-            if hasattr(self.wl, "forget"):
-                self.wl.forget(sid)
+            self.wl.forget(sid)
+            if recycle and not any(np.may_share_memory(self.local[sid], a) for a in payloads.values()):
+                self._pool.give(self.local[sid])  # left, and not handed to the transport as is
         self.local = local
         self.shard_map = new_map
         all_records = [_record_json(r) for r in records]  # the same list on every rank
@@ -414,18 +478,26 @@ class Job:
         self._reset_window()
         t_start = time.perf_counter()
         progress = _Progress(self.rank == 0 and not cfg.quiet, cfg.steps, self.start_step)
+        sleeping_barrier(self.comm)
         for step in range(self.start_step, cfg.steps):
             self.steps.append(self.step(step))
             progress.update(step, self.steps[-1]["step_s"])
-            if step == self.start_step and cfg.steps - step > 2:
-                self._reset_window()  # the first step pays first-touch and cache costs: not a rate
             done = step + 1
-            if cfg.rebalance_every and done % cfg.rebalance_every == 0 and done < cfg.steps:
-                self.rebalance(step, cfg.steps - done)
-                progress.log(self.plans[-1])
+            nxt = next_rebalance(cfg, step)
+            if step == self.start_step and cfg.steps - step > 2 and nxt != done:
+                self._reset_window()  # the first step pays first-touch and cache costs: not a rate
+            if nxt == done and done < cfg.steps:
+                after = next_rebalance(cfg, done)
+                horizon = cfg.horizon_steps or min((after or cfg.steps) - done, cfg.steps - done)
+                t_rb = time.perf_counter()
+                self.rebalance(step, horizon)
                 self._reset_window()
+                sleeping_barrier(self.comm)
+                self.plans[-1]["rebalance_wall_s"] = time.perf_counter() - t_rb
+                progress.log(self.plans[-1])
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 self.checkpoint(done)
+                sleeping_barrier(self.comm)
         total_s = time.perf_counter() - t_start
         progress.close()
         if self._hx is not None:
@@ -453,6 +525,8 @@ class Job:
             "ranks": self.size,
             "links": self.links.to_json(),
             "speed": self.speed.to_json(),
+            "cores": self.cores.to_json(),
+            "initial_placement": self.initial_placement,
             "compile_s": self.compile_s,
             "steps": self.steps,
             "plans": self.plans,
@@ -466,6 +540,30 @@ class Job:
             "output": output,
             "final_owners": self.shard_map.owners().tolist(),
         }
+
+
+def next_rebalance(cfg: RunConfig, step: int) -> int | None:
+    """The step count after which the next rebalance comes, looking from after ``step``
+    (``None``: no more). Rebalances come after ``first_rebalance`` steps (default 3,
+    as soon as two steps past the first-touch one measured the ranks, when
+    ``rebalance_every >= 6``; with a shorter K the first multiple is early enough) and
+    after every multiple of ``rebalance_every``.
+
+    >>> cfg = RunConfig(steps=30, rebalance_every=10)
+    >>> [next_rebalance(cfg, s) for s in (0, 2, 3, 9, 25)]
+    [3, 3, 10, 10, 30]
+    >>> next_rebalance(RunConfig(rebalance_every=0), 0) is None
+    True
+    """
+    done = step + 1
+    k = cfg.rebalance_every
+    first = cfg.first_rebalance if cfg.first_rebalance is not None else (3 if k >= 6 else 0)
+    points = []
+    if first and first >= done:
+        points.append(first)
+    if k:
+        points.append(-(-done // k) * k)
+    return min(points) if points else None
 
 
 def _record_json(r) -> dict[str, Any]:

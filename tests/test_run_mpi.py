@@ -146,3 +146,40 @@ def test_input_from_hdf5_equals_generated_start(comm, tmp_path_factory):
     if comm.Get_rank() == 0:
         np.testing.assert_array_equal(read_catalogue(inp["output"]["catalogue"]),
                                       read_catalogue(gen["output"]["catalogue"]))
+
+
+def test_rebalances_come_early_then_every_k_steps():
+    from hpccloud.runner import next_rebalance
+
+    cfg = RunConfig(steps=30, rebalance_every=10)
+    assert [next_rebalance(cfg, s) for s in (0, 1, 2, 3, 9, 10, 28)] == [3, 3, 3, 10, 10, 20, 30]
+    cfg = RunConfig(steps=30, rebalance_every=10, first_rebalance=0)
+    assert next_rebalance(cfg, 0) == 10
+    cfg = RunConfig(steps=30, rebalance_every=0, first_rebalance=4)
+    assert [next_rebalance(cfg, s) for s in (0, 3, 4)] == [4, 4, None]
+    assert next_rebalance(RunConfig(rebalance_every=0), 0) is None
+    assert next_rebalance(RunConfig(steps=30, rebalance_every=4), 0) == 4  # K itself is early
+    with pytest.raises(Exception, match="--first-rebalance must be >= 0"):
+        RunConfig(first_rebalance=-1).validate()
+
+
+@pytest.mark.mpi(ranks=[3], timeout=300)
+def test_planner_rates_come_from_the_measured_core_groups(comm):
+    cfg = RunConfig(workload="stencil2d", params=dict(SMALL["stencil2d"]), steps=8,
+                    rebalance_every=6, balancer="topo", quiet=True, probe_sizes=(8, 4096))
+    rep = run(comm, load_topology(None, comm), cfg)
+    assert [p["after_step"] for p in rep["plans"]] == [2, 5]  # after 3 steps, then after 6
+    assert rep["initial_placement"]["provenance"] == "measured"
+    cores = rep["cores"]
+    assert len(cores["cpus"]) == 3 and all(cores["cpus"])
+    for p in rep["plans"]:
+        r = p["rates_units_per_s"]
+        for k in range(3):
+            if not r["cpu"][k]:
+                continue  # no shard in the window (a plan may leave a rank empty): no rate
+            if cores["oversubscribed"][k]:
+                assert r["planner"][k] == pytest.approx(r["cpu"][k] * cores["cores_per_rank"][k])
+            else:
+                assert r["planner"][k] == pytest.approx(r["wall"][k])
+        assert any(r["cpu"]), r
+    assert all(len(s["busy_cpu_s"]) == 3 and min(s["busy_cpu_s"]) >= 0 for s in rep["steps"])

@@ -31,3 +31,15 @@ def sleeping_barrier(comm, poll_s: float = POLL_S) -> None:
     req = comm.Ibarrier()
     while not req.Test():
         time.sleep(poll_s)
+
+
+def sleeping_allgather(comm, values, poll_s: float = POLL_S):
+    """Allgather of a few float64 per rank that sleeps while it waits; returns ``(P, len(values))``."""
+    import numpy as np
+
+    send = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    recv = np.empty((comm.Get_size(), send.size), dtype=np.float64)
+    req = comm.Iallgather(send, recv)
+    while not req.Test():
+        time.sleep(poll_s)
+    return recv

@@ -14,6 +14,7 @@ Settings come from ``--config FILE.toml`` and then from flags (flags win)::
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 
@@ -26,8 +27,8 @@ from hpccloud.commands.common import (
 )
 from hpccloud.errors import ConfigError, InvalidArgument
 
-_CONFIG_KEYS = {"workload", "steps", "rebalance_every", "balancer", "seed", "params",
-                "horizon_steps", "checkpoint_every", "checkpoint_dir"}
+_CONFIG_KEYS = {"workload", "steps", "rebalance_every", "first_rebalance", "initial_placement",
+                "balancer", "seed", "params", "horizon_steps", "checkpoint_every", "checkpoint_dir"}
 
 
 def add_parser(sub) -> None:
@@ -45,6 +46,12 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--rebalance-every", type=int, default=None, metavar="K",
                    help="rebalance every K steps (0: never)")
+    p.add_argument("--first-rebalance", type=int, default=None, metavar="F",
+                   help="also rebalance after the first F steps, as soon as they measured the "
+                        "ranks (default: 3 when K >= 6; 0: only every K steps)")
+    p.add_argument("--initial-placement", action=argparse.BooleanOptionalAction, default=None,
+                   help="greedy/topo: place the shards by a short speed probe before creating "
+                        "the data, so nothing has to move (default: on)")
     p.add_argument("--balancer", choices=BALANCERS, default=None)
     p.add_argument("--horizon", type=int, default=None, dest="horizon_steps", metavar="H",
                    help="steps a rebalance must pay off within (default: K)")
@@ -99,8 +106,8 @@ def build_config(args):
 
     doc = _read_config(args.config)
     cfg = RunConfig()
-    for key in ("workload", "steps", "rebalance_every", "balancer", "seed", "horizon_steps",
-                "checkpoint_every", "checkpoint_dir"):
+    for key in ("workload", "steps", "rebalance_every", "first_rebalance", "initial_placement",
+                "balancer", "seed", "horizon_steps", "checkpoint_every", "checkpoint_dir"):
         if key in doc:
             setattr(cfg, key, doc[key])
         flag = getattr(args, key, None)
@@ -144,6 +151,12 @@ def print_summary(rep: dict) -> None:
           f"(min {step_ms.min():.2f}, max {step_ms.max():.2f})")
     print(f"  busy time per rank [s]: {', '.join(f'{b:.3f}' for b in rep['busy_s_per_rank'])}; "
           f"max/mean {rep['busy_max_over_mean']:.3f}")
+    ip = rep.get("initial_placement")
+    if ip:
+        print(f"  initial placement ({ip['seconds']:.2f} s, speed probe + plan): "
+              f"{ip['n_placed_off_even']} shards placed off the even split, imbalance "
+              f"{ip['imbalance_before']:.2f} -> {ip['imbalance_after']:.2f}, predicted step "
+              f"{ip['makespan_before_s'] * 1e3:.2f} -> {ip['makespan_after_s'] * 1e3:.2f} ms")
     for p in rep["plans"]:
         achieved = p.get("achieved_step_s_after")
         print(f"  after step {p['after_step'] + 1:>4}: imbalance {p['imbalance_before']:.2f} -> "

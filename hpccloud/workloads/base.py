@@ -56,6 +56,25 @@ class Workload:
                 ) from None
         self.params = merged
         self.seed = int(seed)
+        #: a :class:`~hpccloud.comm.bufpool.BufferPool` the runner shares: arrays of shards that
+        #: left this rank come back from it warm (no page faults) for shards that arrive
+        self.pool = None
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        """An uninitialised array, recycled from :attr:`pool` when it holds one of that size."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if self.pool is None or nbytes == 0:
+            return np.empty(shape, dtype)
+        return self.pool.take(nbytes).view(dtype).reshape(shape)
+
+    def work_estimate(self, shard, step: int) -> float:
+        """Work units ``shard`` will take at ``step``, before any step has measured it (the
+        initial placement uses it); by default the map's own figure."""
+        return float(shard.work_units)
+
+    def forget(self, sid: int) -> None:
+        """Shard ``sid`` left this rank: drop (or recycle) what the workload kept for it."""
 
     # ---------------------------------------------------------------- layout
     def shard_map(self, size: int) -> ShardMap:

@@ -39,6 +39,9 @@ class Stencil2D(Workload):
         "dtype": "float64",
     }
 
+    #: the runner may recycle the arrays of tiles that left (nothing here keeps a view of them)
+    recycle_departed = True
+
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
         self._scratch: dict[int, np.ndarray] = {}
@@ -76,10 +79,14 @@ class Stencil2D(Workload):
         hy, hx = 0.5 + 0.3 * math.sin(phase), 0.5 + 0.3 * math.cos(phase)
         return 1 + (p["hot_sweeps"] if math.hypot(cy - hy, cx - hx) < p["hot_radius"] else 0)
 
+    def work_estimate(self, shard, step):
+        ny, nx = shard.shape
+        return float(ny * nx * self.sweeps(shard, step))
+
     def compute(self, shard, arr, step):
         out = self._scratch.get(shard.id)
         if out is None or out.shape != arr.shape:
-            out = np.empty_like(arr)
+            out = self.empty(arr.shape, arr.dtype)
         sweeps = self.sweeps(shard, step)
         for _ in range(sweeps):
             self._kernel(arr, out)
@@ -92,10 +99,20 @@ class Stencil2D(Workload):
         return np.ascontiguousarray(arr[1:-1, 1:-1])
 
     def unpack(self, shard, payload):
-        self._scratch.pop(shard.id, None)
-        out = np.zeros((payload.shape[0] + 2, payload.shape[1] + 2), dtype=payload.dtype)
+        self.forget(shard.id)
+        out = self.empty((payload.shape[0] + 2, payload.shape[1] + 2), payload.dtype)
         out[1:-1, 1:-1] = payload
+        # the halo ring starts at zero, as in `initial` (the exchange overwrites inner faces)
+        out[0, :] = 0
+        out[-1, :] = 0
+        out[1:-1, 0] = 0
+        out[1:-1, -1] = 0
         return out
+
+    def forget(self, sid):
+        out = self._scratch.pop(sid, None)
+        if out is not None and self.pool is not None:
+            self.pool.give(out)
 
     def result(self, shard, arr):
         return np.ascontiguousarray(arr[1:-1, 1:-1])
