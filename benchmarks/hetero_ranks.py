@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,11 +44,15 @@ def launch(balancer: str, args, folder: str) -> dict:
             cmd.append(":")
         cmd += ["-n", "1", shutil.which("taskset") or "taskset", "-c", str(core), sys.executable, *common]
     env = child_env(len(CORES), {"NUMBA_NUM_THREADS": "1"})
+    t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    job_wall_s = time.perf_counter() - t0
     if res.returncode != 0:
         raise SystemExit(f"{balancer} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     with open(out) as fh:
-        return json.load(fh)
+        rep = json.load(fh)
+    rep["job_wall_s"] = job_wall_s
+    return rep
 
 
 def main(argv=None) -> int:
@@ -62,11 +67,15 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--balancers", default="static,even,greedy,topo")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep each balancer's full run report as DIR/<balancer>.json")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or tmp
+        os.makedirs(folder, exist_ok=True)
         for b in args.balancers.split(","):
-            rep = launch(b, args, tmp)
+            rep = launch(b, args, folder)
             busy = rep["busy_s_per_rank"]
             # the load after balancing: busy time over the steps after the first rebalance
             first = rep["plans"][0]["after_step"] if rep["plans"] else -1
@@ -79,16 +88,25 @@ def main(argv=None) -> int:
                 "busy_s_per_rank": busy, "bytes_moved": rep["bytes_moved"],
                 "cross_region_bytes": rep["cross_region_bytes"],
                 "median_step_s": sorted(s["step_s"] for s in rep["steps"])[len(rep["steps"]) // 2],
+                # the whole mpiexec: start-up, compile, link probe, placement probe, loop, exit
+                "job_wall_s": rep["job_wall_s"],
+                "initial_placement_s": (rep.get("initial_placement") or {}).get("seconds", 0.0),
             })
     static = next((r["total_s"] for r in rows if r["balancer"] == "static"), None)
     print(f"{'balancer':<8} {'total s':>8} {'/static':>8} {'max/mean':>9} {'max/mean*':>10} "
-          f"{'step ms':>8} {'moved MB':>9}")
+          f"{'step ms':>8} {'moved MB':>9} {'job s':>7} {'/static':>8} {'place s':>8}")
+    static_job = next((r["job_wall_s"] for r in rows if r["balancer"] == "static"), None)
     for r in rows:
         r["total_vs_static"] = r["total_s"] / static if static else None
         print(f"{r['balancer']:<8} {r['total_s']:8.2f} "
               f"{r['total_vs_static'] if static else float('nan'):8.2f} "
               f"{r['busy_max_over_mean']:9.3f} {r['busy_max_over_mean_after_first_rebalance']:10.3f} "
-              f"{r['median_step_s'] * 1e3:8.2f} {r['bytes_moved'] / 1e6:9.1f}")
+              f"{r['median_step_s'] * 1e3:8.2f} {r['bytes_moved'] / 1e6:9.1f} "
+              f"{r['job_wall_s']:7.2f} {r['job_wall_s'] / static_job if static_job else float('nan'):8.2f} "
+              f"{r['initial_placement_s']:8.2f}")
+    print("total s: the step loop (rebalancing included); job s: the whole mpiexec, start-up "
+          "and probes included; place s: greedy/topo's initial placement (speed probe + plan), "
+          "part of job s, not of total s")
     print("max/mean*: per-rank busy time summed over the steps after the first rebalance")
     if args.json:
         write_json_atomic(args.json, rows)
