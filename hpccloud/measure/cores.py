@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpccloud.measure.discover import connected_components
+
 
 def this_host() -> str:
     """The node name: ``SLURMD_NODENAME`` under Slurm, else the host name."""
@@ -66,21 +68,9 @@ class CoreShares:
         n = len(hosts)
         if not len(cpus) == len(threads) == n:
             raise ValueError("hosts, cpus and threads need one entry per rank")
-        parent = list(range(n))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        for i in range(n):
-            for j in range(i + 1, n):
-                if hosts[i] == hosts[j] and cpus[i] & cpus[j]:
-                    parent[find(j)] = find(i)
-        roots = sorted({find(i) for i in range(n)})
-        gid = {r: k for k, r in enumerate(roots)}
-        group = np.array([gid[find(i)] for i in range(n)], dtype=np.int64)
+        shared = np.array([[i != j and hosts[i] == hosts[j] and bool(cpus[i] & cpus[j])
+                            for j in range(n)] for i in range(n)], dtype=bool).reshape(n, n)
+        group = connected_components(shared)
         union: dict[int, set[int]] = {}
         demand: dict[int, int] = {}
         for i in range(n):

@@ -170,7 +170,7 @@ def discover_regions(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_R
         fast = np.nan_to_num(cost, nan=np.inf) <= threshold_s
     else:  # no cut: every measured link is of one kind
         fast = np.isfinite(cost)
-    labels = _components(fast)
+    labels = connected_components(fast)
     groups = tuple(tuple(int(r) for r in np.flatnonzero(labels == g))
                    for g in range(labels.max() + 1)) if size else ()
 
@@ -190,8 +190,12 @@ def _as_matrix(m) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
 
 
-def _components(adjacent: np.ndarray) -> np.ndarray:
-    """Connected-component label of each node, numbered by lowest member (union-find)."""
+def connected_components(adjacent: np.ndarray) -> np.ndarray:
+    """Connected-component label of each node, numbered by lowest member (union-find).
+
+    >>> connected_components(np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], bool)).tolist()
+    [0, 1, 0]
+    """
     size = adjacent.shape[0]
     parent = list(range(size))
 
