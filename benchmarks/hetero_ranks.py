@@ -9,15 +9,17 @@ core 1; ranks 1, 2, 3 on core 0. With the default topology rank 0 and 1 form
 ``eu-north`` (where ``eu-personal`` tiles must stay) and 2, 3 ``us-east``.
 Targets (issue 6): ``topo`` max/mean <= 1.10 and total <= 0.75 × static.
 
-The default grid, 8192² cells in 8 × 8 tiles (512 MiB), makes a step ~250 ms
-under ``static``, so the per-step synchronisation of ranks that time-share a
-core (a few ms) is small next to the work; at ``--n 4096`` (~45 ms steps) it is
-not, and ``topo`` gains less. Each balancer is a separate ``mpiexec``; run the
+The default grid, 8192² cells in 16 × 16 tiles (512 MiB), makes a step
+~150-250 ms under ``static``, so the per-step synchronisation of ranks that
+time-share a core (a few ms) is small next to the work; at ``--n 4096`` (~45 ms
+steps) it is not, and ``topo`` gains less. 16 × 16 rather than 8 × 8 tiles: a
+hot-spot tile of the 8 × 8 grid is up to a quarter of a shared-core rank's
+step, too coarse to balance within 10 %. Each balancer is a separate ``mpiexec``; run the
 benchmark several times and compare medians (this 2-core machine drifts 20 %
 between runs, even ``static``).
 
     python benchmarks/hetero_ranks.py [--steps 60] [--rebalance-every 10] [--n 8192]
-                                      [--period 400] [--json OUT] [--keep DIR]
+                                      [--grid 16] [--period 400] [--json OUT] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--rebalance-every", type=int, default=10)
     ap.add_argument("--n", type=int, default=8192, help="cells per side of the global grid")
-    ap.add_argument("--grid", type=int, default=8)
+    ap.add_argument("--grid", type=int, default=16, help="tiles per side")
     ap.add_argument("--period", type=int, default=400,
                     help="steps per orbit of the hot spot (the workload's default, 40, drifts "
                          "faster than a rebalance every 10 steps can follow)")
