@@ -32,6 +32,7 @@ class Policy:
     def __init__(self, topology: Topology):
         self.topology = topology
         self._rank_region = np.asarray(topology.rank_region, dtype=object)
+        self._rank_rows: dict[str, np.ndarray] = {}  # data class -> ranks it may live on
 
     @classmethod
     def from_topology(cls, topology: Topology) -> Policy:
@@ -64,7 +65,7 @@ class Policy:
 
     def allowed_mask(self, data_classes: Sequence[str]) -> np.ndarray:
         """``mask[s, p]`` is True when shard ``s`` (of class ``data_classes[s]``) may live on rank ``p``."""
-        rows = self.__dict__.setdefault("_rank_rows", {})  # the topology never changes
+        rows = self._rank_rows  # the topology never changes
         names = sorted(set(data_classes))
         for dc in names:
             if dc not in rows:

@@ -353,7 +353,7 @@ class Job:
         for rec in self.steps[len(self.steps) - self._win_steps:]:
             units += rec["work_units"]
             secs += rec["busy_s"]
-            cpu += rec.get("busy_cpu_s", np.full(size, np.nan))
+            cpu += rec["busy_cpu_s"]
         shard_s = np.zeros(len(self.shard_map))
         shard_n = np.zeros(len(self.shard_map))
         for part_s, part_n in self.comm.allgather((self._win_shard_s, self._win_shard_n)):
@@ -419,10 +419,10 @@ class Job:
             local[sid] = self.wl.unpack(new_map.shards[sid], payload)
             if not np.may_share_memory(local[sid], payload):
                 self._pool.give(payload)  # unpacked into its own array: the payload is free
-        recycle = getattr(self.wl, "recycle_departed", False)
+        recycle = self.wl.recycle_departed
         for sid in set(self.local) - set(local):
             self.wl.forget(sid)
-            if recycle and not any(np.may_share_memory(self.local[sid], a) for a in payloads.values()):
+            if recycle and not np.may_share_memory(self.local[sid], payloads[sid]):
                 self._pool.give(self.local[sid])  # left, and not handed to the transport as is
         self.local = local
         self.shard_map = new_map

@@ -329,13 +329,16 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     error: BaseException | None = None
     t_start = time.perf_counter()
 
+    def route(sid):
+        """The shard, its source and destination rank, and whether it travels sealed."""
+        src, dst = int(before[sid]), int(owners_after[sid])
+        return shard_map.shards[sid], src, dst, aes is not None and region(src) != region(dst)
+
     # 1. post every receive first (the map tells sizes), so no send waits for a match
     for sid in moves:
-        s = shard_map.shards[sid]
-        src, dst = int(before[sid]), int(owners_after[sid])
+        s, src, dst, enc = route(sid)
         if dst != rank:
             continue
-        enc = aes is not None and region(src) != region(dst)
         flat = _take(pool, s.nbytes)
         layout = _wire_layout(s.nbytes, chunk_bytes, enc)
         wire = _take(pool, layout[-1][3] if layout else 0) if enc else flat
@@ -350,11 +353,9 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     #    hash and encrypt each piece while it is in cache, then post it. The header with
     #    the checksum of the whole plaintext follows the pieces.
     for sid in moves:
-        s = shard_map.shards[sid]
-        src, dst = int(before[sid]), int(owners_after[sid])
+        s, src, dst, enc = route(sid)
         if src != rank:
             continue
-        enc = aes is not None and region(src) != region(dst)
         flat = _flat_bytes(local[sid])
         h = None if sid in known else xxhash.xxh3_64()
         layout = _wire_layout(s.nbytes, chunk_bytes, enc)

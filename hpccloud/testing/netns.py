@@ -63,6 +63,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hpccloud.testing.procs import pid_alive
+
 IFACE = "rnet0"
 NS_PREFIX = "hpcc"
 HELPER_SOURCE = Path(__file__).with_name("nfq_delay.c")
@@ -374,9 +376,9 @@ class RegionalNet:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 2.0
         for pid in self.helper_pids:
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            if _alive(pid):
+            if pid_alive(pid):
                 _signal(pid, signal.SIGKILL)
             _reap(pid)
         # any process still inside one of OUR namespaces was started by us (a stray rank)
@@ -396,7 +398,7 @@ class RegionalNet:
         left = []
         names = set(_run(["ip", "netns", "list"], check=False).stdout.split())
         left += [f"namespace {ns}" for ns in (self.hub, *self.namespaces) if ns in names]
-        left += [f"helper process {pid}" for pid in self.helper_pids if _alive(pid)]
+        left += [f"helper process {pid}" for pid in self.helper_pids if pid_alive(pid)]
         if self._tmp is not None and self._tmp.exists():
             left.append(f"temp dir {self._tmp}")
         now = _root_snapshot()
@@ -415,20 +417,6 @@ class RegionalNet:
 
     def __exit__(self, *exc) -> None:
         self.down()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _signal(pid: int, sig: int) -> None:

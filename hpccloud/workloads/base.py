@@ -33,6 +33,8 @@ class Workload:
     #: bit-for-bit equal to the single-rank run (else within ``rtol``)
     exact: bool = True
     rtol: float = 0.0
+    #: the runner may recycle the arrays of shards that left (the workload keeps no view of them)
+    recycle_departed: bool = False
     #: default parameters; ``params`` given by the user override them
     defaults: dict[str, Any] = {}
 

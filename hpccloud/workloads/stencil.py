@@ -39,8 +39,7 @@ class Stencil2D(Workload):
         "dtype": "float64",
     }
 
-    #: the runner may recycle the arrays of tiles that left (nothing here keeps a view of them)
-    recycle_departed = True
+    recycle_departed = True  # nothing here keeps a view of a tile that left
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)

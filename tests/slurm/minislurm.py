@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpccloud.testing.procs import pid_alive
+
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel", "munged")
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -117,18 +119,6 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes (its parent, not us, must reap it)
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass
@@ -329,13 +319,13 @@ class MiniSlurm:
                 continue  # already gone, or the pid was reused by someone else
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s / 2
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 problems.append(f"{name} (pid {pid}) ignored SIGTERM; killed")
                 time.sleep(0.2)
-            if _alive(pid):
+            if pid_alive(pid):
                 problems.append(f"{name} (pid {pid}) is still running after SIGKILL")
         if not self.keep and not problems:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -346,7 +336,7 @@ class MiniSlurm:
         out = {}
         for name, pid_file in self.started:
             pid = _read_pid(pid_file)
-            if pid is not None and _alive(pid) and (_comm(pid) or "").startswith(name[:15]):
+            if pid is not None and pid_alive(pid) and (_comm(pid) or "").startswith(name[:15]):
                 out[f"{name}:{pid_file.name}"] = pid
         return out
 
