@@ -86,7 +86,7 @@ class Policy:
         """
         owners = np.asarray(owners)
         size = self.topology.size
-        if owners.shape != (len(shard_map),) or not np.issubdtype(owners.dtype, np.integer):
+        if owners.shape != (len(shard_map),) or owners.dtype.kind not in "iu":
             raise InvalidArgument(f"owners must be an integer array of shape ({len(shard_map)},), "
                                   f"got {owners.dtype} {owners.shape}")
         bad_rank = np.flatnonzero((owners < 0) | (owners >= size))

@@ -83,7 +83,12 @@ class ShardMap:
 
     # ----------------------------------------------------------------- columns
     def owners(self) -> np.ndarray:
-        return np.fromiter((s.owner_rank for s in self.shards), np.int64, len(self))
+        """Owner rank per shard (a new array each call; the map itself never changes)."""
+        cached = self.__dict__.get("_owners")
+        if cached is None:
+            cached = np.fromiter((s.owner_rank for s in self.shards), np.int64, len(self))
+            self._owners = cached
+        return cached.copy()
 
     def work_units(self) -> np.ndarray:
         return np.fromiter((s.work_units for s in self.shards), np.float64, len(self))
@@ -120,7 +125,8 @@ class ShardMap:
         if owners.shape != (len(self),) or not np.issubdtype(owners.dtype, np.integer):
             raise InvalidArgument(f"owners must be an integer array of shape ({len(self)},), "
                                   f"got {owners.dtype} {owners.shape}")
-        shards = [replace(s, owner_rank=int(o)) for s, o in zip(self.shards, owners, strict=True)]
+        shards = [s if s.owner_rank == o else replace(s, owner_rank=o)
+                  for s, o in zip(self.shards, owners.tolist(), strict=True)]
         return ShardMap(self.global_shape, self.dtype, shards, self.version + 1, self.grid, self.halo_width)
 
     def with_work_units(self, work_units) -> ShardMap:

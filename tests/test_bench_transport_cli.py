@@ -16,6 +16,23 @@ def test_bench_transport_json(tmp_path):
         (b, k, e) for k in (1, 8) for b in (1 << 18, 1 << 20) for e in (False, True)]
     for r in rows:
         assert r["ratio"] > 0 and r["raw_bytes_per_s"] > 0 and r["hpccloud_bytes_per_s"] > 0
+        assert not any(k.startswith("bare_") for k in r)  # only with --breakdown
+
+
+def test_bench_transport_breakdown(tmp_path):
+    """--breakdown times the bare piece stream (no hash, each side's hash, both) in the same rounds."""
+    out = tmp_path / "t.json"
+    res = run_mpi([sys.executable, "-m", "hpccloud", "bench", "transport", "--sizes-mib", "1,2.5",
+                   "--repeats", "2", "--warmup", "1", "--batch", "1", "--breakdown",
+                   "--json", str(out)], 2, 180, env=child_env(2))
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["bytes"], r["encrypted"]) for r in rows] == [
+        (b, e) for b in (1 << 20, 5 << 19) for e in (False, True)]
+    names = ("pieces", "send_hash", "recv_hash", "checksummed")
+    for r in rows:
+        assert all(r[f"bare_{n}_ratio"] > 0 for n in names), r
+    assert res.stdout.count("bare piece stream vs raw") == 2, res.stdout
 
 
 def test_bench_transport_needs_two_ranks():

@@ -30,7 +30,18 @@ at once, so the per-call cost — the residency agreement, the verdict round,
 the new map — is shared), against B raw ``Send``/``Recv`` of the same
 buffers. Only sizes with B × size <= 256 MiB.
 
+The floor under the transport (``--breakdown``; keys ``bare_*_ratio``): the same
+piece stream as the transport (pieces of ``CHUNK_BYTES``, posted all at once,
+received in order) with none of its machinery — no plan check, no map, no
+records — timed in the same rounds, four ways: no hashing (``pieces``), the
+sender hashing after posting (``send_hash``), the receiver hashing each piece
+as it lands (``recv_hash``), and both plus the digest message and its
+comparison (``checksummed``). ``bare_checksummed_ratio`` is what any transport
+that verifies xxh3 on receipt can reach on this machine and MPI; the gap
+between it and ``ratio`` is the transport's own cost.
+
     mpiexec -n 2 hpccloud bench transport --json transport.json
+    mpiexec -n 2 hpccloud bench transport --breakdown --batch 1
 """
 
 from __future__ import annotations
@@ -52,7 +63,55 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default: 2)")
     parser.add_argument("--batch", type=int, default=8,
                         help="shards per move in the batched rows (default: 8; 1: no batched rows)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the bare piece stream with and without hashing (the floor "
+                             "under the transport; bare_*_ratio keys)")
     add_topology_arg(parser)
+
+
+BARE_VARIANTS = {"pieces": (False, False), "send_hash": (True, False),
+                 "recv_hash": (False, True), "checksummed": (True, True)}
+
+
+def bare_move(comm, a: int, src, dst, chunk_bytes: int, send_hash: bool, recv_hash: bool) -> None:
+    """Rank ``a`` sends ``src`` to the other rank's ``dst`` as the transport's piece stream.
+
+    Only what every checksummed transport must do: pieces posted at once, the
+    sender's xxh3 after posting, the receiver's xxh3 of each piece as it lands,
+    and (with both) the digest as a message, compared on receipt.
+    """
+    import numpy as np
+    import xxhash
+    from mpi4py import MPI
+
+    from hpccloud.errors import ChecksumError
+
+    rank = comm.Get_rank()
+    flat = (src if rank == a else dst).reshape(-1).view(np.uint8)
+    pieces = [(o, min(o + chunk_bytes, flat.size)) for o in range(0, flat.size, chunk_bytes)]
+    digest = np.zeros(1, np.uint64)
+    if rank == a:
+        reqs = [comm.Isend([flat[lo:hi], MPI.BYTE], 1 - a, 51) for lo, hi in pieces]
+        if send_hash:
+            h = xxhash.xxh3_64()
+            for lo, hi in pieces:
+                h.update(flat[lo:hi])
+            digest[0] = h.intdigest()
+            if recv_hash:
+                reqs.append(comm.Isend(digest, 1 - a, 52))
+        MPI.Request.Waitall(reqs)
+        return
+    reqs = [comm.Irecv([flat[lo:hi], MPI.BYTE], a, 51) for lo, hi in pieces]
+    dreq = comm.Irecv(digest, a, 52) if send_hash and recv_hash else None
+    h = xxhash.xxh3_64()
+    for (lo, hi), req in zip(pieces, reqs, strict=True):
+        req.Wait()
+        if recv_hash:
+            h.update(flat[lo:hi])
+    if dreq is not None:
+        dreq.Wait()
+        if h.intdigest() != int(digest[0]):
+            raise ChecksumError("bench transport: bare piece stream arrived damaged")
 
 
 def _sizes(text: str) -> list[int]:
@@ -73,7 +132,7 @@ def run(args) -> int:
 
     from hpccloud.comm.agree import agree
     from hpccloud.comm.bufpool import BufferPool
-    from hpccloud.comm.transport import execute, load_key
+    from hpccloud.comm.transport import CHUNK_BYTES, execute, load_key
     from hpccloud.commands.common import world, write_json_atomic
     from hpccloud.errors import InvalidArgument
     from hpccloud.policy import Policy
@@ -135,6 +194,11 @@ def run(args) -> int:
                 else:
                     comm.Recv(np.empty(n) if fresh else dst[k * n:(k + 1) * n], a, 7)
 
+        def bare(a: int, hashes, src=src, dst=dst, n=n, batch=batch):
+            for k in range(batch):
+                bare_move(comm, a, src[k * n:(k + 1) * n], dst[k * n:(k + 1) * n], CHUNK_BYTES,
+                          *hashes)
+
         variants = {
             "raw": lambda: raw(0, False) or raw(1, False),
             "plain": lambda: move(False, True) or move(False, True),
@@ -143,6 +207,9 @@ def run(args) -> int:
             "plain_fresh": lambda: move(False, False) or move(False, False),
             "enc_fresh": lambda: move(True, False) or move(True, False),
         }
+        if args.breakdown:
+            for name, hashes in BARE_VARIANTS.items():
+                variants[f"bare_{name}"] = lambda h=hashes: bare(0, h) or bare(1, h)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(args.warmup + args.repeats):
             for k, fn in variants.items():  # in turn, so drift hits every variant alike
@@ -174,6 +241,8 @@ def run(args) -> int:
                 "repeats": args.repeats, "warmup": args.warmup,
                 "checksum_bytes_per_s": checksum_bps,
                 "checksum_fraction_of_raw": (moved / checksum_bps) / med["raw"],
+                **{f"bare_{name}_ratio": med["raw"] / med[f"bare_{name}"]
+                   for name in BARE_VARIANTS if f"bare_{name}" in med},
             })
         if rank == 0:
             for r in rows[-2:]:
@@ -185,6 +254,10 @@ def run(args) -> int:
                       f"raw {r['raw_fresh_bytes_per_s'] / 1e9:6.2f} GB/s  "
                       f"ratio {r['ratio_fresh']:.2f} | xxh3 {r['checksum_bytes_per_s'] / 1e9:5.1f} GB/s",
                       flush=True)
+            if args.breakdown:
+                r = rows[-2]
+                print(" " * 13 + "bare piece stream vs raw: " + "  ".join(
+                    f"{name} {r[f'bare_{name}_ratio']:.2f}" for name in BARE_VARIANTS), flush=True)
     if args.json:
         agree(comm, lambda: write_json_atomic(args.json, rows) if rank == 0 else None)
     return 0
