@@ -39,3 +39,10 @@ def test_bench_transport_needs_two_ranks():
     res = run_mpi([sys.executable, "-m", "hpccloud", "bench", "transport"], 3, 120, env=child_env(3))
     assert res.returncode == 2
     assert res.stderr.count("exactly 2 ranks") == 1, res.stderr
+
+
+def test_bench_transport_bad_flush_size():
+    res = run_mpi([sys.executable, "-m", "hpccloud", "bench", "transport", "--flush-mib", "-1"], 2, 120,
+                  env=child_env(2))
+    assert res.returncode == 2
+    assert res.stderr.count("--flush-mib") == 1, res.stderr
