@@ -338,6 +338,10 @@ class Job:
         self._win_steps += 1
         return rec
 
+    def _window_steps(self) -> list[dict[str, Any]]:
+        """The step records since the last rebalance (or the first-touch step)."""
+        return self.steps[len(self.steps) - self._win_steps:]
+
     def _reset_window(self) -> None:
         self._win_steps = 0
         self._win_shard_s: dict[int, float] = {}
@@ -350,7 +354,7 @@ class Job:
         units = np.zeros(size)
         secs = np.zeros(size)
         cpu = np.zeros(size)
-        for rec in self.steps[len(self.steps) - self._win_steps:]:
+        for rec in self._window_steps():
             units += rec["work_units"]
             secs += rec["busy_s"]
             cpu += rec["busy_cpu_s"]
@@ -394,7 +398,7 @@ class Job:
         record.pop("owners_after", None)
         if p.moves:
             record.update(self.migrate(p.owners_after))
-        window = self.steps[len(self.steps) - self._win_steps:] if self._win_steps else self.steps
+        window = self._window_steps() or self.steps
         record["achieved_step_s_before"] = float(np.median([s["step_s"] for s in window]))
         self.plans.append(record)
 

@@ -88,11 +88,12 @@ def bare_move(comm, a: int, src, dst, chunk_bytes: int, send_hash: bool, recv_ha
     import xxhash
     from mpi4py import MPI
 
+    from hpccloud.comm.transport import _pieces
     from hpccloud.errors import ChecksumError
 
     rank = comm.Get_rank()
     flat = (src if rank == a else dst).reshape(-1).view(np.uint8)
-    pieces = [(o, min(o + chunk_bytes, flat.size)) for o in range(0, flat.size, chunk_bytes)]
+    pieces = _pieces(flat.size, chunk_bytes)
     digest = np.zeros(1, np.uint64)
     if rank == a:
         reqs = [comm.Isend([flat[lo:hi], MPI.BYTE], 1 - a, 51) for lo, hi in pieces]

@@ -232,7 +232,7 @@ def _take(pool, nbytes: int) -> np.ndarray:
 _REC_COLS = 7
 
 
-def _exchange_records(comm, mine, error, before, owners_after, moves):
+def _exchange_records(comm, mine, error, owners_after, moves):
     """Allgather of every rank's received-shard rows, or None if any rank failed.
 
     Each rank receives a known number of shards (the plan says which), so one
@@ -431,7 +431,7 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     MPI.Request.Waitall(send_reqs)
 
     # 4. one round: every rank's verdict and records (nothing is accepted unless all passed)
-    rows = _exchange_records(comm, mine, error, before, owners_after, moves)
+    rows = _exchange_records(comm, mine, error, owners_after, moves)
     if pool is not None:  # every request completed: the wire buffers are free again
         for buf in scratch:
             if buf.dtype == np.uint8:

@@ -28,9 +28,7 @@ def sleeping_waitall(requests, poll_s: float = POLL_S) -> None:
 
 def sleeping_barrier(comm, poll_s: float = POLL_S) -> None:
     """A barrier that sleeps instead of spinning, so waiting ranks leave the cores free."""
-    req = comm.Ibarrier()
-    while not req.Test():
-        time.sleep(poll_s)
+    sleeping_waitall([comm.Ibarrier()], poll_s)
 
 
 def sleeping_allgather(comm, values, poll_s: float = POLL_S):
@@ -39,7 +37,5 @@ def sleeping_allgather(comm, values, poll_s: float = POLL_S):
 
     send = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
     recv = np.empty((comm.Get_size(), send.size), dtype=np.float64)
-    req = comm.Iallgather(send, recv)
-    while not req.Test():
-        time.sleep(poll_s)
+    sleeping_waitall([comm.Iallgather(send, recv)], poll_s)
     return recv

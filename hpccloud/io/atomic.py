@@ -21,9 +21,6 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-fsync_dir = fsync_path
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
@@ -47,7 +44,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         yield tmp
         fsync_path(tmp)
         os.replace(tmp, path)
-        fsync_dir(folder)
+        fsync_path(folder)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from hpccloud.errors import ChecksumError, ConfigError
-from hpccloud.io.atomic import fsync_dir, fsync_path, write_bytes_atomic
+from hpccloud.io.atomic import fsync_path, write_bytes_atomic
 from hpccloud.io.hdf5 import checksum, open_readonly
 
 MANIFEST = "manifest.json"
@@ -89,7 +89,7 @@ def write_checkpoint(comm, folder: str, step: int, shard_map_json: dict,
             "state": state,
         }
         write_bytes_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest).encode())
-        fsync_dir(tmp)
+        fsync_path(tmp)
         if os.path.exists(final):  # a re-run of the same step: replace the old one whole
             old = final + f".old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
@@ -97,7 +97,7 @@ def write_checkpoint(comm, folder: str, step: int, shard_map_json: dict,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        fsync_dir(os.path.dirname(final))
+        fsync_path(os.path.dirname(final))
         return final
 
     return bcast_result(comm, publish)

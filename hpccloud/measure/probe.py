@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hpccloud.comm.wait import sleeping_barrier
+from hpccloud.measure.cores import planner_rates
 from hpccloud.measure.links import LinkModel
 from hpccloud.measure.speed import SpeedModel
 
@@ -179,11 +180,7 @@ def probe_speed(comm, kernel: str = "stencil2d", n_units: int = 1 << 20,
             break
     cpu = time.process_time() - c0
     rows = np.array(comm.allgather((done / elapsed, done / cpu if cpu > 0 else np.nan)))
-    rates = rows[:, 0]
-    if cores is not None:
-        from hpccloud.measure.cores import planner_rates
-
-        rates = planner_rates(rows[:, 0], rows[:, 1], cores)
+    rates = planner_rates(rows[:, 0], rows[:, 1], cores)
     model = SpeedModel(comm.Get_size(), reference_kernel=kernel, provenance="measured")
     model.set_rates(kernel, rates)
     return model
