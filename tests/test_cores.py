@@ -43,7 +43,7 @@ def test_bad_lengths_are_refused():
         CoreShares.from_ranks(["a", "b"], [{0}], [1, 1])
 
 
-@pytest.mark.mpi(ranks=[2, 3], timeout=60)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=60)
 def test_discovery_is_the_same_on_every_rank(comm):
     cs = discover_cores(comm, 1)
     docs = comm.allgather(cs.to_json())

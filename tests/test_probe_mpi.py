@@ -19,7 +19,7 @@ def test_round_robin_covers_every_pair_once(size):
         assert len(ranks) == len(set(ranks)), "a rank appears twice in one round"
 
 
-@pytest.mark.mpi(ranks=[1, 2, 3, 4], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[1, 2, 3, 4], timeout=120)
 def test_link_probe_measures_every_ordered_pair(comm):
     size = comm.Get_size()
     res = probe_links(comm, sizes=(8, 4096, 1 << 20))

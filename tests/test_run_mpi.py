@@ -55,32 +55,32 @@ def _multi_vs_single(comm, workload, tmp_path_factory):
         comm.Barrier()
 
 
-@pytest.mark.mpi(ranks=[2, 3, 4], timeout=400)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3, 4], timeout=400)
 def test_stencil2d_multi_rank_equals_single_rank_every_balancer(comm, tmp_path_factory):
     _multi_vs_single(comm, "stencil2d", tmp_path_factory)
 
 
-@pytest.mark.mpi(ranks=[3], timeout=400)
+@pytest.mark.hpccloud_mpi(ranks=[3], timeout=400)
 def test_particles_multi_rank_equals_single_rank_every_balancer(comm, tmp_path_factory):
     _multi_vs_single(comm, "particles", tmp_path_factory)
 
 
-@pytest.mark.mpi(ranks=[2], timeout=400)
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=400)
 def test_kmeans_multi_rank_equals_single_rank_every_balancer(comm, tmp_path_factory):
     _multi_vs_single(comm, "kmeans", tmp_path_factory)
 
 
-@pytest.mark.mpi(ranks=[4], timeout=400)
+@pytest.mark.hpccloud_mpi(ranks=[4], timeout=400)
 def test_mandelbrot_multi_rank_equals_single_rank_every_balancer(comm, tmp_path_factory):
     _multi_vs_single(comm, "mandelbrot", tmp_path_factory)
 
 
-@pytest.mark.mpi(ranks=[3], timeout=400)
+@pytest.mark.hpccloud_mpi(ranks=[3], timeout=400)
 def test_spmv_multi_rank_equals_single_rank_every_balancer(comm, tmp_path_factory):
     _multi_vs_single(comm, "spmv", tmp_path_factory)
 
 
-@pytest.mark.mpi(ranks=[3], timeout=300)
+@pytest.mark.hpccloud_mpi(ranks=[3], timeout=300)
 @pytest.mark.parametrize("workload", ["stencil2d", "kmeans"])
 def test_restart_reproduces_uninterrupted_run(comm, workload, tmp_path_factory):
     folder = comm.bcast(str(tmp_path_factory.mktemp("restart")) if comm.Get_rank() == 0 else None)
@@ -97,7 +97,7 @@ def test_restart_reproduces_uninterrupted_run(comm, workload, tmp_path_factory):
         assert resumed["summary"] == full["summary"]
 
 
-@pytest.mark.mpi(ranks=[4], timeout=300)
+@pytest.mark.hpccloud_mpi(ranks=[4], timeout=300)
 def test_region_files_hold_only_resident_data(comm, tmp_path_factory):
     from hpccloud.policy import Policy
 
@@ -124,7 +124,7 @@ def test_region_files_hold_only_resident_data(comm, tmp_path_factory):
             assert all(policy.may_live(c, rec["dst_region"]) for c in rec["data_class"].split("+"))
 
 
-@pytest.mark.mpi(ranks=[2], timeout=300)
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=300)
 def test_input_from_hdf5_equals_generated_start(comm, tmp_path_factory):
     from hpccloud.io.hdf5 import write_input
     from hpccloud.workloads import make_workload
@@ -163,7 +163,7 @@ def test_rebalances_come_early_then_every_k_steps():
         RunConfig(first_rebalance=-1).validate()
 
 
-@pytest.mark.mpi(ranks=[3], timeout=300)
+@pytest.mark.hpccloud_mpi(ranks=[3], timeout=300)
 def test_planner_rates_come_from_the_measured_core_groups(comm):
     cfg = RunConfig(workload="stencil2d", params=dict(SMALL["stencil2d"]), steps=8,
                     rebalance_every=6, balancer="topo", quiet=True, probe_sizes=(8, 4096))

@@ -6,7 +6,7 @@ from hpccloud.errors import TopologyError
 from hpccloud.topology import load_topology
 
 
-@pytest.mark.mpi(ranks=[1, 2, 3, 4], timeout=60)
+@pytest.mark.hpccloud_mpi(ranks=[1, 2, 3, 4], timeout=60)
 def test_load_topology_collective(comm):
     topo = load_topology(None, comm)
     assert topo.size == comm.Get_size()
@@ -16,7 +16,7 @@ def test_load_topology_collective(comm):
     assert set(topo.rank_region) <= {"eu-north", "us-east"}
 
 
-@pytest.mark.mpi(ranks=[2, 3], timeout=60)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=60)
 def test_bad_file_same_error_everywhere(comm, tmp_path_factory):
     path = None
     if comm.Get_rank() == 0:

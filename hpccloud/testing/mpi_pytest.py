@@ -1,6 +1,6 @@
 """A pytest plugin that runs marked tests under real ``mpiexec``.
 
-Mark a test with ``@pytest.mark.mpi(ranks=[1, 2, 3, 4], timeout=60)``. The test
+Mark a test with ``@pytest.mark.hpccloud_mpi(ranks=[1, 2, 3, 4], timeout=60)``. The test
 is parametrised by rank count (ids ``np1`` … ``np4``); each case is relaunched as
 
     mpiexec -n N python -m pytest <this test's node id> -p hpccloud.testing.mpi_pytest
@@ -97,7 +97,7 @@ def run_mpi(args: list[str], nranks: int, timeout_s: float, env: dict[str, str] 
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "mpi(ranks, timeout): run under mpiexec -n N for N in ranks")
+    config.addinivalue_line("markers", "hpccloud_mpi(ranks, timeout): run under mpiexec -n N for N in ranks")
 
 
 def _ranks_of(marker) -> list[int]:
@@ -106,7 +106,7 @@ def _ranks_of(marker) -> list[int]:
 
 
 def pytest_generate_tests(metafunc):
-    marker = metafunc.definition.get_closest_marker("mpi")
+    marker = metafunc.definition.get_closest_marker("hpccloud_mpi")
     if marker is not None:
         metafunc.parametrize("mpi_ranks", _ranks_of(marker), ids=lambda n: f"np{n}")
 
@@ -135,7 +135,7 @@ def comm(mpi_ranks):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
-    marker = pyfuncitem.get_closest_marker("mpi")
+    marker = pyfuncitem.get_closest_marker("hpccloud_mpi")
     if marker is None or in_child():
         return None
     nranks = pyfuncitem.callspec.params["mpi_ranks"]
@@ -184,7 +184,7 @@ def _outcomes(folder: str) -> dict[int, dict]:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    if not in_child() or item.get_closest_marker("mpi") is None:
+    if not in_child() or item.get_closest_marker("hpccloud_mpi") is None:
         return
     report = outcome.get_result()
     folder = os.environ.get(RESULT_DIR_ENV)

@@ -19,7 +19,7 @@ def _check(m, tiles, g, boundary):
         assert np.array_equal(got, want), f"tile {sid}: halo differs from the padded reference"
 
 
-@pytest.mark.mpi(ranks=[2, 3, 4], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3, 4], timeout=120)
 def test_halo_exchange_matches_padded_global(comm):
     for seed in (0, 1, 2):
         _one_random_layout(comm, seed)
@@ -46,7 +46,7 @@ def _one_random_layout(comm, seed):
     assert sum(k[1] for k in kinds) > 0
 
 
-@pytest.mark.mpi(ranks=[2], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
 def test_halo_exchange_within_one_rank_and_across(comm):
     rank = comm.Get_rank()
     g = np.arange(8 * 9, dtype=np.float64).reshape(8, 9)

@@ -46,7 +46,7 @@ def _reassemble(comm, m, local, shape):
     return out
 
 
-@pytest.mark.mpi(ranks=[2, 3, 4], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3, 4], timeout=120)
 def test_random_plans_move_shards_bit_identical(comm, tmp_path_factory):
     rank = comm.Get_rank()
     base = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None)
@@ -86,7 +86,7 @@ def test_random_plans_move_shards_bit_identical(comm, tmp_path_factory):
         assert {"time", "shard_id", "data_class", "src_region", "dst_region", "nbytes", "checksum"} <= set(lines[0])
 
 
-@pytest.mark.mpi(ranks=[2, 3, 4], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3, 4], timeout=120)
 def test_forged_plan_moves_nothing_and_fails_everywhere(comm):
     policy, g, m, local, rng = _setup(comm, 7)
     before = {sid: a.copy() for sid, a in local.items()}
@@ -128,7 +128,7 @@ def _relabel(m, sid, data_class, policy):
     return ShardMap(m.global_shape, m.dtype, shards, m.version, m.grid, m.halo_width)
 
 
-@pytest.mark.mpi(ranks=[2, 3], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
 def test_corrupted_payload_detected_and_rejected(comm):
     for how in ("kwarg", "env", "encrypted"):
         _corrupt_once(comm, how)
@@ -169,7 +169,7 @@ def _corrupt_once(comm, how):
 
 
 @pytest.mark.slow
-@pytest.mark.mpi(ranks=[2], timeout=240)
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=240)
 def test_shard_over_2_gib_moves_intact(comm):
     policy = Policy.from_topology(load_topology(None, comm))
     n = (2 << 30) // 8 + (1 << 20)  # 2 GiB + 8 MiB of uint64
@@ -188,7 +188,7 @@ def test_shard_over_2_gib_moves_intact(comm):
         assert local == {}
 
 
-@pytest.mark.mpi(ranks=[2, 3], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
 def test_pooled_moves_and_known_checksums(comm):
     from hpccloud.comm.bufpool import BufferPool
 

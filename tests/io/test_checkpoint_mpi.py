@@ -15,7 +15,7 @@ def _local(rank, size):
     return {sid: rng.standard_normal((5, 7)) for sid in range(rank, 3 * size, size)}
 
 
-@pytest.mark.mpi(ranks=[1, 2, 3], timeout=120)
+@pytest.mark.hpccloud_mpi(ranks=[1, 2, 3], timeout=120)
 def test_round_trip_and_refuse_corruption(comm, tmp_path_factory):
     rank, size = comm.Get_rank(), comm.Get_size()
     folder = comm.bcast(str(tmp_path_factory.mktemp("ckpt")) if rank == 0 else None)
@@ -45,7 +45,7 @@ def test_round_trip_and_refuse_corruption(comm, tmp_path_factory):
     assert len(set(messages)) == 1 and "fails its checksum" in messages[0]
 
 
-@pytest.mark.mpi(ranks=[2], timeout=60)
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=60)
 def test_incomplete_or_foreign_checkpoint(comm, tmp_path_factory):
     folder = comm.bcast(str(tmp_path_factory.mktemp("bad")) if comm.Get_rank() == 0 else None)
     with pytest.raises(ConfigError, match="not a checkpoint folder"):

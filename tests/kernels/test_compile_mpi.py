@@ -12,7 +12,7 @@ def test_warm_up_single_process():
     assert all(s >= 0.0 for s in seconds.values())
 
 
-@pytest.mark.mpi(ranks=[1, 3], timeout=180)
+@pytest.mark.hpccloud_mpi(ranks=[1, 3], timeout=180)
 def test_warm_up_mpi(comm):
     import kernels
 
