@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hpccloud.errors import InvalidArgument
+from hpccloud.io.provenance import Axis
 from hpccloud.shards import ShardMap
 
 
@@ -37,6 +38,9 @@ class Workload:
     recycle_departed: bool = False
     #: default parameters; ``params`` given by the user override them
     defaults: dict[str, Any] = {}
+    #: what the result array holds (CF ``long_name``) and its units (None: no physical unit)
+    result_long_name: str = ""
+    result_units: str | None = None
 
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 0):
         params = dict(params or {})
@@ -116,6 +120,13 @@ class Workload:
     def result(self, shard, arr: np.ndarray) -> np.ndarray:
         """The result array of one shard (shape of ``result_map``'s shard)."""
         return arr
+
+    def result_axes(self, shape: tuple[int, ...], steps: int) -> list[Axis]:
+        """Coordinates of the result's dimensions after ``steps`` steps (for the output's
+        dimension scales and XDMF geometry); by default the index along each axis."""
+        names = {1: ("i",), 2: ("y", "x"), 3: ("z", "y", "x")}.get(len(shape))
+        names = names or tuple(f"dim_{k}" for k in range(len(shape)))
+        return [Axis(name, np.arange(n), None, "index") for name, n in zip(names, shape, strict=True)]
 
     def state(self) -> dict[str, Any]:
         """Replicated state to checkpoint (JSON-able)."""
