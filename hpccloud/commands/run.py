@@ -32,7 +32,7 @@ _CONFIG_KEYS = {"workload", "steps", "rebalance_every", "first_rebalance", "init
 
 
 def add_parser(sub) -> None:
-    from hpccloud.workloads import WORKLOADS
+    from hpccloud.workloads import names as workload_names
 
     BALANCERS = ("static", "even", "greedy", "topo")
 
@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
     add_topology_arg(p)
     add_threads_arg(p)
     p.add_argument("--config", metavar="FILE", help="TOML with workload, steps, balancer, [params]")
-    p.add_argument("--workload", choices=sorted(WORKLOADS), default=None)
+    p.add_argument("--workload", choices=workload_names(), default=None,
+                   help="built-in or installed (entry-point group hpccloud.workloads)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="workload parameter, e.g. --param n=4096 (repeatable)")
     p.add_argument("--steps", type=int, default=None)
