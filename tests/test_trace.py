@@ -1,6 +1,7 @@
 """The Chrome trace-event timeline: format, clock alignment, gathering to rank 0."""
 
 import json
+import os
 import time
 
 import pytest
@@ -78,3 +79,26 @@ def test_clock_sync_and_gather(comm, tmp_path_factory):
         # they left one barrier: starts agree to well under the shortest event
         starts = [e["ts"] for e in work]
         assert max(starts) - min(starts) < 5_000, starts
+
+
+def test_otf2_archive_has_every_event_nested(tmp_path):
+    otf2 = pytest.importorskip("otf2")
+    from hpccloud.trace_otf2 import write_otf2
+
+    tr = Tracer()
+    t = time.perf_counter()
+    tr.add("step", "step", t, t + 1.0, step=0)
+    tr.add("halo", "halo", t, t + 0.1, step=0)
+    tr.add("stencil2d", "kernel", t + 0.1, t + 0.5, step=0, shard=0)
+    tr.add("stencil2d", "kernel", t + 0.45, t + 0.9, step=0, shard=1)  # overlaps: clipped
+    events = tr.chrome_events(0, "eu-north") + tr.chrome_events(1, "us-east")
+    path = tmp_path / "run.otf2"
+    write_otf2(path, events)
+    write_otf2(path, events)  # replaces the archive whole
+    assert sorted(os.listdir(path)) == ["traces", "traces.def", "traces.otf2"]
+    assert sorted(os.listdir(tmp_path)) == ["run.otf2"]
+    with otf2.reader.open(str(path / "traces.otf2")) as reader:
+        groups = sorted(g.name for g in reader.definitions.location_groups)
+        kinds = [type(ev).__name__ for _, ev in reader.events]
+    assert groups == ["rank 0 (eu-north)", "rank 1 (us-east)"]
+    assert kinds.count("Enter") == kinds.count("Leave") == 8
