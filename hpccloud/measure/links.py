@@ -213,7 +213,7 @@ class LinkModel:
                                                          beta.tolist(), strict=True)],
             "n_transfer_samples": self.n_transfer_samples,
         }
-        if self.size <= DENSE_JSON_MAX_RANKS and src.size:
+        if self.size <= DENSE_JSON_MAX_RANKS:
             a, b = self.table().dense()
             doc["alpha_s"], doc["beta_bytes_per_s"] = json_matrix(a), json_matrix(b)
         return doc
