@@ -259,6 +259,13 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     return _evaluate(p, owners, p.owners), None
 
 
+def _metis(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    """METIS k-way on the halo graph with speed targets, then scratch-remap (``balance.metis``)."""
+    from hpccloud.balance.metis import metis_owners
+
+    return _evaluate(p, metis_owners(p, horizon_steps=opts.horizon_steps), p.owners), None
+
+
 # --------------------------------------------------------------------------- topo
 
 
@@ -475,7 +482,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     return before, False
 
 
-PLANNERS = {"static": _static, "even": _even, "greedy": _greedy, "topo": _topo}
+PLANNERS = {"static": _static, "even": _even, "greedy": _greedy, "metis": _metis, "topo": _topo}
 
 
 def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None = None) -> MigrationPlan:
