@@ -3,10 +3,14 @@
 All formulas are those of the design notes (``DESIGN.md``, "The models"):
 
 * link (Hockney): ``t_ij(n) = α_ij + n / β_ij``; 0 when ``i == j``;
-* load: ``L_r = Σ_{s on r} w_s / v_r + Σ_{cut halo edges e of r} h_e``, where a cut
-  edge between shards on ranks ``i`` and ``j`` exchanges ``halo_bytes`` each way
-  per step; the two directions run at once (full duplex), so the edge costs both
-  ranks ``h_e = max(t_ij(n), t_ji(n))``;
+* load: ``L_r = Σ_{s on r} w_s / v_r + H_r``, where a cut edge ``e`` between
+  shards on ranks ``i`` and ``j`` exchanges ``halo_bytes`` each way per step; the
+  two directions run at once (full duplex). A rank posts all its halo messages
+  together (``comm.halo``: every ``Irecv``/``Isend`` at once, one ``Waitall``), so
+  their latencies overlap and their bytes share the link:
+  ``H_r = max_{e∋r} α_e + Σ_{e∋r} n_e / β_e`` with ``α_e = max(α_ij, α_ji)`` and
+  ``n_e/β_e = max(n/β_ij, n/β_ji)`` (not ``Σ_e (α_e + n_e/β_e)``, which the runs
+  showed to overestimate a rank with many cut edges);
 * makespan ``T = max_r L_r``, imbalance ``max_r L_r / mean_r L_r``;
 * migration schedule (see :func:`migration_schedule`);
 * resource cost over a horizon of ``H`` steps (see :func:`resource_cost`).
@@ -72,10 +76,28 @@ def halo_s(p: Problem, owners: np.ndarray, cut: tuple | None = None) -> np.ndarr
     a, b, cut = cut_edges(p, owners) if cut is None else cut
     if cut.size == 0:
         return np.zeros(p.n_ranks)
+    lat, xfer = edge_halo_terms(p, a, b, cut)
+    return _overlapped(a, b, lat, xfer, p.n_ranks)
+
+
+def edge_halo_terms(p: Problem, a: np.ndarray, b: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cut edge: ``(α_e, n_e/β_e)``, each the slower of the two directions (see the module notes)."""
     n = p.edge_bytes[cut]
     alpha, inv_beta = p.link_alpha_s, p.link_inv_beta_s_per_byte
-    t = np.maximum(alpha[a, b] + n * inv_beta[a, b], alpha[b, a] + n * inv_beta[b, a])
-    return np.bincount(a, t, p.n_ranks) + np.bincount(b, t, p.n_ranks)
+    return np.maximum(alpha[a, b], alpha[b, a]), n * np.maximum(inv_beta[a, b], inv_beta[b, a])
+
+
+@njit(cache=True, nogil=True)
+def _overlapped(a, b, lat, xfer, n_ranks):  # pragma: no cover - compiled
+    # H_r = max α + Σ n/β over the cut edges of r (messages posted together)
+    top = np.zeros(n_ranks)
+    acc = np.zeros(n_ranks)
+    for e in range(a.size):
+        for r in (a[e], b[e]):
+            acc[r] += xfer[e]
+            if lat[e] > top[r]:
+                top[r] = lat[e]
+    return top + acc
 
 
 def loads_s(p: Problem, owners: np.ndarray) -> np.ndarray:
