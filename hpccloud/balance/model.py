@@ -111,8 +111,8 @@ def imbalance(loads: np.ndarray) -> float:
     return float(loads.max()) / mean if mean > 0 else 1.0
 
 
-def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray
-                       ) -> tuple[float, int, np.ndarray]:
+def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray,
+                       pair_s=None) -> tuple[float, int, np.ndarray]:
     """Predicted wall time of moving shards from ``owners_before`` to ``owners_after``.
 
     Returns ``(seconds, bytes_moved, moved_shard_ids)``.
@@ -124,6 +124,11 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     greedy list schedule, longest first, each starting as soon as both its
     sender and its receiver are free. The answer is that schedule's makespan,
     which is at least ``max_r max(Σ send time of r, Σ receive time of r)``.
+
+    ``pair_s(src, dst, calls, bytes)`` (arrays over the (i, j) jobs) replaces the
+    Hockney duration, e.g. :meth:`Calibration.pair_s
+    <hpccloud.balance.calibration.Calibration.pair_s>` with the transport's
+    achieved throughput per route.
     """
     moved = np.flatnonzero(owners_before != owners_after)
     if moved.size == 0:
@@ -136,7 +141,10 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     count = np.bincount(inv, minlength=pair.size)
     pair_bytes = np.bincount(inv, weights=nbytes, minlength=pair.size)
     s, d = np.divmod(pair, P)
-    dur = count * p.link_alpha_s[s, d] + pair_bytes * p.link_inv_beta_s_per_byte[s, d]
+    if pair_s is None:
+        dur = count * p.link_alpha_s[s, d] + pair_bytes * p.link_inv_beta_s_per_byte[s, d]
+    else:
+        dur = np.asarray(pair_s(s, d, count, pair_bytes), dtype=np.float64)
     order = np.argsort(-dur, kind="stable")
     # plain lists, no max() calls: this loop runs once per (src, dst) pair, thousands per plan
     send_free = [0.0] * P
