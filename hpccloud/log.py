@@ -229,8 +229,12 @@ def add_logging_args(parser) -> None:
     group = parser.add_argument_group("logging")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="more detail (debug messages)")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="warnings, errors and the summary only")
+    if not any("--quiet" in a.option_strings for a in parser._actions):
+        group.add_argument("-q", "--quiet", action="store_true", default=None,
+                           help="warnings, errors and the summary only")
+    else:  # the command has --quiet already (hpccloud run's option): -q is its short form
+        group.add_argument("-q", dest="quiet", action="store_const", const=True,
+                           help="short for --quiet: warnings, errors and the summary only")
     group.add_argument("--log-dir", metavar="DIR", default=None,
                        help="also write one log file per rank here (rank-NNNNN.log)")
     group.add_argument("--log-all-ranks", action="store_true",

@@ -145,7 +145,8 @@ class Tracer:
 
     def gather_write(self, comm, path: str | os.PathLike | None, regions: Sequence[str],
                      other: dict[str, Any] | None = None) -> None:
-        """Collective: gather every rank's events to rank 0, which writes ``path`` atomically.
+        """Collective: gather every rank's events to rank 0, which writes ``path`` atomically
+        (an OTF2 archive folder when ``path`` ends in ``.otf2``, else Chrome JSON).
 
         ``regions[r]`` names rank ``r``'s region; ``other`` goes to ``otherData``
         (e.g. the run id). An error writing the file is raised on every rank.
@@ -160,7 +161,12 @@ class Tracer:
             if path is None:
                 return
             events = [ev for part in parts for ev in part]
-            write_trace(path, events, other)
+            if os.fspath(path).endswith(".otf2"):
+                from hpccloud.trace_otf2 import write_otf2
+
+                write_otf2(path, events)
+            else:
+                write_trace(path, events, other)
 
         bcast_result(comm, write)
 

@@ -82,3 +82,6 @@ def test_example_workload_two_ranks_equal_one(plugin_path, tmp_path):
         one, two = a["data"][()], b["data"][()]
         assert one.shape == (6000,) and np.isfinite(one).all()
         np.testing.assert_array_equal(two, one)
+        # the user's workload gets the same self-describing output as a built-in one
+        assert b.attrs["workload"] == "logistic" and b.attrs["param_shards"] == 8
+        assert b["data"].dims[0].label == "r" and b["data"].attrs["units"] == "1"

@@ -34,6 +34,7 @@ from hpccloud.policy import Policy
 from hpccloud.runner.calibrate import Calibrator
 from hpccloud.runner.options import RunConfig
 from hpccloud.runner.residency import check_held, halo_closed, place_resident
+from hpccloud.trace import Tracer
 from hpccloud.workloads import make_workload
 
 
@@ -63,6 +64,7 @@ class Job:
         self.wl.policy = self.policy
         self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
         self.key = None
+        self.tracer = Tracer(enabled=False)  # run() installs the --trace one
         self.local: dict[int, np.ndarray] = {}
         self.start_step = 0
         self.initial_placement: dict[str, Any] | None = None
