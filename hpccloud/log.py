@@ -153,10 +153,16 @@ def setup(rank: int, size: int, verbosity: int = 0, log_dir: str | os.PathLike |
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
         path = os.path.join(os.fspath(log_dir), f"rank-{rank:05d}.log")
-        fh = logging.FileHandler(path, mode="w", encoding="utf-8", delay=True)
+        fh = logging.FileHandler(path, mode="w", encoding="utf-8")
         fh.setFormatter(logging.Formatter(f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s"))
         fh.setLevel(min(level, logging.INFO))
         handlers.append(fh)
+        import socket
+
+        # the file's first line says whose it is (this rank's console may print nothing)
+        fh.emit(logging.makeLogRecord({
+            "name": ROOT, "levelno": logging.INFO, "levelname": "INFO",
+            "msg": f"rank {rank} of {size}, host {socket.gethostname()}, pid {os.getpid()}"}))
     for h in handlers:
         logger.addHandler(h)
     _CURRENT = JobLog(rank, handlers, once, pending, path)

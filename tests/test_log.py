@@ -34,6 +34,7 @@ def test_other_ranks_stay_silent_and_files_are_per_rank(streams, tmp_path):
     lg.warning("link 3->0 is slow")
     assert out.getvalue() == "" and err.getvalue() == ""
     text = (tmp_path / "logs" / "rank-00003.log").read_text()
+    assert "rank 3 INFO hpccloud: rank 3 of 4, host " in text.splitlines()[0]
     assert "rank 3 INFO hpccloud.runner: step 1/10" in text
     assert "rank 3 WARNING hpccloud.runner: link 3->0 is slow" in text
 
