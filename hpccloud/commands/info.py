@@ -17,7 +17,7 @@ def run(args) -> int:
     from mpi4py import MPI
 
     from hpccloud.threads import configure_threads
-    from hpccloud.topology import load_topology
+    from hpccloud.comm.topology import load_topology
 
     comm = world()
     topo = load_topology(args.topology, comm)

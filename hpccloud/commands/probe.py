@@ -110,7 +110,7 @@ def run(args) -> int:
     from hpccloud.comm.agree import agree
     from hpccloud.measure.probe import probe_links, probe_speed
     from hpccloud.threads import configure_threads
-    from hpccloud.topology import load_topology
+    from hpccloud.comm.topology import load_topology
 
     comm = world()
     sizes = agree(comm, lambda: _sizes(args.sizes))
