@@ -38,6 +38,9 @@ from dataclasses import dataclass
 MAX_HOSTS = 1_000_000
 #: digits in one bound: 18 keeps every bound an exact machine integer
 MAX_DIGITS = 18
+#: bracket groups in one name (real names have one to three) and characters in a list
+MAX_GROUPS = 16
+MAX_CHARS = 10_000
 
 
 class HostlistError(ValueError):
@@ -128,6 +131,8 @@ def parse_hostlist(expr: str) -> tuple[Name, ...]:
 
     Raises :class:`HostlistError` for bad syntax or more than :data:`MAX_HOSTS` names.
     """
+    if len(expr) > MAX_CHARS:
+        raise HostlistError(f"host list of {len(expr)} characters (at most {MAX_CHARS:,})")
     names: list[Name] = []
     total = 0
     for part in _split_top(expr):
@@ -143,6 +148,8 @@ def parse_hostlist(expr: str) -> tuple[Name, ...]:
             pos = m.end()
         if pos < len(part):
             pieces.append(part[pos:])
+        if sum(isinstance(p, NumberSet) for p in pieces) > MAX_GROUPS:
+            raise HostlistError(f"{part[:60]!r}: more than {MAX_GROUPS} bracket groups in one name")
         count = 1
         for p in pieces:
             if isinstance(p, NumberSet):

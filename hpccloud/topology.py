@@ -232,7 +232,12 @@ def host_matches(pattern: str, host: str) -> bool:
 
 def _host_patterns(source: str, key: str, value: Any) -> list[str]:
     patterns = _string_list(source, key, value)
+    if len(patterns) > 10_000:
+        raise _fail(source, key, f"{len(patterns)} patterns", "use host lists like n[001-128]")
     for pat in patterns:
+        if len(pat) > 10_000:
+            raise _fail(source, key, f"a pattern of {len(pat)} characters",
+                        "write a host list like eu-node[001-128] or a glob like eu-*")
         if not pat.isprintable():
             raise _fail(source, key, f"pattern {_show(pat)} holds control characters",
                         "write a host list like eu-node[001-128] or a glob like eu-*")

@@ -117,3 +117,16 @@ def test_hostlist_limits():
     with pytest.raises(HostlistError, match="nest"):
         parse_hostlist("n[[1-2]]")
     assert host_matches("eu-[ab]*", "eu-a7")  # a glob's character class is not a host list
+
+
+def test_pathological_patterns_refused_fast():
+    t0 = time.perf_counter()
+    for pat in ("n" + "[1-2]" * 5000, "n[" + ",".join(["1"] * 3000) + "]" * 1, "*" * 5000 + "x"):
+        text = region(extra=f'hosts = ["{pat}"]')
+        try:
+            topology_from_text(text, "t.toml", 2, ["n1", "n" + "1" * 40])
+        except TopologyError as exc:
+            assert "Fix:" in str(exc)
+    with pytest.raises(HostlistError, match="more than 16 bracket groups"):
+        parse_hostlist("n" + "[1-2]" * 17)
+    assert time.perf_counter() - t0 < 5
