@@ -60,3 +60,17 @@ def test_estimates_scale_with_size(name):
 def test_estimate_of_a_huge_grid():
     est = make_workload("stencil2d", {"n": 1 << 20}).estimate(2)
     assert est.peak_bytes_per_rank > 8 * (1 << 40)  # 8 TiB of float64 cells: will be refused
+
+
+def test_spmv_zero_vector_is_one_clear_error():
+    import numpy as np
+    from mpi4py import MPI
+
+    from hpccloud.errors import ConfigError
+
+    wl = make_workload("spmv", {"n": 60, "shards": 3})
+    m = wl.shard_map(1)
+    local = {s.id: np.zeros(s.shape) for s in m.shards}
+    with pytest.raises(ConfigError, match="the vector is all zeros") as info:
+        wl.begin_step(MPI.COMM_SELF, m, local, 0)
+    assert info.value.collective
