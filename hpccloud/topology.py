@@ -199,8 +199,8 @@ def _string(source: str, key: str, value: Any) -> str:
 def _safe_name(source: str, key: str, value: Any, what: str) -> str:
     name = _string(source, key, value)
     if not _SAFE_NAME.fullmatch(name):
-        raise _fail(source, key, f"{what} name {_show(name)} is not a safe name ({what} names "
-                    "become file names and keys)",
+        raise _fail(source, key, f"{what} name {_show(name)} is not allowed ({what} names become "
+                    "file names and keys; '+', '/', '*', spaces and control characters are reserved)",
                     "use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, "
                     'e.g. "eu-north"')
     if ".." in name:
