@@ -53,10 +53,12 @@ class RunClaims:
 
 def config_digest(cfg) -> str:
     """sha256 of the options as canonical JSON (what a result was computed with)."""
-    if dataclasses.is_dataclass(cfg):
+    import msgspec
+
+    if isinstance(cfg, msgspec.Struct):
+        doc = msgspec.to_builtins(cfg)
+    elif dataclasses.is_dataclass(cfg):
         doc = dataclasses.asdict(cfg)
-    elif hasattr(cfg, "model_dump"):
-        doc = cfg.model_dump()
     else:
         doc = dict(vars(cfg))
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
@@ -89,16 +91,18 @@ def _claim_targets(cfg, run_id: str, claims: RunClaims, est) -> None:
         check_disk(disk)
 
 
-def validate_run(comm, cfg, workload, topology=None) -> RunClaims:
+def validate_run(comm, cfg, workload, run_id: str | None = None, shard_map=None) -> RunClaims:
     """Collective: every check of the module docstring; returns the run's claims.
 
     Raises the first problem found, as the same error on every rank. Locks are
     held by rank 0 (for the whole job; released when it ends).
     """
     size = comm.Get_size()
-    run_id = bcast_result(comm, lambda: uuid.uuid4().hex)
+    if run_id is None:
+        run_id = bcast_result(comm, lambda: uuid.uuid4().hex)
     claims = RunClaims(run_id, config_digest(cfg))
-    shard_map = agree(comm, lambda: workload.shard_map(size))
+    if shard_map is None:
+        shard_map = agree(comm, lambda: workload.shard_map(size))
     if _opt(cfg, "input"):
         from hpccloud.io.hdf5 import check_input
 

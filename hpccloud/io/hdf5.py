@@ -252,7 +252,8 @@ def read_region_file(path: str | os.PathLike) -> dict[int, tuple[np.ndarray, tup
 
 
 def write_catalogue(path: str | os.PathLike, shard_map, region_files: Mapping[str, str],
-                    shard_region: Mapping[int, str], dataset: str = "data") -> None:
+                    shard_region: Mapping[int, str], dataset: str = "data",
+                    attrs: Mapping[str, object] | None = None) -> None:
     """Write a catalogue whose virtual dataset stitches the global array from region files.
 
     ``region_files`` maps region → file path; ``shard_region`` maps shard id → region.
@@ -269,6 +270,8 @@ def write_catalogue(path: str | os.PathLike, shard_map, region_files: Mapping[st
         f.attrs["regions"] = np.array(sorted(region_files), dtype=h5py.string_dtype())
         f.attrs["files"] = np.array([os.path.relpath(os.path.abspath(region_files[r]), folder)
                                      for r in sorted(region_files)], dtype=h5py.string_dtype())
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
 
 
 def read_catalogue(path: str | os.PathLike, dataset: str = "data") -> np.ndarray:
