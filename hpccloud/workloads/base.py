@@ -76,7 +76,7 @@ class Workload:
                 raise TypeError(value)
             if want is int:
                 if isinstance(value, float):
-                    if not value.is_integer():
+                    if not value.is_integer() or abs(value) > 2**53:  # beyond: not exact
                         raise ValueError(value)
                     return int(value)
                 return int(value) if isinstance(value, int) else int(str(value).strip())
@@ -87,7 +87,7 @@ class Workload:
             return value
         except (TypeError, ValueError, OverflowError):
             raise InvalidArgument(
-                f"workload {self.name!r}: parameter {key}={value!r} is not "
+                f"workload {self.name!r}: parameter {key}={_short(value)} is not "
                 f"{kind.get(want, want.__name__)}. Fix: e.g. {key}={self.defaults[key]!r}"
             ) from None
 
@@ -106,7 +106,7 @@ class Workload:
                 hi = "" if high is None else f"<= {high}"
                 bad = f"must be {' and '.join(x for x in (lo, hi) if x)}"
         if bad:
-            raise InvalidArgument(f"workload {self.name!r}: parameter {key}={value!r} {bad}. "
+            raise InvalidArgument(f"workload {self.name!r}: parameter {key}={_short(value)} {bad}. "
                                   f"Fix: e.g. --param {key}={self.defaults[key]}")
 
     def check_params(self) -> None:
@@ -214,6 +214,12 @@ class Workload:
     def summary(self) -> dict[str, Any]:
         """Small figures for the report (e.g. centroids, an eigenvalue estimate)."""
         return {}
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages (a value may be a 10,000-character string)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + "..." + text[-10:]
 
 
 @dataclass(frozen=True)

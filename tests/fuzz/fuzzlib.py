@@ -285,13 +285,89 @@ def hdf5_case(rng: random.Random, folder: str) -> tuple[str, str]:
     return verdict(load, check, path)
 
 
+# ----------------------------------------------------------------------------- run config
+
+CONFIG_BASE = {"workload": "stencil2d", "steps": 4, "rebalance_every": 2, "balancer": "topo",
+               "seed": 1, "checkpoint_every": 0, "initial_placement": True,
+               "params": {"n": 64, "grid": 4}}
+CONFIG_BAD = [
+    "10", "no", "yes", True, False, 0, -1, 1.5, float("nan"), float("inf"), 2**70, "", [], {},
+    [1], "stencil2d", "nope", "garbage", 1e300, -0.0,
+]
+PARAM_KEYS = {"stencil2d": ["n", "grid", "hot_sweeps", "hot_radius", "period", "eu_fraction", "dtype"],
+              "kmeans": ["n", "d", "k", "shards", "eu_fraction"],
+              "particles": ["n", "grid", "dt", "strength", "drag", "bins"],
+              "mandelbrot": ["n", "grid", "max_iter", "zoom", "centre_x", "centre_y"],
+              "spmv": ["n", "shards", "mean_row"]}
+
+
+def config_case(rng: random.Random, folder: str) -> tuple[str, str]:
+    """A mutated ``--config`` file, then the workload it names: refused cleanly or valid."""
+    import copy
+
+    from hpccloud.runner.options import RunConfig, config_from_mapping, read_config
+    from hpccloud.workloads import make_workload
+
+    doc = copy.deepcopy(CONFIG_BASE)
+    workload = doc["workload"] = rng.choice(sorted(PARAM_KEYS))
+    doc["params"] = {}
+    for _ in range(rng.choice([0, 1, 1, 2, 3])):
+        where = rng.random()
+        if where < 0.4:
+            key = rng.choice(sorted(RunConfig.__struct_fields__))
+            if key in ("params", "probe_sizes"):
+                continue
+            doc[key] = rng.choice(CONFIG_BAD)
+        elif where < 0.9:
+            doc["params"][rng.choice(PARAM_KEYS[workload])] = rng.choice(
+                CONFIG_BAD + [1, 2, 8, 64, 0.5, "float32"])
+        else:
+            doc[rng.choice(["colour", "Steps", "params.n"])] = 1
+    path = os.path.join(folder, f"c{rng.randrange(10**9)}.toml")
+    try:
+        text = tomli_w.dumps(doc)
+    except Exception:  # noqa: BLE001 - e.g. an int TOML cannot hold: not a config case
+        text = tomli_w.dumps(CONFIG_BASE)
+    Path(path).write_text(text)
+
+    def load():
+        cfg = config_from_mapping(read_config(path), path)
+        cfg.validate(path)
+        wl = make_workload(cfg.workload, cfg.params, cfg.seed)
+        return cfg, wl, wl.estimate(4)
+
+    def check(result):
+        cfg, wl, est = result
+        problems = []
+        for key in ("steps", "rebalance_every", "seed", "checkpoint_every"):
+            v = getattr(cfg, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                problems.append(f"{key}={v!r}")
+        if not isinstance(cfg.initial_placement, bool):
+            problems.append(f"initial_placement={cfg.initial_placement!r}")
+        for k, v in wl.params.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                problems.append(f"param {k}={v}")
+        if not 0 < est.peak_bytes_per_rank < 2**62:
+            problems.append(f"estimate {est}")
+        return problems
+
+    v, detail = verdict(load, check, path)
+    if v == "traceback" and detail.startswith("unclear refusal") and "Fix:" in detail \
+            and re.search(r"parameter \w+=|--[a-z-]+|workload '", detail):
+        v = "clean refusal"  # names the parameter or option (not the file): still clear
+    return v, detail
+
+
 def run(cases: int, seed: int = 0) -> dict[str, collections.Counter]:
-    counts = {"topology": collections.Counter(), "hdf5": collections.Counter()}
+    counts = {"topology": collections.Counter(), "hdf5": collections.Counter(),
+              "config": collections.Counter()}
     examples: dict[tuple[str, str], str] = {}
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as folder:
         for i in range(cases):
-            for name, fn in (("topology", topology_case), ("hdf5", hdf5_case)):
+            for name, fn in (("topology", topology_case), ("hdf5", hdf5_case),
+                             ("config", config_case)):
                 v, detail = fn(rng, folder)
                 counts[name][v] += 1
                 if v in ("traceback", "accepted wrong"):

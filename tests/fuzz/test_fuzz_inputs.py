@@ -1,4 +1,4 @@
-"""Fuzzed topology files and HDF5 inputs: every one a clean refusal or a valid acceptance.
+"""Fuzzed topology files, HDF5 inputs and run configs: every one a clean refusal or a valid acceptance.
 
 A fixed sample per run (seeded); ``python tests/fuzz/fuzzlib.py --cases 3000`` runs more.
 """
@@ -6,12 +6,13 @@ A fixed sample per run (seeded); ``python tests/fuzz/fuzzlib.py --cases 3000`` r
 import random
 
 import pytest
-from fuzzlib import hdf5_case, topology_case
+from fuzzlib import config_case, hdf5_case, topology_case
 
 CASES = 150
 
 
-@pytest.mark.parametrize("kind,case", [("topology", topology_case), ("hdf5", hdf5_case)])
+@pytest.mark.parametrize("kind,case", [("topology", topology_case), ("hdf5", hdf5_case),
+                                       ("config", config_case)])
 def test_fuzz_no_traceback_no_wrong_acceptance(tmp_path, kind, case):
     rng = random.Random(20261203)
     bad = []
