@@ -22,6 +22,9 @@ import numpy as np
 from hpccloud.errors import InvalidArgument
 from hpccloud.shards import ShardMap
 
+#: what a rank holds before any data: the interpreter, Numba, MPI (~220 MB measured)
+BASE_BYTES = 256 << 20
+
 
 class Workload:
     """Base class; see the module docstring. Subclasses set the class attributes."""
@@ -138,13 +141,16 @@ class Workload:
     def estimate(self, size: int, output: bool = False) -> ResourceEstimate:
         """What one rank of a ``size``-rank job will allocate, and what the job writes.
 
-        A rank's share is taken as twice the even share (the balancer may give a
+        A rank's share is taken as 1.5 times the even share (the balancer gives a
         fast rank more), capped at the whole; a region's lowest rank also gathers
-        that region's results when writing output (counted as the whole result).
+        that region's results when writing output (counted as the whole result);
+        plus :data:`BASE_BYTES` for the interpreter, Numba and MPI. Measured
+        (stencil2d n=8192, 512 MiB of cells, 2 ranks, 3 steps, ``--output``): peak
+        RSS 1.39 GB on rank 0, 0.73 GB on rank 1; estimate 1.9 GiB per rank.
         """
         data = self.data_bytes()
-        share = min(data, 2 * data / max(1, size))
-        peak = self.working_factor * share + self.replicated_bytes()
+        share = min(data, 1.5 * data / max(1, size))
+        peak = BASE_BYTES + self.working_factor * share + self.replicated_bytes()
         if output:
             peak += self.result_bytes()
         return ResourceEstimate(int(peak), int(self.result_bytes()), int(data))
