@@ -497,13 +497,3 @@ def topology_from_text(text: str, source: str, size: int, hosts: list[str] | Non
     :func:`hpccloud.comm.topology.load_topology`)."""
     return resolve_topology(parse_toml(text, source), size, hosts, source)
 
-
-def __getattr__(name: str):
-    # `load_topology` moved to hpccloud.comm.topology (it talks MPI; this module must not).
-    # Kept reachable by attribute, without a module-level import of comm/, until every caller
-    # imports it from its new home.
-    if name == "load_topology":
-        from hpccloud.comm.topology import load_topology
-
-        return load_topology
-    raise AttributeError(name)
