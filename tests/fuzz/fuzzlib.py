@@ -98,8 +98,8 @@ def mutate_topology(rng: random.Random) -> str:
         raw = bytearray(seed.encode())
         for _ in range(rng.randint(1, 4)):
             op = rng.randrange(4)
-            pos = rng.randrange(len(raw))
-            if op == 0:
+            pos = rng.randrange(len(raw) + 1)
+            if op == 0 and pos < len(raw):
                 raw[pos] = rng.randrange(256)
             elif op == 1:
                 raw[pos:pos] = bytes(rng.randrange(128, 256) for _ in range(rng.randint(1, 3)))
