@@ -16,6 +16,7 @@ the counts per category (the suite runs a fixed small sample).
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import math
 import os
@@ -74,6 +75,8 @@ GOOD_VALUES = [0.05, 0, 1, "eu-x", "EU", "US", ["*"], "even", ["eu-node[001-128]
 
 def _paths(doc, prefix=()):
     yield prefix
+    if len(prefix) > 8:  # do not walk into the deeply nested values planted on purpose
+        return
     if isinstance(doc, dict):
         for k, v in doc.items():
             yield from _paths(v, (*prefix, k))
@@ -116,7 +119,7 @@ def mutate_topology(rng: random.Random) -> str:
         parent = _get(doc, path[:-1])
         op = rng.random()
         if op < 0.6:
-            value = rng.choice(GOOD_VALUES if rng.random() < 0.3 else BAD_VALUES)
+            value = copy.deepcopy(rng.choice(GOOD_VALUES if rng.random() < 0.3 else BAD_VALUES))
             if rng.random() < 0.1:
                 value = [value]
                 for _ in range(rng.choice([5, 50])):
@@ -125,7 +128,7 @@ def mutate_topology(rng: random.Random) -> str:
         elif op < 0.75 and isinstance(parent, dict):
             del parent[path[-1]]
         elif op < 0.85 and isinstance(parent, dict):
-            parent[rng.choice(["zone", "", "a\x01", "name"])] = rng.choice(BAD_VALUES)
+            parent[rng.choice(["zone", "", "a\x01", "name"])] = copy.deepcopy(rng.choice(BAD_VALUES))
         elif isinstance(parent, dict) and path[-1] == "data_classes" or "data_classes" in doc:
             classes = doc.setdefault("data_classes", {})
             if isinstance(classes, dict):
@@ -303,8 +306,6 @@ PARAM_KEYS = {"stencil2d": ["n", "grid", "hot_sweeps", "hot_radius", "period", "
 
 def config_case(rng: random.Random, folder: str) -> tuple[str, str]:
     """A mutated ``--config`` file, then the workload it names: refused cleanly or valid."""
-    import copy
-
     from hpccloud.runner.options import RunConfig, config_from_mapping, read_config
     from hpccloud.workloads import make_workload
 
