@@ -306,6 +306,7 @@ PARAM_KEYS = {"stencil2d": ["n", "grid", "hot_sweeps", "hot_radius", "period", "
 
 def config_case(rng: random.Random, folder: str) -> tuple[str, str]:
     """A mutated ``--config`` file, then the workload it names: refused cleanly or valid."""
+    from hpccloud.preflight import check_memory, node_memory
     from hpccloud.runner.options import RunConfig, config_from_mapping, read_config
     from hpccloud.workloads import make_workload
 
@@ -335,7 +336,12 @@ def config_case(rng: random.Random, folder: str) -> tuple[str, str]:
         cfg = config_from_mapping(read_config(path), path)
         cfg.validate(path)
         wl = make_workload(cfg.workload, cfg.params, cfg.seed)
-        return cfg, wl, wl.estimate(4)
+        est = wl.estimate(4)
+        # what the validation pass does next: the job's memory against this node's
+        have = node_memory().available_bytes
+        check_memory(["node"] * 4, [est.peak_bytes_per_rank] * 4, [have] * 4,
+                     f"workload {wl.name}", "lower --param n")
+        return cfg, wl, est
 
     def check(result):
         cfg, wl, est = result
