@@ -8,7 +8,7 @@ import random
 import pytest
 from fuzzlib import config_case, hdf5_case, topology_case
 
-CASES = 150
+CASES = 100
 
 
 @pytest.mark.parametrize("kind,case", [("topology", topology_case), ("hdf5", hdf5_case),
