@@ -112,13 +112,17 @@ def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
     with tracer.span("setup", "step"):
         job = prepare(comm, topology, cfg)
     job.tracer = tracer
-    total_s = loop(job)
-    output = None
-    if cfg.output:
-        with tracer.span("write output", "io"):
-            output = write_output(job)
-    if cfg.trace:
-        regions = [topology.region_of(r) for r in range(job.size)]
-        tracer.gather_write(comm, cfg.trace, regions, {"run_id": job.run_id,
-                                                       "workload": job.wl.name})
-    return build_report(job, total_s, output)
+    try:
+        total_s = loop(job)
+        output = None
+        if cfg.output:
+            with tracer.span("write output", "io"):
+                output = write_output(job)
+        if cfg.trace:
+            regions = [topology.region_of(r) for r in range(job.size)]
+            tracer.gather_write(comm, cfg.trace, regions, {"run_id": job.run_id,
+                                                           "workload": job.wl.name})
+        return build_report(job, total_s, output)
+    finally:
+        if job.claims is not None:
+            job.claims.release()

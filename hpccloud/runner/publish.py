@@ -7,6 +7,7 @@ global array from the region files as a virtual dataset. Every file carries
 the run's provenance (run id, step, workload and parameters, config digest,
 hpccloud version); the catalogue's dataset has the workload's units and its
 axes as dimension scales, and ``catalogue.xmf`` lets ParaView/VisIt open it.
+The manifest is written last (:mod:`hpccloud.io.publish`).
 """
 
 from __future__ import annotations
@@ -25,15 +26,26 @@ from hpccloud.io.xdmf import write_xdmf
 
 def run_metadata(job, step: int) -> dict[str, Any]:
     """The provenance attributes of this job's files after ``step`` steps."""
-    config = msgspec.to_builtins(job.cfg)
-    return provenance(run_id=job.run_id, step=step, workload=job.wl.name, params=job.wl.params,
-                      config=config, ranks=job.size, topology=job.topology.name)
+    meta = provenance(run_id=job.run_id, step=step, workload=job.wl.name, params=job.wl.params,
+                      config=msgspec.to_builtins(job.cfg), ranks=job.size,
+                      topology=job.topology.name)
+    claims = getattr(job, "claims", None)
+    if claims is not None:  # the digest the validation pass and the manifest use
+        meta["config_digest"] = claims.config_digest
+    return meta
 
 
 def write_output(job) -> dict[str, Any]:
-    """Collective: write the region files, the catalogue and the sidecar into ``--output``."""
+    """Collective: write the region files, the catalogue and the sidecar into ``--output``,
+    then the manifest last (:mod:`hpccloud.io.publish`: the folder was claimed by the
+    validation pass; its old manifest goes before the first new file lands)."""
+    from hpccloud.comm.validate import publish_output
+    from hpccloud.io.publish import begin_replace
+
     folder = os.path.abspath(job.cfg.output)
-    bcast_result(job.comm, lambda: os.makedirs(folder, exist_ok=True))
+    bcast_result(job.comm, lambda: begin_replace(folder))
+    step = job.cfg.steps
+    meta = run_metadata(job, step)
     rmap = job.wl.result_map(job.shard_map)
     results = {sid: job.wl.result(job.shard_map.shards[sid], arr) for sid, arr in job.local.items()}
     region = job.topology.region_of(job.rank)
@@ -41,8 +53,6 @@ def write_output(job) -> dict[str, Any]:
     path = os.path.join(folder, f"{region}.h5")
     # the data classes decide where results may be stored: check against the data map's
     classes_map = rmap.with_classes(job.shard_map.data_classes())
-    steps = job.cfg.steps
-    meta = run_metadata(job, steps)
 
     def write():
         if leader:
@@ -53,16 +63,21 @@ def write_output(job) -> dict[str, Any]:
     cat = os.path.join(folder, "catalogue.h5")
     xmf = os.path.join(folder, "catalogue.xmf")
     shape = tuple(rmap.global_shape)
+    sidecar = 1 <= len(shape) <= 3
 
     def catalogue():
-        axes = job.wl.result_axes(shape, steps)
+        axes = job.wl.result_axes(shape, step)
         write_catalogue(cat, rmap, files, shard_region, attrs=meta, axes=axes,
                         units=job.wl.result_units, long_name=job.wl.result_long_name or None)
-        if 1 <= len(shape) <= 3:
+        if sidecar:
             write_xdmf(xmf, cat, "data", shape, rmap.dtype, axes=axes, name=job.wl.name,
-                       time=steps)
+                       time=step)
     bcast_result(job.comm, catalogue)
-    out = {"catalogue": cat, "region_files": files}
-    if 1 <= len(shape) <= 3:
+    written = [*files.values(), cat, *([xmf] if sidecar else [])]
+    manifest = publish_output(job.comm, job.claims, folder, step, written)
+    out = {"catalogue": cat, "region_files": files,
+           "manifest": os.path.join(folder, "manifest.json"),
+           "config_digest": manifest["config_digest"]}
+    if sidecar:
         out["xdmf"] = xmf
     return out
