@@ -70,9 +70,20 @@ class Logistic(Workload):
         "eu_fraction": 0.25,  # leading shards holding eu-personal data
     }
 
+    #: checked before any work starts (hpccloud refuses values outside, naming the parameter)
+    limits = {"n": (1, None), "shards": (1, None), "iters": (1, None), "skew": (0.0, None),
+              "eu_fraction": (0.0, 1.0)}
+
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
         self._r: dict[int, np.ndarray] = {}
+
+    def data_bytes(self):
+        # the stored states, plus the growth rates kept beside them
+        return 2 * self.params["n"] * 8
+
+    def result_bytes(self):
+        return self.params["n"] * 8
 
     def iterations(self, sid: int) -> int:
         p = self.params
