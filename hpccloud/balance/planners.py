@@ -66,6 +66,8 @@ class PlanOptions:
     local_moves : cap on the moves of ``topo``'s local search (``local.improve``).
     halo_aware : ``topo`` lowers a rank's compute target by its halo time.
     cross_region : ``topo`` may move shards between groups (regions).
+    portfolio : ``topo`` also prices the optimal contiguous split and the
+        baselines' maps (``_portfolio``) and takes the cheapest over the horizon.
     calibration : the measured step and rebalance terms
         (:class:`~hpccloud.balance.calibration.Calibration`); when given, every
         predicted step time, migration time and the gate use them.
@@ -78,6 +80,7 @@ class PlanOptions:
     halo_aware: bool = True
     cross_region: bool = True
     calibration: Calibration | None = None
+    portfolio: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -457,6 +460,33 @@ def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> 
         group_of_rank, weights=v, minlength=K)
 
 
+#: ``topo``'s portfolio prices metis's map only up to this many ranks (its remap is O(P^3))
+PORTFOLIO_METIS_MAX_RANKS = 256
+
+
+def _portfolio(p: Problem, opts: PlanOptions, before: _Eval, bound: float, full: _Eval, polished) -> list[_Eval]:
+    """More candidates for ``topo``, priced on the same model and passed through the same gate.
+
+    * the optimal contiguous split (``chains``) of ``full``'s group loads: whole
+      shards, so the rank step's rounding at shard boundaries does not decide
+      the makespan when a rank holds only a few shards;
+    * the baselines' maps (greedy; metis up to :data:`PORTFOLIO_METIS_MAX_RANKS`
+      ranks): with uneven shard work (hot spots) a scattered map may simply be
+      the better one, and then ``topo`` must not be worse than the baseline.
+
+    A candidate wins only on ``makespan × horizon + migration``; it never
+    bypasses the gate or the hysteresis.
+    """
+    from hpccloud.balance.chains import chain_owners
+
+    out = [polished(chain_owners(p, full.owners))]
+    names = ["greedy"] + (["metis"] if p.n_ranks <= PORTFOLIO_METIS_MAX_RANKS else [])
+    for name in names:
+        ev, _ = PLANNERS[name](p, opts, before, bound)
+        out.append(ev)
+    return out
+
+
 def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
     H = opts.horizon_steps
     t_now = before.makespan_s
@@ -495,9 +525,14 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         if (t_stay_pred - full.makespan_s) * H < 2.0 * full.migration_s:
             candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
                                                   halo_aware=opts.halo_aware)))
+    best = min(candidates, key=lambda e: e.total_s(H))
+    if opts.portfolio:
+        # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
+        other = min(_portfolio(p, opts, before, bound, full, polished), key=lambda e: e.total_s(H))
+        if other.total_s(H) < (1.0 - opts.min_gain) * best.total_s(H):
+            best = other
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
     # by min_gain: noise in the work units is not a reason to move many shards
-    best = min(candidates, key=lambda e: e.total_s(H))
     if polish is not None and (best.makespan_s > polish.makespan_s - min_gain_s
                                or best.total_s(H) >= polish.total_s(H)):
         best = polish
