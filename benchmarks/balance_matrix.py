@@ -65,7 +65,9 @@ KEYS = ("workload", "layout", "balancer", "total_s", "busy_max_over_mean", "step
 
 def runnable_balancers(wanted: list[str]) -> tuple[list[str], list[str]]:
     """``(accepted, skipped)``: the balancers ``hpccloud run`` accepts on this branch."""
-    from hpccloud.runner import BALANCERS as known
+    from hpccloud.runner.options import balancer_names
+
+    known = balancer_names()
 
     return [b for b in wanted if b in known], [b for b in wanted if b not in known]
 

@@ -111,7 +111,8 @@ class Calibration:
         """Duration of each (src, dst) job of a migration (see the module notes)."""
         per_byte = np.asarray(self.route_s_per_byte, dtype=np.float64)[self.route_of(p, src, dst)]
         measured = np.isfinite(per_byte)
-        hockney = calls * p.link_alpha_s[src, dst] + nbytes * p.link_inv_beta_s_per_byte[src, dst]
+        alpha, inv_beta = p.link_terms(src, dst)
+        hockney = calls * alpha + nbytes * inv_beta
         return np.where(measured, calls * self.per_call_s + nbytes * np.where(measured, per_byte, 0.0),
                         hockney)
 

@@ -64,7 +64,7 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     if max_moves <= 0 or P < 2 or p.edge_u.size == 0:
         return owners
     indptr, nbr, edge = p.adjacency
-    alpha, inv_beta = p.link_alpha_s, p.link_inv_beta_s_per_byte
+    link_terms = p.links.scalar_terms
     ebytes = p.edge_bytes
     allowed = p.allowed
     cls = p.class_id
@@ -74,8 +74,9 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
 
     def terms(x: int, y: int, e: int) -> tuple[float, float]:
         # (latency, transfer) of a cut edge, as in model.edge_halo_terms, scaled
-        return (halo_scale * max(alpha[x, y], alpha[y, x]),
-                halo_scale * ebytes[e] * max(inv_beta[x, y], inv_beta[y, x]))
+        a_xy, i_xy = link_terms(x, y)
+        a_yx, i_yx = link_terms(y, x)
+        return halo_scale * max(a_xy, a_yx), halo_scale * ebytes[e] * max(i_xy, i_yx)
 
     # boundary shards per rank, from the cut edges (extended as moves create new ones)
     ou, ov = owners[p.edge_u], owners[p.edge_v]

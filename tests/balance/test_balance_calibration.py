@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from conftest import problems
 from hpccloud.balance import PlanOptions, plan_problem
+from hpccloud.balance.bound import lower_bound_s
 from hpccloud.balance.calibration import (
     IDENTITY,
     ROUTES,
@@ -90,7 +91,8 @@ def test_routes_and_pair_times_use_achieved_throughput():
     t = cal.pair_s(p, src, dst, np.array([2, 1, 1]), np.array([1e6, 1e6, 1e6]))
     assert t[0] == pytest.approx(2e-3 + 1e-4) and t[1] == pytest.approx(1e-3 + 1e-2)
     # same region was never measured: the link model's α + n/β
-    assert t[2] == pytest.approx(p.link_alpha_s[2, 3] + 1e6 * p.link_inv_beta_s_per_byte[2, 3])
+    alpha, inv_beta = p.link_terms(np.array([2]), np.array([3]))
+    assert t[2] == pytest.approx(alpha[0] + 1e6 * inv_beta[0])
     with pytest.raises(InvalidArgument, match="rank_host"):
         Calibration(rank_host=(0, 1)).route_of(p, src, dst)
 
@@ -106,7 +108,7 @@ def test_plan_prices_steps_and_migration_on_the_calibration():
     assert mp.makespan_after_s == pytest.approx(want)
     sched, nbytes, _ = migration_schedule(p, p.owners, mp.owners_after, pair_s=lambda *a: cal.pair_s(p, *a))
     assert mp.migration_s == pytest.approx(sched + 0.05 + 1e-10 * nbytes)
-    assert mp.lower_bound_s == pytest.approx(2e-3 + 1.2 * p.lower_bound_s)
+    assert mp.lower_bound_s == pytest.approx(2e-3 + 1.2 * lower_bound_s(p))
     doc = mp.to_json(include_owners=False)
     assert doc["calibration"]["compute_scale"] == 1.2
     assert doc["predicted_rebalance_wall_s"] == pytest.approx(0.01 + mp.migration_s)

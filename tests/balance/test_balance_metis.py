@@ -77,15 +77,11 @@ def test_metis_keeps_residency_and_every_shard_exactly_once(p):
     assert sorted(m[0] for m in mp.moves) == np.flatnonzero(owners != p.owners).tolist()
 
 
-def _runner_knows_metis() -> bool:
-    from hpccloud.runner import BALANCERS
-
-    return "metis" in BALANCERS
-
-
-@pytest.mark.skipif(not _runner_knows_metis(), reason="runner.BALANCERS does not list 'metis' yet (the lead wires it)")
 @pytest.mark.hpccloud_mpi(ranks=[3], timeout=300)
 def test_metis_multi_rank_run_equals_single_rank(comm, tmp_path_factory):
+    from hpccloud.runner.options import balancer_names
+
+    assert "metis" in balancer_names()  # `hpccloud run --balancer metis` takes the registry
     from mpi4py import MPI
 
     from hpccloud.io.hdf5 import read_catalogue
