@@ -258,6 +258,11 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     group keeps residency: a shard only looks at the heaps of groups its class
     may live in.
     """
+    return _evaluate(p, _greedy_owners(p), p.owners, opts.calibration), None
+
+
+def _greedy_owners(p: Problem) -> np.ndarray:
+    """``greedy``'s map (see :func:`_greedy`), not yet priced."""
     rule_of_class, rule_groups, _, _, group_of_rank = residency_rules(p)
     K = rule_groups.shape[1]
     # ranks of each group (CSR), groups of each rule (CSR): the compiled LPT's inputs
@@ -269,7 +274,7 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     rules = rule_of_class[p.class_id[order]]
     owners = _lpt(order, p.work_units[order], rules, rule_ptr, group_idx.astype(np.int64),
                   rank_ptr, rank_order.astype(np.int64), 1.0 / p.speed_units_per_s, p.n_shards)
-    return _evaluate(p, owners, p.owners, opts.calibration), None
+    return owners
 
 
 @njit(cache=True, nogil=True)
@@ -521,27 +526,44 @@ def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> 
 PORTFOLIO_METIS_MAX_RANKS = 256
 
 
-def _portfolio(p: Problem, opts: PlanOptions, before: _Eval, bound: float, full: _Eval, polished) -> list[_Eval]:
+def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, polished) -> _Eval | None:
     """More candidates for ``topo``, priced on the same model and passed through the same gate.
 
-    * the optimal contiguous split (``chains``) of ``full``'s group loads: whole
+    * the optimal contiguous split (``chains``) of ``best``'s group loads: whole
       shards, so the rank step's rounding at shard boundaries does not decide
       the makespan when a rank holds only a few shards;
     * the baselines' maps (greedy; metis up to :data:`PORTFOLIO_METIS_MAX_RANKS`
       ranks): with uneven shard work (hot spots) a scattered map may simply be
       the better one, and then ``topo`` must not be worse than the baseline.
 
-    A candidate wins only on ``makespan × horizon + migration``; it never
-    bypasses the gate or the hysteresis.
+    Returns the cheapest candidate over the horizon if it saves ``min_gain`` of
+    ``best``'s total, else None. A candidate is priced in full (halo, schedule,
+    local polish) only if a cheap lower bound on its total — compute makespan ×
+    horizon + the migration's one-message-at-a-time bound — leaves it a chance.
     """
     from hpccloud.balance.chains import chain_owners
+    from hpccloud.balance.metis import metis_owners
 
-    out = [polished(chain_owners(p, full.owners))]
-    names = ["greedy"] + (["metis"] if p.n_ranks <= PORTFOLIO_METIS_MAX_RANKS else [])
-    for name in names:
-        ev, _ = PLANNERS[name](p, opts, before, bound)
-        out.append(ev)
-    return out
+    H = opts.horizon_steps
+    cal = opts.calibration
+    need = (1.0 - opts.min_gain) * best.total_s(H)
+    makers = [lambda: chain_owners(p, best.owners), lambda: _greedy_owners(p)]
+    if p.n_ranks <= PORTFOLIO_METIS_MAX_RANKS:
+        makers.append(lambda: metis_owners(p, horizon_steps=H))
+    winner = None
+    for k, make in enumerate(makers):
+        owners = make()
+        compute = model.compute_s(p, owners)
+        if cal is None:
+            floor_s = float(compute.max()) * H + model.migration_lower_bound_s(p, p.owners, owners)
+        else:  # achieved route throughput may beat the raw links: bound by the step alone
+            floor_s = float(cal.step_s(compute, 0.0, np.bincount(owners, minlength=p.n_ranks)).max()) * H
+        if floor_s >= need:
+            continue
+        ev = polished(owners) if k == 0 else _evaluate(p, owners, p.owners, cal)
+        if ev.total_s(H) < need:
+            winner, need = ev, ev.total_s(H)
+    return winner
 
 
 def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
@@ -585,9 +607,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     best = min(candidates, key=lambda e: e.total_s(H))
     if opts.portfolio:
         # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
-        other = min(_portfolio(p, opts, before, bound, full, polished), key=lambda e: e.total_s(H))
-        if other.total_s(H) < (1.0 - opts.min_gain) * best.total_s(H):
-            best = other
+        best = _portfolio(p, opts, best, polished) or best
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
     # by min_gain: noise in the work units is not a reason to move many shards
     if polish is not None and (best.makespan_s > polish.makespan_s - min_gain_s
