@@ -526,10 +526,11 @@ def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> 
 PORTFOLIO_METIS_MAX_RANKS = 256
 
 
-def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, polished) -> _Eval | None:
+def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: float, polished) -> _Eval | None:
     """More candidates for ``topo``, priced on the same model and passed through the same gate.
 
-    * the optimal contiguous split (``chains``) of ``best``'s group loads: whole
+    * the optimal contiguous split (``chains``) of ``full``'s group loads (the
+      candidate that rebalanced across groups): whole
       shards, so the rank step's rounding at shard boundaries does not decide
       the makespan when a rank holds only a few shards;
     * the baselines' maps (greedy; metis up to :data:`PORTFOLIO_METIS_MAX_RANKS`
@@ -537,9 +538,11 @@ def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, polished) -> _Eval | 
       the better one, and then ``topo`` must not be worse than the baseline.
 
     Returns the cheapest candidate over the horizon if it saves ``min_gain`` of
-    ``best``'s total, else None. A candidate is priced in full (halo, schedule,
-    local polish) only if a cheap lower bound on its total — compute makespan ×
-    horizon + the migration's one-message-at-a-time bound — leaves it a chance.
+    ``best``'s total, else None. A baseline's map is priced in full (halo,
+    schedule) only if a cheap lower bound on its total — compute makespan ×
+    horizon + the migration's one-message-at-a-time bound — leaves it a chance;
+    the contiguous split is polished by the local search, which moves shards, so
+    only ``T* × horizon`` bounds it.
     """
     from hpccloud.balance.chains import chain_owners
     from hpccloud.balance.metis import metis_owners
@@ -547,11 +550,18 @@ def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, polished) -> _Eval | 
     H = opts.horizon_steps
     cal = opts.calibration
     need = (1.0 - opts.min_gain) * best.total_s(H)
-    makers = [lambda: chain_owners(p, best.owners), lambda: _greedy_owners(p)]
+    makers = [lambda: chain_owners(p, full.owners), lambda: _greedy_owners(p)]
     if p.n_ranks <= PORTFOLIO_METIS_MAX_RANKS:
         makers.append(lambda: metis_owners(p, horizon_steps=H))
     winner = None
     for k, make in enumerate(makers):
+        if k == 0:
+            if bound * H >= need:
+                continue
+            ev = polished(make())
+            if ev.total_s(H) < need:
+                winner, need = ev, ev.total_s(H)
+            continue
         owners = make()
         compute = model.compute_s(p, owners)
         if cal is None:
@@ -560,7 +570,7 @@ def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, polished) -> _Eval | 
             floor_s = float(cal.step_s(compute, 0.0, np.bincount(owners, minlength=p.n_ranks)).max()) * H
         if floor_s >= need:
             continue
-        ev = polished(owners) if k == 0 else _evaluate(p, owners, p.owners, cal)
+        ev = _evaluate(p, owners, p.owners, cal)
         if ev.total_s(H) < need:
             winner, need = ev, ev.total_s(H)
     return winner
@@ -607,7 +617,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     best = min(candidates, key=lambda e: e.total_s(H))
     if opts.portfolio:
         # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
-        best = _portfolio(p, opts, best, polished) or best
+        best = _portfolio(p, opts, best, full, bound, polished) or best
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
     # by min_gain: noise in the work units is not a reason to move many shards
     if polish is not None and (best.makespan_s > polish.makespan_s - min_gain_s
