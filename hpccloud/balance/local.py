@@ -64,7 +64,6 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     if max_moves <= 0 or P < 2 or p.edge_u.size == 0:
         return owners
     indptr, nbr, edge = p.adjacency
-    link_terms = p.links.scalar_terms
     ebytes = p.edge_bytes
     allowed = p.allowed
     cls = p.class_id
@@ -72,11 +71,13 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     inv_v = (compute_scale / p.speed_units_per_s).tolist()
     load = [float(x) for x in loads_s]
 
+    pair_terms = p.links.scalar_terms
+
     def terms(x: int, y: int, e: int) -> tuple[float, float]:
         # (latency, transfer) of a cut edge, as in model.edge_halo_terms, scaled
-        a_xy, i_xy = link_terms(x, y)
-        a_yx, i_yx = link_terms(y, x)
-        return halo_scale * max(a_xy, a_yx), halo_scale * ebytes[e] * max(i_xy, i_yx)
+        a_xy, i_xy = pair_terms(x, y)
+        a_yx, i_yx = pair_terms(y, x)
+        return (halo_scale * max(a_xy, a_yx), halo_scale * ebytes[e] * max(i_xy, i_yx))
 
     # boundary shards per rank, from the cut edges (extended as moves create new ones)
     ou, ov = owners[p.edge_u], owners[p.edge_v]

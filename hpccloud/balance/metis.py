@@ -161,6 +161,18 @@ def rule_capacities(p: Problem) -> tuple[np.ndarray, np.ndarray]:
     return rule_of_shard, capacity
 
 
+def _median_inv_beta(p: Problem) -> float:
+    """Median 1/β over ordered rank pairs (every pair up to 64 ranks, else a fixed sample)."""
+    P = p.n_ranks
+    if P <= 64:
+        src, dst = np.nonzero(~np.eye(P, dtype=bool))
+    else:
+        rng = np.random.default_rng(0)
+        src = rng.integers(0, P, 4096)
+        dst = (src + rng.integers(1, P, 4096)) % P
+    return float(np.median(p.link_terms(src, dst)[1]))
+
+
 def metis_owners(p: Problem, *, horizon_steps: int) -> np.ndarray:
     """New owners of ``p``'s shards by the scratch-remap scheme (int64 [S]; residency kept).
 
@@ -172,12 +184,7 @@ def metis_owners(p: Problem, *, horizon_steps: int) -> np.ndarray:
     owners = np.array(p.owners, dtype=np.int64, copy=True)
     if P == 1 or p.n_shards == 0:
         return owners
-    # a typical link: the median over each rank's next few ranks and a few far ones (O(P) lookups)
-    r = np.arange(P)
-    hops = np.unique(np.concatenate([np.arange(1, min(P, 4)), [P // 2] if P > 2 else []]).astype(np.int64))
-    src = np.repeat(r, hops.size)
-    dst = (src + np.tile(hops, P)) % P
-    inv_beta = float(np.median(p.link_terms(src, dst)[1]))
+    inv_beta = _median_inv_beta(p)
     rule_of_shard, capacity = rule_capacities(p)
     for m in range(capacity.shape[0]):
         idx = np.flatnonzero(rule_of_shard == m)

@@ -83,9 +83,10 @@ def halo_s(p: Problem, owners: np.ndarray, cut: tuple | None = None) -> np.ndarr
 
 def edge_halo_terms(p: Problem, a: np.ndarray, b: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per cut edge: ``(α_e, n_e/β_e)``, each the slower of the two directions (see the module notes)."""
+    n = p.edge_bytes[cut]
     alpha_ab, inv_ab = p.link_terms(a, b)
     alpha_ba, inv_ba = p.link_terms(b, a)
-    return np.maximum(alpha_ab, alpha_ba), p.edge_bytes[cut] * np.maximum(inv_ab, inv_ba)
+    return np.maximum(alpha_ab, alpha_ba), n * np.maximum(inv_ab, inv_ba)
 
 
 @njit(cache=True, nogil=True)

@@ -62,6 +62,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                                   '"topo"')] = "topo"
     horizon_steps: Annotated[Positive | None, _opt("steps a rebalance must pay off within "
                                                    "(default: K)", "H", "10")] = None
+    calibrate: Annotated[bool, _opt(
+        "refit the cost model (step fixed cost, per-shard dispatch, compute and halo scales, "
+        "the rebalance's own cost, transport throughput per route) from each window and plan "
+        "on it; --no-calibrate plans on the raw link and speed model", example="true")] = True
     seed: Annotated[NonNegative, _opt("random seed of the workload's data", "N", "0")] = 0
     checkpoint_every: Annotated[NonNegative, _opt("write a checkpoint every N steps (0: never)",
                                                   "N", "20")] = 0
@@ -88,6 +92,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threads: Annotated[Positive | None, _opt("Numba threads per rank (default: cores of the "
                                              "node / ranks on it)", "N", "1")] = None
     quiet: Annotated[bool, _opt("print only the summary", example="true")] = False
+    overwrite: Annotated[bool, _opt("replace the results of another run in --output (refused "
+                                    "otherwise)", example="true")] = False
+    allow_nonfinite: Annotated[bool, _opt("accept NaN and infinite values in --input (refused "
+                                          "otherwise)", example="true")] = False
     probe_sizes: Annotated[tuple[int, ...], _opt("message sizes of the link probe [bytes]",
                                                  example="[8, 65536, 1048576]")] = \
         (8, 65536, 1 << 20)

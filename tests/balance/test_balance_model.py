@@ -169,13 +169,13 @@ def _dense_reference(p, alpha, beta, owners_after):
     loads = np.bincount(o, p.work_units, p.n_ranks) / p.speed_units_per_s
     cut = np.flatnonzero(o[p.edge_u] != o[p.edge_v])
     a, b, n = o[p.edge_u[cut]], o[p.edge_v[cut]], p.edge_bytes[cut]
-    # halo as it runs: max latency + Σ transfer over each rank's cut edges
+    # halo as it runs: per rank, the largest latency of its cut edges + the sum of their transfers
     lat = np.maximum(alpha[a, b], alpha[b, a])
     xfer = n * np.maximum(inv[a, b], inv[b, a])
-    top = np.zeros(p.n_ranks)
-    np.maximum.at(top, a, lat)
-    np.maximum.at(top, b, lat)
-    loads += top + np.bincount(a, xfer, p.n_ranks) + np.bincount(b, xfer, p.n_ranks)
+    for r in range(p.n_ranks):
+        mine = (a == r) | (b == r)
+        if mine.any():
+            loads[r] += lat[mine].max() + xfer[mine].sum()
     moved = np.flatnonzero(o != owners_after)
     pair, k = np.unique(o[moved] * p.n_ranks + owners_after[moved], return_inverse=True)
     s, d = np.divmod(pair, p.n_ranks)
