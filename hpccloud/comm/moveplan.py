@@ -122,6 +122,7 @@ class Move:
     protection: str
     chunk_bytes: int
     layout: tuple[tuple[int, int, int, int], ...]
+    leaves_host: bool = False
 
     @property
     def wire_bytes(self) -> int:
@@ -177,7 +178,7 @@ class MovePlan:
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             out.append(Move(int(sid), int(src), int(dst), regions[src], regions[dst], dc,
                             tuple(shape), dtype, nbytes, prot, chunk,
-                            wire_layout(nbytes, chunk, prot == SEALED)))
+                            wire_layout(nbytes, chunk, prot == SEALED), hosts[src] != hosts[dst]))
         return out
 
     @classmethod

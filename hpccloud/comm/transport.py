@@ -86,6 +86,7 @@ CORRUPT_ENV = "HPCCLOUD_TRANSPORT_CORRUPT"
 CORRUPT_HEADER_ENV = "HPCCLOUD_TRANSPORT_CORRUPT_HEADER"
 VERIFY_ENV = "HPCCLOUD_TRANSPORT_VERIFY"
 HOST_ENV = "HPCCLOUD_TRANSPORT_HOST"
+PREHASH_BYTES = 16 << 20  # at most this much is hashed during the agreement round
 _ROW = 4  # record fields per move in the verdict round: seconds, time, checksum hi, lo
 
 
@@ -289,12 +290,16 @@ def _verify_mode(verify) -> str:
 # --------------------------------------------------------------------------- agreement
 
 
-def _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, verify, chunk_bytes):
+def _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, verify, chunk_bytes,
+                   known):
     """One collective round: plan sameness + every rank's checks; raises everywhere or returns.
 
-    A 3-word ``Allreduce(MAX)`` of ``[failed, d, -d]`` (``d``: 62 bits of the plan's
+    A 3-word ``Iallreduce(MAX)`` of ``[failed, d, -d]`` (``d``: 62 bits of the plan's
     digest): the plan is the same everywhere iff ``max d == -max(-d)``. Only when
-    a rank failed do the ranks gather the error records (a second round).
+    a rank failed do the ranks gather the error records (a second round). While
+    the round is in flight the sender hashes small payloads bound for another
+    host into ``known`` (over a network, hashing after posting would hold the
+    bytes back: the transfer progresses only inside MPI calls).
     """
     from mpi4py import MPI
 
@@ -316,7 +321,15 @@ def _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, ver
         exc = e
     mine = np.array([exc is not None, digest, -digest], np.int64)
     top = np.empty_like(mine)
-    state.comm.Allreduce(mine, top, op=MPI.MAX)
+    req = state.comm.Iallreduce(mine, top, op=MPI.MAX)
+    if exc is None:
+        budget = PREHASH_BYTES
+        for m in plan.sends:
+            if m.protection == HASHED and m.leaves_host and m.shard_id not in known \
+                    and m.nbytes <= budget:
+                known[m.shard_id] = xxhash.xxh3_64_intdigest(_flat_bytes(local[m.shard_id]))
+                budget -= m.nbytes
+    req.Wait()
     if top[0]:
         raise_gathered(state.comm.allgather(error_record(exc, rank)), exc)
     if top[1] != -top[2]:
@@ -355,18 +368,18 @@ def _post_receives(pcomm, plan: MovePlan, pool, MPI) -> list[tuple]:
 def _send(pcomm, plan: MovePlan, local, version, aes, known, pool, MPI):
     """Post every send; returns the requests and the buffers that must live until they complete.
 
-    Clear pieces are posted at once; a hashed payload is hashed while the
-    receiver pulls the bytes (MPICH moves large intranode messages with a single
-    copy done by the receiver) and its header, carrying the checksum, follows.
-    Sealed pieces are encrypted one by one while in cache, then posted; their
-    header (and a header-only route's) goes first.
+    Clear pieces are posted at once; a hashed payload whose checksum is not yet
+    known is hashed while the receiver pulls the bytes (MPICH moves large
+    intranode messages with a single copy done by the receiver) and its header,
+    carrying the checksum, follows. Sealed pieces are encrypted one by one while
+    in cache, then posted. Every other header goes first.
     """
     reqs, keep = [], []
     for m in plan.sends:
         sid, dst = m.shard_id, m.dst
         flat = _flat_bytes(local[sid])
-        if m.protection != HASHED:
-            header = m.header(version)
+        if m.protection != HASHED or sid in known:
+            header = m.header(version, known.get(sid, 0) if m.protection == HASHED else 0)
             keep.append(header)
             reqs.append(pcomm.Isend(header, dst, TAG_HEADER))
         if m.protection == SEALED:
@@ -383,15 +396,11 @@ def _send(pcomm, plan: MovePlan, local, version, aes, known, pool, MPI):
             continue
         for a, b, _, _ in m.layout:
             reqs.append(pcomm.Isend([flat[a:b], MPI.BYTE], dst, TAG_PAYLOAD))
-        if m.protection == HASHED:
-            if sid in known:
-                digest = known[sid]
-            else:
-                h = xxhash.xxh3_64()
-                for a, b, _, _ in m.layout:
-                    h.update(flat[a:b])
-                digest = h.intdigest()
-            header = m.header(version, digest)
+        if m.protection == HASHED and sid not in known:
+            h = xxhash.xxh3_64()
+            for a, b, _, _ in m.layout:
+                h.update(flat[a:b])
+            header = m.header(version, h.intdigest())
             keep.append(header)
             reqs.append(pcomm.Isend(header, dst, TAG_HEADER))
     return reqs, keep
@@ -510,15 +519,16 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
 
     state = _comm_state(comm)
     pcomm, rank, version = state.comm, comm.Get_rank(), shard_map.version
+    known = dict(checksums or {})
     plan, aes = _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, verify,
-                               int(chunk_bytes))
+                               int(chunk_bytes), known)
     flips, header_flips = _corrupt_ids(corrupt), _corrupt_header_words(corrupt_header)
 
     # hpccloud errors are collected and raised on every rank below; anything unexpected
     # (e.g. MemoryError) escapes so the CLI / test harness aborts the job instead of
     # leaving peers waiting for messages that will never come
     incoming = _post_receives(pcomm, plan, pool, MPI)
-    send_reqs, keep = _send(pcomm, plan, local, version, aes, checksums or {}, pool, MPI)
+    send_reqs, keep = _send(pcomm, plan, local, version, aes, known, pool, MPI)
     verdict = np.zeros(1 + _ROW * len(plan.moves))
     rows = verdict[1:].reshape(-1, _ROW)
     received, error = _receive(plan, incoming, rank, version, aes, flips, header_flips, rows)

@@ -75,6 +75,7 @@ def test_plan_moves_protection_and_pieces_for_each_rank():
         assert mv.nbytes == 2400 and mv.shape == (300,) and mv.dtype == "<f8"
         crosses_host = 2 in (mv.src, mv.dst)
         assert mv.protection == (HASHED if crosses_host else HEADER_ONLY)
+        assert mv.leaves_host == crosses_host
         # unhashed payloads go whole (pieces only help to overlap hashing with the copy)
         assert mv.chunk_bytes == (1000 if crosses_host else MAX_CHUNK_BYTES)
         assert len(mv.layout) == (3 if crosses_host else 1)
