@@ -162,6 +162,7 @@ class _CommState:
         self.hosts = np.empty(comm.Get_size(), np.int64)
         self.comm.Allgather(mine, self.hosts)
         self.hosts_key = self.hosts.tobytes()
+        self.spans_hosts = bool((self.hosts != self.hosts[0]).any())
         self.plans: OrderedDict[tuple, MovePlan] = OrderedDict()
 
     def free(self) -> None:
@@ -321,15 +322,18 @@ def _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, ver
         exc = e
     mine = np.array([exc is not None, digest, -digest], np.int64)
     top = np.empty_like(mine)
-    req = state.comm.Iallreduce(mine, top, op=MPI.MAX)
-    if exc is None:
-        budget = PREHASH_BYTES
-        for m in plan.sends:
+    # the same kind of collective on every rank: whether the ranks span hosts is known alike
+    if state.spans_hosts:  # hash what will leave the host while the round is in flight
+        reqs = [state.comm.Iallreduce(mine, top, op=MPI.MAX)]
+        budget = PREHASH_BYTES if exc is None else 0
+        for m in plan.sends if exc is None else ():
             if m.protection == HASHED and m.leaves_host and m.shard_id not in known \
                     and m.nbytes <= budget:
                 known[m.shard_id] = xxhash.xxh3_64_intdigest(_flat_bytes(local[m.shard_id]))
                 budget -= m.nbytes
-    req.Wait()
+        _wait(reqs)
+    else:  # MPICH's blocking Allreduce of a few words is quicker than its non-blocking one
+        state.comm.Allreduce(mine, top, op=MPI.MAX)
     if top[0]:
         raise_gathered(state.comm.allgather(error_record(exc, rank)), exc)
     if top[1] != -top[2]:
@@ -342,6 +346,13 @@ def _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, ver
 
 
 # --------------------------------------------------------------------------- the wire
+
+
+def _wait(requests) -> None:
+    """Wait for every request (the one place the transport blocks on MPI)."""
+    from mpi4py import MPI
+
+    MPI.Request.Waitall(requests)
 
 
 def _flat_bytes(a: np.ndarray) -> np.ndarray:
@@ -419,7 +430,7 @@ def _receive(plan: MovePlan, incoming, rank, version, aes, flips, header_flips, 
         h = xxhash.xxh3_64() if m.protection == HASHED else None
         problem = None
         for k, ((a, b, wa, wb), req) in enumerate(zip(m.layout, reqs, strict=True)):
-            req.Wait()
+            _wait([req])
             if k == 0 and sid in flips:
                 wire[wb - 1] ^= 0xFF  # test hook: damage the bytes "in flight"
             if problem is not None:
@@ -434,7 +445,7 @@ def _receive(plan: MovePlan, incoming, rank, version, aes, flips, header_flips, 
                                "flight, or wrong key)")
             elif h is not None:
                 h.update(flat[a:b])
-        hreq.Wait()
+        _wait([hreq])
         if sid in header_flips:
             header[header_flips[sid]] ^= np.uint64(1)  # test hook: a damaged header
         problem = problem or header_problem(header, m, version)
@@ -532,7 +543,7 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     verdict = np.zeros(1 + _ROW * len(plan.moves))
     rows = verdict[1:].reshape(-1, _ROW)
     received, error = _receive(plan, incoming, rank, version, aes, flips, header_flips, rows)
-    MPI.Request.Waitall(send_reqs)
+    _wait(send_reqs)
 
     # one round: every rank's verdict and the records (nothing is accepted unless all passed);
     # each row is filled by its receiver only, so the sum is exact
