@@ -55,7 +55,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
@@ -193,7 +192,10 @@ def _comm_state(comm) -> _CommState:
 
 # --------------------------------------------------------------------------- plan cache
 
-_LAYOUTS: dict[int, tuple[weakref.ref, int]] = {}  # id(shard map) -> (its weakref, layout digest)
+# id(shard map) -> (the map, its layout digest); the maps are small (no arrays) and
+# the table bounded, so holding them is cheaper than weak references on every call
+_LAYOUTS: OrderedDict[int, tuple[object, int]] = OrderedDict()
+_LAYOUTS_SIZE = 64
 _PLAN_CACHE_SIZE = 16
 
 
@@ -203,7 +205,7 @@ def _layout_digest(shard_map) -> int:
     Remembered per map object; the map :func:`execute` returns inherits it.
     """
     hit = _LAYOUTS.get(id(shard_map))
-    if hit is not None and hit[0]() is shard_map:
+    if hit is not None and hit[0] is shard_map:
         return hit[1]
     h = xxhash.xxh3_64(repr((shard_map.global_shape, shard_map.dtype, len(shard_map))).encode())
     for s in shard_map.shards:
@@ -214,13 +216,9 @@ def _layout_digest(shard_map) -> int:
 
 
 def _remember_layout(shard_map, digest: int) -> None:
-    key = id(shard_map)
-
-    def forget(ref, key=key):
-        if _LAYOUTS.get(key, (None,))[0] is ref:
-            del _LAYOUTS[key]
-
-    _LAYOUTS[key] = (weakref.ref(shard_map, forget), digest)
+    _LAYOUTS[id(shard_map)] = (shard_map, digest)
+    if len(_LAYOUTS) > _LAYOUTS_SIZE:
+        _LAYOUTS.popitem(last=False)
 
 
 def _plan(state: _CommState, rank, shard_map, owners_after, policy, sealed, verify, chunk_bytes):
