@@ -63,6 +63,7 @@ def loop(job: Job) -> float:
     progress = Progress(job.rank == 0 and not cfg.quiet, cfg.steps, job.start_step)
     sleeping_barrier(job.comm)
     t_start = time.perf_counter()
+    stepper.restart_clock()
     try:
         for step in range(job.start_step, cfg.steps):
             rec, shard_s = stepper.step(step)
@@ -85,9 +86,11 @@ def loop(job: Job) -> float:
                 record["rebalance_wall_s"] = time.perf_counter() - t_rb
                 job.plans.append(record)
                 progress.log(record)
+                stepper.restart_clock()
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 checkpointing.write(job, done)
                 sleeping_barrier(job.comm)
+                stepper.restart_clock()
     finally:
         stepper.close()
     progress.close()
