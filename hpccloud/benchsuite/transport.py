@@ -59,8 +59,6 @@ DEFAULT_SIZES_MIB = (1, 4, 16, 64, 256)
 
 
 def add_arguments(parser) -> None:
-    from hpccloud.commands.common import add_topology_arg
-
     parser.add_argument("--json", metavar="OUT", default=None, help="write the results as a JSON list")
     parser.add_argument("--sizes-mib", default=",".join(map(str, DEFAULT_SIZES_MIB)), metavar="LIST",
                         help="shard sizes in MiB, comma-separated (default: %(default)s)")
@@ -74,7 +72,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the bare piece stream with and without hashing (the floor "
                              "under the transport; bare_*_ratio keys)")
-    add_topology_arg(parser)
+    parser.add_argument("--topology", metavar="FILE", default=None,
+                        help="topology TOML (default: the embedded two-region topology)")
 
 
 BARE_VARIANTS = {"pieces": (False, False), "send_hash": (True, False),
@@ -136,23 +135,25 @@ def _sizes(text: str) -> list[int]:
 
 
 def run(args) -> int:
-    import json
-
     import numpy as np
     import xxhash
+    from mpi4py import MPI
 
     from hpccloud.comm.agree import agree
     from hpccloud.comm.bufpool import BufferPool
     from hpccloud.comm.moveplan import CHUNK_BYTES
     from hpccloud.comm.transport import execute, load_key
-    from hpccloud.commands.common import world
-    from hpccloud.errors import InvalidArgument
-    from hpccloud.io.atomic import write_bytes_atomic
+    from hpccloud.errors import ConfigError, InvalidArgument
+    from hpccloud.io.atomic import write_json_atomic
     from hpccloud.policy import Policy
     from hpccloud.shards import block_1d
+    from hpccloud.slurm import srun_without_pmi
     from hpccloud.topology import load_topology
 
-    comm = world()
+    comm = MPI.COMM_WORLD
+    problem = srun_without_pmi(comm.Get_size())  # N separate 1-rank worlds would "work"
+    if problem:
+        raise ConfigError(problem)
     rank = comm.Get_rank()
 
     def check():
@@ -292,6 +293,5 @@ def run(args) -> int:
                 print(" " * 13 + "bare piece stream vs raw: " + "  ".join(
                     f"{name} {r[f'bare_{name}_ratio']:.2f}" for name in BARE_VARIANTS), flush=True)
     if args.json:
-        data = (json.dumps(rows, indent=1) + "\n").encode()
-        agree(comm, lambda: write_bytes_atomic(args.json, data) if rank == 0 else None)
+        agree(comm, lambda: write_json_atomic(args.json, rows) if rank == 0 else None)
     return 0
