@@ -142,18 +142,20 @@ def run(args) -> int:
     from hpccloud.comm.agree import agree
     from hpccloud.comm.bufpool import BufferPool
     from hpccloud.comm.moveplan import CHUNK_BYTES
+    from hpccloud.comm.shm import release_init_segments
+    from hpccloud.comm.topology import load_topology
     from hpccloud.comm.transport import execute, load_key
     from hpccloud.errors import ConfigError, InvalidArgument
     from hpccloud.io.atomic import write_json_atomic
     from hpccloud.policy import Policy
     from hpccloud.shards import block_1d
     from hpccloud.slurm import srun_without_pmi
-    from hpccloud.topology import load_topology
 
     comm = MPI.COMM_WORLD
     problem = srun_without_pmi(comm.Get_size())  # N separate 1-rank worlds would "work"
     if problem:
         raise ConfigError(problem)
+    release_init_segments(comm)  # an aborted run leaves no /dev/shm segment
     rank = comm.Get_rank()
 
     def check():

@@ -77,7 +77,8 @@ from hpccloud.comm.moveplan import (
     aad,
     header_problem,
 )
-from hpccloud.errors import ChecksumError, ConfigError, InvalidArgument
+from hpccloud.errors import ChecksumError, InvalidArgument
+from hpccloud.keys import load_key  # re-exported: the key-file rule lives in hpccloud.keys
 
 TAG_PAYLOAD = 41
 TAG_HEADER = 42
@@ -90,34 +91,6 @@ _ROW = 4  # record fields per move in the verdict round: seconds, time, checksum
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def load_key(path: str | os.PathLike) -> bytes:
-    """Read an AES key file: 16, 24 or 32 raw bytes, or the same as hex text.
-
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "k")
-    >>> _ = open(p, "w").write("00" * 32)
-    >>> len(load_key(p))
-    32
-    """
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the transport key file ({exc.strerror}). "
-                          "Fix: check the key file path") from None
-    if len(raw) in (16, 24, 32):
-        return raw
-    try:
-        key = bytes.fromhex(raw.strip().decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) not in (16, 24, 32):
-        raise ConfigError(f"{source}: not an AES key ({len(raw)} bytes). Fix: write 16, 24 or 32 "
-                          "random bytes, or their hex (e.g. `openssl rand -hex 32 > key`)")
-    return key
 
 
 def _cipher(key):

@@ -11,11 +11,11 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
+from hpccloud.comm.topology import load_topology
 from hpccloud.comm.transport import execute
 from hpccloud.errors import ChecksumError
 from hpccloud.policy import Policy
 from hpccloud.shards import block_1d
-from hpccloud.topology import load_topology
 
 
 def main() -> int:

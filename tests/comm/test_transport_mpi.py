@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hpccloud.comm.audit import read_audit
+from hpccloud.comm.topology import load_topology
 from hpccloud.comm.transport import (
     CORRUPT_ENV,
     CORRUPT_HEADER_ENV,
@@ -17,7 +18,6 @@ from hpccloud.comm.transport import (
 from hpccloud.errors import ChecksumError, ResidencyError
 from hpccloud.policy import Policy
 from hpccloud.shards import block_1d, tile_2d
-from hpccloud.topology import load_topology
 
 SEEDS = [11, 12, 13, 14, 15]
 
