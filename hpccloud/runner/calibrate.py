@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hpccloud.balance import model, problem_from
+from hpccloud.balance import Problem, model
 from hpccloud.balance.calibration import (
     ROUTES,
     Calibration,
@@ -58,14 +58,13 @@ class Calibrator:
         self.migrations: deque[MigrationSample] = deque(maxlen=MIGRATION_SAMPLES)
 
     # ------------------------------------------------------------------ samples
-    def add_window(self, job, steps: list[dict[str, Any]]) -> None:
-        """The window's steps as the model sees them (map, links, speeds as planned on)."""
+    def add_window(self, p: Problem, steps: list[dict[str, Any]]) -> None:
+        """The window's steps as the model sees them: ``p`` is the problem planned on
+        (the window's map, links and the speeds just measured)."""
         if not steps:
             return
-        p = problem_from(job.shard_map, job.links, job.speed, job.policy, kernel=job.wl.kernel)
-        owners = job.shard_map.owners()
-        halo = model.halo_s(p, owners) if job.wl.halo else np.zeros(job.size)
-        rate = job.speed.rate(job.wl.kernel)
+        halo = model.halo_s(p, p.owners)
+        rate = p.speed_units_per_s
         for rec in steps:
             units = np.asarray(rec["work_units"], np.float64)
             compute = np.where(rate > 0, units / np.maximum(rate, 1e-300), 0.0)

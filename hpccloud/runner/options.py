@@ -92,6 +92,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threads: Annotated[Positive | None, _opt("Numba threads per rank (default: cores of the "
                                              "node / ranks on it)", "N", "1")] = None
     quiet: Annotated[bool, _opt("print only the summary", example="true")] = False
+    overwrite: Annotated[bool, _opt("replace the results of another run in --output (refused "
+                                    "otherwise)", example="true")] = False
+    allow_nonfinite: Annotated[bool, _opt("accept NaN and infinite values in --input (refused "
+                                          "otherwise)", example="true")] = False
     probe_sizes: Annotated[tuple[int, ...], _opt("message sizes of the link probe [bytes]",
                                                  example="[8, 65536, 1048576]")] = \
         (8, 65536, 1 << 20)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hpccloud.balance import PlanOptions, plan
+from hpccloud.balance import PlanOptions, plan_problem, problem_from
 from hpccloud.comm.agree import bcast_result
 from hpccloud.comm.transport import execute
 from hpccloud.comm.wait import sleeping_barrier
@@ -52,12 +52,14 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     t_models = time.perf_counter()
 
     def make_plan():
+        problem = problem_from(job.shard_map, job.links, job.speed, job.policy,
+                               kernel=job.wl.kernel)
         cal = None
         if job.cfg.calibrate:
-            job.calibrator.add_window(job, window.steps)
+            job.calibrator.add_window(problem, window.steps)
             cal = job.calibrator.refit()
-        return plan(job.shard_map, job.links, job.speed, job.policy,
-                    PlanOptions(horizon_steps=horizon, calibration=cal), planner=job.cfg.balancer)
+        return plan_problem(problem, job.cfg.balancer,
+                            PlanOptions(horizon_steps=horizon, calibration=cal))
 
     p = bcast_result(job.comm, make_plan)
     t_plan = time.perf_counter()
