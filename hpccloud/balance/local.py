@@ -90,12 +90,24 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     extra: dict[int, list[int]] = {}
     # halo as it runs: H_r = max latency + Σ transfer; the latencies of each rank's cut
     # edges as a multiset, so a move can price the new maximum exactly
+    # (built vectorised: at 10^5 ranks there are ~3·10^5 cut edges, ~7 s as a Python loop)
     lat_count: list[dict[float, int]] = [{} for _ in range(P)]
-    for e, x, y in zip(np.flatnonzero(cut).tolist(), ou[cut].tolist(), ov[cut].tolist(), strict=True):
-        lt = terms(x, y, e)[0]
-        for r in (x, y):
-            lat_count[r][lt] = lat_count[r].get(lt, 0) + 1
-    top = [max(c) if c else 0.0 for c in lat_count]
+    xs, ys = ou[cut], ov[cut]
+    a_xy, _ = p.link_terms(xs, ys)
+    a_yx, _ = p.link_terms(ys, xs)
+    lat = halo_scale * np.maximum(a_xy, a_yx)
+    end_rank = np.concatenate([xs, ys])
+    end_lat = np.concatenate([lat, lat])
+    if end_rank.size:
+        order_rl = np.lexsort((end_lat, end_rank))
+        rk, lv = end_rank[order_rl], end_lat[order_rl]
+        first = np.flatnonzero(np.concatenate([[True], (rk[1:] != rk[:-1]) | (lv[1:] != lv[:-1])]))
+        counts = np.diff(np.concatenate([first, [rk.size]]))
+        for r, lt, c in zip(rk[first].tolist(), lv[first].tolist(), counts.tolist(), strict=True):
+            lat_count[r][lt] = c
+    top_arr = np.zeros(P)
+    np.maximum.at(top_arr, end_rank, end_lat)
+    top = top_arr.tolist()
 
     def new_top(r: int, gone: list[float], added: list[float]) -> float:
         t = top[r]
