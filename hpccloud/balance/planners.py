@@ -524,6 +524,10 @@ def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> 
 
 #: ``topo``'s portfolio prices metis's map only up to this many ranks (its remap is O(P^3))
 PORTFOLIO_METIS_MAX_RANKS = 256
+#: ... and the other candidates up to this many: above it topo's own plan is within ~1 % of
+#: T* on the scenarios measured (the portfolio pays off for hot spots on few ranks), and
+#: pricing the candidates would double the planning time at 10^4-10^5 ranks
+PORTFOLIO_MAX_RANKS = 4096
 
 
 def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: float, polished) -> _Eval | None:
@@ -615,7 +619,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
             candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
                                                   halo_aware=opts.halo_aware)))
     best = min(candidates, key=lambda e: e.total_s(H))
-    if opts.portfolio:
+    if opts.portfolio and p.n_ranks <= PORTFOLIO_MAX_RANKS:
         # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
         best = _portfolio(p, opts, best, full, bound, polished) or best
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
