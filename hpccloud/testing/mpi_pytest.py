@@ -19,6 +19,7 @@ To run one MPI test by hand::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -38,10 +39,52 @@ def in_child() -> bool:
     return os.environ.get(CHILD_ENV) == "1"
 
 
+MPIEXEC_ENV = "HPCCLOUD_MPIEXEC"
+
+
 def mpiexec_path() -> str:
-    """The ``mpiexec`` beside this Python (the mpich wheel puts it there), else PATH's."""
+    """The launcher the tests use.
+
+    ``$HPCCLOUD_MPIEXEC`` if set (a site MPI, e.g. ``mpiexec.openmpi``), else the
+    ``mpiexec`` beside this Python (the mpich wheel puts it there), else PATH's.
+    """
+    if os.environ.get(MPIEXEC_ENV):
+        return os.environ[MPIEXEC_ENV]
     here = Path(sys.executable).with_name("mpiexec")
     return str(here) if here.exists() else "mpiexec"
+
+
+@functools.lru_cache(maxsize=8)
+def launcher_flavour(mpiexec: str) -> str:
+    """``"openmpi"``, ``"mpich"`` (Hydra) or ``"unknown"``, from ``mpiexec --version``."""
+    try:
+        res = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = res.stdout + res.stderr
+    if "Open MPI" in text or "OpenRTE" in text or "open-mpi.org" in text:
+        return "openmpi"
+    if "HYDRA" in text or "MPICH" in text or "Hydra" in text:
+        return "mpich"
+    return "unknown"
+
+
+def mpiexec_argv(nranks: int, mpiexec: str | None = None) -> list[str]:
+    """``mpiexec -n N`` plus what this launcher needs to behave like MPICH's Hydra here.
+
+    Open MPI refuses more ranks than cores (``--oversubscribe`` lifts it) and binds
+    ranks to cores by default where Hydra binds nothing (``--bind-to none`` keeps the
+    affinity-based core groups the same on both); as root it needs
+    ``--allow-run-as-root``.
+    """
+    mpiexec = mpiexec or mpiexec_path()
+    argv = [mpiexec, "-n", str(nranks)]
+    if launcher_flavour(mpiexec) == "openmpi":
+        argv[1:1] = ["--oversubscribe", "--bind-to", "none"]
+        if os.geteuid() == 0:
+            argv[1:1] = ["--allow-run-as-root"]
+    return argv
 
 
 def child_env(nranks: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -89,7 +132,7 @@ def run_mpi(args: list[str], nranks: int, timeout_s: float, env: dict[str, str] 
 
     Raises ``subprocess.TimeoutExpired`` (with the output so far) on a hang.
     """
-    return run_group([mpiexec_path(), "-n", str(nranks), *args], timeout_s,
+    return run_group([*mpiexec_argv(nranks), *args], timeout_s,
                      env=env if env is not None else child_env(nranks), cwd=cwd)
 
 
