@@ -57,17 +57,9 @@ def mpiexec_path() -> str:
 @functools.lru_cache(maxsize=8)
 def launcher_flavour(mpiexec: str) -> str:
     """``"openmpi"``, ``"mpich"`` (Hydra) or ``"unknown"``, from ``mpiexec --version``."""
-    try:
-        res = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    text = res.stdout + res.stderr
-    if "Open MPI" in text or "OpenRTE" in text or "open-mpi.org" in text:
-        return "openmpi"
-    if "HYDRA" in text or "MPICH" in text or "Hydra" in text:
-        return "mpich"
-    return "unknown"
+    from hpccloud.commands.info import launcher_version_text, mpi_kind
+
+    return mpi_kind(launcher_version_text(mpiexec))
 
 
 def mpiexec_argv(nranks: int, mpiexec: str | None = None) -> list[str]:
@@ -139,8 +131,45 @@ def run_mpi(args: list[str], nranks: int, timeout_s: float, env: dict[str, str] 
 # --------------------------------------------------------------------------- hooks
 
 
+#: opt out of the tests that install system packages and start daemons (apt-get, Slurm,
+#: network namespaces, Debian's MPIs): HPCCLOUD_NO_SYSTEM_TESTS=1
+NO_SYSTEM_TESTS_ENV = "HPCCLOUD_NO_SYSTEM_TESTS"
+#: which tests count as system tests: a marker, or a file whose tests need root
+SYSTEM_MARKERS = ("system", "slurm")
+SYSTEM_FILES = ("test_netns.py",)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "hpccloud_mpi(ranks, timeout): run under mpiexec -n N for N in ranks")
+    config.addinivalue_line("markers", "system: installs system packages or starts daemons "
+                            f"(root; {NO_SYSTEM_TESTS_ENV}=1 skips it)")
+
+
+def _is_system_test(item) -> bool:
+    return (any(item.get_closest_marker(m) is not None for m in SYSTEM_MARKERS)
+            or Path(str(item.fspath)).name in SYSTEM_FILES)
+
+
+def pytest_report_header(config):
+    """Say before anything runs that some tests install packages (and how to opt out)."""
+    if in_child():
+        return None
+    if os.environ.get(NO_SYSTEM_TESTS_ENV) == "1":
+        return f"hpccloud: system tests skipped ({NO_SYSTEM_TESTS_ENV}=1)"
+    if os.geteuid() != 0:
+        return "hpccloud: system tests (Slurm, network namespaces, Debian MPIs) need root: skipped"
+    return ("hpccloud: as root, the system tests (tests/slurm, tests/sitempi, tests/test_netns.py) "
+            "apt-get install what they miss (Slurm, munge, Open MPI, MPICH, iptables, gcc) and "
+            f"start daemons; {NO_SYSTEM_TESTS_ENV}=1 skips them")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(NO_SYSTEM_TESTS_ENV) != "1":
+        return
+    skip = pytest.mark.skip(reason=f"system test: {NO_SYSTEM_TESTS_ENV}=1")
+    for item in items:
+        if _is_system_test(item):
+            item.add_marker(skip)
 
 
 def _ranks_of(marker) -> list[int]:
