@@ -27,6 +27,10 @@ BENCH_TARGETS = {
 }
 
 
+#: target -> optional modules it cannot run without (checked before it starts)
+BENCH_NEEDS = {"transport": ("cryptography",)}
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark suites: " + ", ".join(BENCH_TARGETS),
                        description=__doc__.splitlines()[0])
@@ -73,7 +77,10 @@ def with_provenance(path: str, kind: str, before) -> str | None:
 
 def run(args) -> int:
     from hpccloud.benchsuite import provenance
+    from hpccloud.extras import require
 
+    for module in BENCH_NEEDS.get(args.bench_target, ()):
+        require(module, f"`hpccloud bench {args.bench_target}`")
     before = provenance.Before.now()
     rc = int(importlib.import_module(args.bench_module).run(args) or 0)
     rank, _ = _world_rank_size()

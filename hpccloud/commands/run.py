@@ -117,6 +117,10 @@ def build_config(args):
     for key in ("restart", "input", "input_dataset", "output", "key_file", "audit", "profile",
                 "threads", "quiet"):
         setattr(cfg, key, getattr(args, key))
+    if cfg.key_file:
+        from hpccloud.extras import require
+
+        require("cryptography", "--key-file (AES-GCM sealing of cross-region moves)")
     for path_arg in ("input", "restart", "key_file", "profile"):
         path = getattr(cfg, path_arg)
         if path and not os.path.exists(path):
