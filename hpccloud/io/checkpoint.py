@@ -8,8 +8,10 @@ Layout of a checkpoint of step 40 under ``ckpt/``::
 
 Every rank writes its own file (the PyPI h5py is serial) into a hidden temp
 folder; rank 0 writes the manifest last and renames the folder into place, so
-a checkpoint folder either is complete or does not exist. On restart every
-shard is verified against the manifest's checksum before it is used.
+a checkpoint folder either is complete or does not exist. On restart — with
+any rank count — each rank reads only the shards it is given, from whichever
+rank file holds them, and verifies each against the manifest's checksum
+before it is used.
 """
 
 from __future__ import annotations
@@ -118,15 +120,56 @@ def read_manifest(path: str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{mpath}: unreadable manifest ({exc}). Fix: restart from an earlier "
                           "checkpoint") from None
-    if manifest.get("format") != FORMAT:
-        raise ConfigError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ConfigError(f"{mpath}: format {got!r}, expected {FORMAT!r}. Fix: pass a "
+                          "checkpoint written by this version of hpccloud")
+    missing = [k for k in ("step", "ranks", "shard_map", "shard_checksums", "shard_rank", "state")
+               if k not in manifest]
+    if missing:
+        raise ConfigError(f"{mpath}: missing key(s) {missing}; the manifest is damaged. Fix: "
+                          "restart from an earlier checkpoint")
     return manifest
 
 
-def read_checkpoint(comm, path: str) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
-    """Collective: return ``(manifest, this rank's shards)``, every shard checksum-verified.
+def read_checkpoint_shards(path: str, manifest: dict[str, Any],
+                           shard_ids) -> dict[int, np.ndarray]:
+    """Read and verify the shards ``shard_ids`` from a checkpoint written by any rank count.
 
-    The job must have the same number of ranks as the one that wrote it.
+    Each shard is read from the rank file that holds it (``manifest["shard_rank"]``)
+    and checked against the manifest's checksum before it is returned. Local (no MPI).
+    """
+    path = os.path.abspath(path)
+    by_file: dict[int, list[int]] = {}
+    for sid in shard_ids:
+        try:
+            by_file.setdefault(int(manifest["shard_rank"][str(sid)]), []).append(int(sid))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path}/{MANIFEST}: shard_rank has no entry for shard {sid}. "
+                              "Fix: restart from an earlier checkpoint") from None
+    out = {}
+    for writer, sids in sorted(by_file.items()):
+        fpath = os.path.join(path, _rank_file(writer))
+        with open_readonly(fpath) as f:
+            for sid in sids:
+                try:
+                    arr = f["shards"][str(sid)][()]
+                except (OSError, KeyError) as exc:
+                    raise ChecksumError(f"{fpath}: shard {sid} is missing or corrupted ({exc}). "
+                                        "Fix: restart from an earlier checkpoint") from None
+                if checksum(arr) != manifest["shard_checksums"].get(str(sid)):
+                    raise ChecksumError(f"{fpath}: shard {sid} fails its checksum. Fix: restart "
+                                        "from an earlier checkpoint")
+                out[sid] = arr
+    return out
+
+
+def read_checkpoint(comm, path: str) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
+    """Collective: ``(manifest, this rank's shards as the checkpoint placed them)``.
+
+    Needs the rank count that wrote it; a restart on another rank count places
+    the map first (:func:`hpccloud.runner.checkpointing.restart_map`) and then
+    calls :func:`read_checkpoint_shards`.
     """
     from hpccloud.comm.agree import agree, bcast_result
 
@@ -138,22 +181,5 @@ def read_checkpoint(comm, path: str) -> tuple[dict[str, Any], dict[int, np.ndarr
         err.collective = True
         raise err
     rank = comm.Get_rank()
-
-    def read_mine() -> dict[int, np.ndarray]:
-        mine = [int(s) for s, r in manifest["shard_rank"].items() if r == rank]
-        fpath = os.path.join(path, _rank_file(rank))
-        out = {}
-        with open_readonly(fpath) as f:
-            for sid in mine:
-                try:
-                    arr = f["shards"][str(sid)][()]
-                except (OSError, KeyError) as exc:
-                    raise ChecksumError(f"{fpath}: shard {sid} is missing or corrupted ({exc}). "
-                                        "Fix: restart from an earlier checkpoint") from None
-                if checksum(arr) != manifest["shard_checksums"][str(sid)]:
-                    raise ChecksumError(f"{fpath}: shard {sid} fails its checksum. Fix: restart "
-                                        "from an earlier checkpoint")
-                out[sid] = arr
-        return out
-
-    return manifest, agree(comm, read_mine)
+    mine = [int(sid) for sid, r in manifest["shard_rank"].items() if r == rank]
+    return manifest, agree(comm, lambda: read_checkpoint_shards(path, manifest, mine))
