@@ -149,8 +149,8 @@ def run(args) -> int:
     import numba
 
     import kernels
-    from hpccloud.commands.common import write_json_atomic
     from hpccloud.compile import warm_up
+    from hpccloud.io.atomic import write_json_atomic
 
     if args.repeats < 1:
         raise InvalidArgument(f"--repeats must be >= 1, got {args.repeats}")

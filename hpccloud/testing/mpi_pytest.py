@@ -57,7 +57,7 @@ def mpiexec_path() -> str:
 @functools.lru_cache(maxsize=8)
 def launcher_flavour(mpiexec: str) -> str:
     """``"openmpi"``, ``"mpich"`` (Hydra) or ``"unknown"``, from ``mpiexec --version``."""
-    from hpccloud.commands.info import launcher_version_text, mpi_kind
+    from hpccloud.mpiinfo import launcher_version_text, mpi_kind
 
     return mpi_kind(launcher_version_text(mpiexec))
 
