@@ -286,8 +286,8 @@ def test_bench_template(slurm_cluster, jobs, style):
         env = prov["environment"]
         assert env["SLURMD_NODENAME"] == node and env["SLURM_JOB_ID"] == job.job_id, env
         allocated = slurm_cluster.cpus_per_node  # --exclusive: every CPU of the node
-        if style == "srun":  # the step asked for them: --cpus-per-task=$SLURM_CPUS_ON_NODE
-            assert int(env["SLURM_CPUS_PER_TASK"]) == allocated, env
+        # the step asked for them: --cpus-per-task=$SLURM_CPUS_ON_NODE
+        assert int(env["SLURM_CPUS_PER_TASK"]) == allocated, env
         assert {r["threads"] for r in rows} == {allocated}, (node, rows)
         assert prov["threads"] == allocated and prov["machine"]["cpus_available"] == allocated, prov
     check_probe(json.loads((out / "probe.json").read_text()), 2)
