@@ -25,6 +25,7 @@ from hpccloud.runner.rebalance import rebalance
 from hpccloud.runner.setup import Job, prepare
 from hpccloud.runner.step import Stepper
 from hpccloud.runner.window import Window
+from hpccloud.trace import Tracer
 
 #: test mode: every rank checks every shard it holds against the policy at every step
 CHECK_EVERY_STEP_ENV = "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP"
@@ -82,14 +83,19 @@ def loop(job: Job) -> float:
                 t_rb = time.perf_counter()
                 record = rebalance(job, window, step, horizon)
                 window.reset()
+                t_wait = time.perf_counter()
                 sleeping_barrier(job.comm)
-                record["rebalance_wall_s"] = time.perf_counter() - t_rb
+                t_done = time.perf_counter()
+                job.tracer.add("barrier", "wait", t_wait, t_done)
+                job.tracer.add("rebalance", "step", t_rb, t_done, after_step=step)
+                record["rebalance_wall_s"] = t_done - t_rb
                 job.plans.append(record)
                 progress.log(record)
                 stepper.restart_clock()
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-                checkpointing.write(job, done)
-                sleeping_barrier(job.comm)
+                with job.tracer.span("checkpoint", "io", step=done):
+                    checkpointing.write(job, done)
+                    sleeping_barrier(job.comm)
                 stepper.restart_clock()
     finally:
         stepper.close()
@@ -100,7 +106,23 @@ def loop(job: Job) -> float:
 def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
     """Run one job collectively on ``comm``; return the report (the same dict on every rank)."""
     agree(comm, cfg.validate)
-    job = prepare(comm, topology, cfg)
-    total_s = loop(job)
-    output = write_output(job) if cfg.output else None
-    return build_report(job, total_s, output)
+    tracer = Tracer(enabled=bool(cfg.trace))
+    if cfg.trace:
+        tracer.sync_clock(comm)
+    with tracer.span("setup", "step"):
+        job = prepare(comm, topology, cfg)
+    job.tracer = tracer
+    try:
+        total_s = loop(job)
+        output = None
+        if cfg.output:
+            with tracer.span("write output", "io"):
+                output = write_output(job)
+        if cfg.trace:
+            regions = [topology.region_of(r) for r in range(job.size)]
+            tracer.gather_write(comm, cfg.trace, regions, {"run_id": job.run_id,
+                                                           "workload": job.wl.name})
+        return build_report(job, total_s, output)
+    finally:
+        if job.claims is not None:
+            job.claims.release()

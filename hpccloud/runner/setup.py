@@ -17,7 +17,6 @@ Whatever reaches a rank is checked against the policy before it is kept
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 from hpccloud.balance import PlanOptions, plan
 from hpccloud.comm.agree import agree, bcast_result
 from hpccloud.comm.bufpool import BufferPool
+from hpccloud.comm.validate import validate_run
 from hpccloud.errors import ConfigError, InvalidArgument
 from hpccloud.measure.cores import discover_cores
 from hpccloud.measure.speed import SpeedModel
@@ -34,6 +34,7 @@ from hpccloud.policy import Policy
 from hpccloud.runner.calibrate import Calibrator
 from hpccloud.runner.options import RunConfig
 from hpccloud.runner.residency import check_held, halo_closed, place_resident
+from hpccloud.trace import Tracer
 from hpccloud.workloads import make_workload
 
 
@@ -63,6 +64,7 @@ class Job:
         self.wl.policy = self.policy
         self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
         self.key = None
+        self.tracer = Tracer(enabled=False)  # run() installs the --trace one
         self.local: dict[int, np.ndarray] = {}
         self.start_step = 0
         self.initial_placement: dict[str, Any] | None = None
@@ -71,6 +73,7 @@ class Job:
         self.plans: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
         self.setup_s: dict[str, float] = {}
+        self.claims = None  # the validation pass's run id, config digest and folder locks
 
     def use_map(self, shard_map) -> None:
         """Adopt a shard map with declared classes: effective halo classes, this topology's
@@ -90,10 +93,12 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     t0 = time.perf_counter()
     job = agree(comm, lambda: Job(comm, topology, cfg))
     agree(comm, lambda: job.use_map(job.wl.shard_map(job.size)))
+    # everything that can be checked before any work: input, memory, output targets, disk
+    job.claims = validate_run(comm, cfg, job.wl, run_id=job.run_id, shard_map=job.shard_map)
     if cfg.key_file:
-        from hpccloud.comm.transport import load_key
+        from hpccloud.keys import load_key
 
-        job.key = agree(comm, lambda: load_key(cfg.key_file))
+        job.key = agree(comm, lambda: load_key(cfg.key_file, warn=job.rank == 0))
     from hpccloud.compile import warm_up
 
     job.compile_s = warm_up([job.wl.kernel], comm=comm)
@@ -159,10 +164,13 @@ def _links(job: Job):
 
     path = job.cfg.profile
     if not path:
-        return probe_links(job.comm, job.cfg.probe_sizes).model
+        names = list(job.topology.region_names)  # sampled per level (issue 16), not every pair
+        return probe_links(job.comm, job.cfg.probe_sizes,
+                           rank_region=[names.index(g) for g in job.topology.rank_region],
+                           hosts=list(job.topology.hosts)).model
 
     def load() -> dict[str, Any]:
-        from hpccloud.balance.profile import load_profile
+        from hpccloud.io.profile import load_profile, read_profile_doc
 
         prof = load_profile(path)  # every key checked, one message naming it
         if len(prof["rank_regions"]) != job.size:
@@ -174,8 +182,7 @@ def _links(job: Job):
                 raise ConfigError(f"{path}: ranks[{r}].region is {want!r} but "
                                   f"{job.topology.source} maps rank {r} to {got!r}. Fix: pass "
                                   "the --topology file the probe ran with, or probe again")
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_profile_doc(path)
 
     doc = bcast_result(job.comm, load)
     return agree(job.comm, lambda: LinkModel.from_json(doc, path))
@@ -188,7 +195,8 @@ def _read_input(job: Job) -> None:
         if job.wl.name not in ("stencil2d", "kmeans", "spmv"):
             raise InvalidArgument(f"--input: workload {job.wl.name!r} does not read an input "
                                   "array. Fix: use stencil2d, kmeans or spmv")
-        return read_shards(job.cfg.input, job.cfg.input_dataset, job.shard_map, job.rank)
+        return read_shards(job.cfg.input, job.cfg.input_dataset, job.shard_map, job.rank,
+                           allow_nonfinite=job.cfg.allow_nonfinite)
 
     data = agree(job.comm, read)
     job.local = {sid: job.wl.unpack(job.shard_map.shards[sid], arr) for sid, arr in data.items()}

@@ -27,6 +27,17 @@ class Mandelbrot(Workload):
         "centre_y": 0.131825904,
         "eu_fraction": 0.0,
     }
+    limits = {"n": (1, 1 << 20), "grid": (1, 4096), "max_iter": (1, 10_000_000),
+              "zoom": (1e-6, 10.0), "centre_x": (-10.0, 10.0), "centre_y": (-10.0, 10.0),
+              "eu_fraction": (0.0, 1.0)}
+
+    def check_params(self):
+        p = self.params
+        self.need(p["grid"] <= p["n"], f"grid={p['grid']} tiles per side but n={p['n']} pixels",
+                  "use grid <= n")
+
+    def data_bytes(self):
+        return self.params["n"] ** 2 * 4
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
@@ -46,6 +57,18 @@ class Mandelbrot(Workload):
 
     def initial(self, shard):
         return np.zeros(shard.shape, dtype=np.int32)
+
+    result_long_name = "escape iterations"
+    result_units = "1"
+
+    def result_axes(self, shape, steps):
+        from hpccloud.io.provenance import Axis
+
+        # pixel centres of the last step's view, as the kernel computes them
+        x0, x1, y0, y1 = self.view(max(0, steps - 1))
+        ny, nx = shape
+        return [Axis("imag", y0 + (np.arange(ny) + 0.5) * (y1 - y0) / ny, "1", "imaginary part of c"),
+                Axis("real", x0 + (np.arange(nx) + 0.5) * (x1 - x0) / nx, "1", "real part of c")]
 
     def view(self, step: int) -> tuple[float, float, float, float]:
         p = self.params

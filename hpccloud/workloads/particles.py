@@ -38,6 +38,17 @@ class Particles(Workload):
         "drag": 2.0,       # pull towards the background flow
         "bins": 16,        # histogram bins per tile side (result)
     }
+    limits = {"n": (1, None), "grid": (1, 1024), "dt": (1e-12, 1.0), "strength": (0.0, 1e6),
+              "drag": (0.0, 1e6), "bins": (1, 4096)}
+
+    def data_bytes(self):
+        return self.params["n"] * _COLS * 8
+
+    def result_bytes(self):
+        return (self.params["grid"] * self.params["bins"]) ** 2 * 8
+
+    def replicated_bytes(self):
+        return 3 * self.params["n"] * _COLS * 8  # every rank draws all particles, then keeps its tiles'
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
@@ -140,6 +151,16 @@ class Particles(Workload):
         for part in comm.allgather({sid: local[sid].shape[0] for sid in local}):
             counts.update(part)
         return shard_map.with_shapes({sid: (c, _COLS) for sid, c in counts.items()})
+
+    result_long_name = "particles per bin"
+    result_units = "1"
+
+    def result_axes(self, shape, steps):
+        from hpccloud.io.provenance import Axis
+
+        # bin centres on the unit box
+        return [Axis(name, (np.arange(n) + 0.5) / n, "1", f"{name} position (bin centre)")
+                for name, n in zip(("y", "x"), shape, strict=True)]
 
     def result_map(self, shard_map):
         b = self.params["bins"]
