@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hpccloud.benchsuite import provenance  # noqa: E402
 from hpccloud.commands.common import write_json_atomic  # noqa: E402
 from hpccloud.testing.mpi_pytest import child_env, mpiexec_path  # noqa: E402
 
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="keep each balancer's full run report as DIR/<balancer>.json")
     args = ap.parse_args(argv)
+    before = provenance.Before.now()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or tmp
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
                 "busy_s_per_rank": busy, "bytes_moved": rep["bytes_moved"],
                 "cross_region_bytes": rep["cross_region_bytes"],
                 "median_step_s": sorted(s["step_s"] for s in rep["steps"])[len(rep["steps"]) // 2],
+                "step_s_spread": provenance.spread([s["step_s"] for s in rep["steps"]]),
                 # the whole mpiexec: start-up, compile, link probe, placement probe, loop, exit
                 "job_wall_s": rep["job_wall_s"],
                 "initial_placement_s": (rep.get("initial_placement") or {}).get("seconds", 0.0),
@@ -117,8 +120,11 @@ def main(argv=None) -> int:
           "and probes included; place s: greedy/topo's initial placement (speed probe + plan), "
           "part of job s, not of total s")
     print("max/mean*: per-rank busy time summed over the steps after the first rebalance")
+    doc = provenance.attach("hetero-ranks", rows, before)
+    if doc["provenance"]["busy_warning"]:
+        print(doc["provenance"]["busy_warning"], file=sys.stderr)
     if args.json:
-        write_json_atomic(args.json, rows)
+        write_json_atomic(args.json, doc)
     return 0
 
 

@@ -159,10 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    from hpccloud.benchsuite import provenance
+    from hpccloud.commands.common import write_json_atomic
+
+    before = provenance.Before.now()
     rows = run_all(rounds=args.rounds)
     print_table(rows)
+    doc = provenance.attach("netns-topo-vs-greedy", {"runs": rows, "summary": summarise(rows)},
+                            before)
+    if doc["provenance"]["busy_warning"]:
+        print(doc["provenance"]["busy_warning"], file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": rows, "summary": summarise(rows)}, indent=1))
+        write_json_atomic(args.json, doc)
     return 0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hpccloud.benchsuite import provenance  # noqa: E402
 from hpccloud.commands.common import write_json_atomic  # noqa: E402
 from hpccloud.testing.mpi_pytest import child_env, run_mpi  # noqa: E402
 
@@ -56,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    before = provenance.Before.now()
     betas, pair01, pings = [], [], {n: [] for n in SIZES}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.rounds):
@@ -76,7 +78,9 @@ def main(argv=None) -> int:
         ping = statistics.median(pings[n])
         ratio = beta_med / ping
         rows.append({"bytes": n, "pingpong_bytes_per_s": ping, "probe_beta_bytes_per_s": beta_med,
-                     "ratio": ratio, "within_20_percent": abs(ratio - 1) <= 0.2})
+                     "ratio": ratio, "within_20_percent": abs(ratio - 1) <= 0.2,
+                     "pingpong_spread": provenance.spread(pings[n]),
+                     "probe_beta_spread": provenance.spread(betas)})
         print(f"  {n:>9} B: mpi4py.bench pingpong {ping / 1e9:6.2f} GB/s   probe beta / pingpong = "
               f"{ratio:.2f}")
     overall = statistics.median(bw for n in SIZES for bw in pings[n])
@@ -84,8 +88,11 @@ def main(argv=None) -> int:
           f"pingpong = {beta_med / overall:.2f}")
     rows.append({"bytes": "all>=1MiB", "pingpong_bytes_per_s": overall, "probe_beta_bytes_per_s": beta_med,
                  "ratio": beta_med / overall, "within_20_percent": abs(beta_med / overall - 1) <= 0.2})
+    doc = provenance.attach("probe-vs-pingpong", rows, before, threads=1, ranks=args.ranks)
+    if doc["provenance"]["busy_warning"]:
+        print(doc["provenance"]["busy_warning"], file=sys.stderr)
     if args.json:
-        write_json_atomic(args.json, rows)
+        write_json_atomic(args.json, doc)
     return 0
 
 

@@ -74,12 +74,26 @@ def _mpi_world():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        # progress lines reach a batch log (a file) as they happen, not at the end
+        sys.stdout.reconfigure(line_buffering=True)
     try:
-        return int(args.run(args) or 0)
+        try:
+            return int(args.run(args) or 0)
+        except ModuleNotFoundError as exc:
+            from hpccloud.extras import from_import_error
+
+            missing = from_import_error(exc, f"`hpccloud {args.command}`")
+            if missing is None:
+                raise
+            raise missing from None
     except HpccloudError as exc:
         world = _mpi_world()
         rank = world.Get_rank() if world is not None else 0
         size = world.Get_size() if world is not None else 1
+        if world is None and getattr(exc, "collective", False):
+            # before MPI started, every process of the launch fails alike: one message
+            rank = launcher_rank()
         if getattr(exc, "collective", False) or size == 1:
             if rank == 0:
                 sys.stderr.write(f"hpccloud: error: {exc}\n")

@@ -28,6 +28,10 @@ class InvalidArgument(ConfigError):
     """A function or command-line argument has a wrong value, type or shape."""
 
 
+class MissingExtra(ConfigError):
+    """An optional dependency of a chosen feature is not installed (see hpccloud.extras)."""
+
+
 class ResidencyError(HpccloudError):
     """A shard would be placed in a region where its data class may not live."""
 
@@ -47,6 +51,7 @@ ERRORS_BY_NAME = {
         ConfigError,
         TopologyError,
         InvalidArgument,
+        MissingExtra,
         ResidencyError,
         ChecksumError,
         PeerFailed,

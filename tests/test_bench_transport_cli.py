@@ -11,7 +11,12 @@ def test_bench_transport_json(tmp_path):
     res = run_mpi([sys.executable, "-m", "hpccloud", "bench", "transport", "--sizes-mib", "0.25,1",
                    "--repeats", "2", "--warmup", "1", "--json", str(out)], 2, 180, env=child_env(2))
     assert res.returncode == 0, res.stderr
-    rows = json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "hpccloud-bench-transport"
+    prov = doc["provenance"]  # machine, versions, load: see tests/kernels/test_bench_cli.py
+    assert prov["ranks"] == 2 and prov["software"]["mpi_library"] and prov["machine"]["cpu_model"]
+    assert len(prov["load_average_before"]) == 3 and len(prov["load_average_after"]) == 3
+    rows = doc["results"]
     assert [(r["bytes"], r["shards_per_move"], r["encrypted"]) for r in rows] == [
         (b, k, e) for k in (1, 8) for b in (1 << 18, 1 << 20) for e in (False, True)]
     for r in rows:
@@ -29,7 +34,7 @@ def test_bench_transport_breakdown(tmp_path):
                    "--repeats", "2", "--warmup", "1", "--batch", "1", "--breakdown",
                    "--json", str(out)], 2, 180, env=child_env(2))
     assert res.returncode == 0, res.stderr
-    rows = json.loads(out.read_text())
+    rows = json.loads(out.read_text())["results"]
     assert [(r["bytes"], r["encrypted"]) for r in rows] == [
         (b, e) for b in (1 << 20, 5 << 19) for e in (False, True)]
     names = ("pieces", "send_hash", "recv_hash", "checksummed")

@@ -21,11 +21,14 @@ All figures are medians over ``--repeats`` after one warm-up call (which also
 compiles or loads the kernel). Kernels that accept ``out=`` get a
 pre-allocated output (as the runner calls them); so does their numpy twin.
 
-JSON (``--json OUT``, written atomically): a list of objects with ``kernel``,
+JSON (``--json OUT``, written atomically): ``{"kind": "hpccloud-bench-kernels",
+"provenance": {...}, "results": [...]}`` (provenance: see
+:mod:`hpccloud.benchsuite.provenance`); each result has ``kernel``,
 ``dtype``, ``n``, ``seconds``, ``units_per_s``, ``gbytes_per_s``,
 ``numpy_seconds``, ``numpy_speedup``, ``bandwidth_ref_gbytes_per_s``,
 ``bandwidth_ratio`` (null where the kernel is not memory-bound), ``threads``,
-``repeats``.
+``repeats`` and the spread (n, min, q1, median, q3, max, iqr) of the kernel's,
+the numpy twin's and the reference's seconds (``*_spread``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 
 import numpy as np
 
+from hpccloud.benchsuite.provenance import spread
 from hpccloud.errors import InvalidArgument
 
 # work units per kernel at --scale 1: every array well beyond the caches, numpy
@@ -79,15 +83,15 @@ def _call(fn, args, out):
     return fn(*args) if out is None else fn(*args, out=out)
 
 
-def _median_times(fns, repeats: int) -> list[float]:
-    """Interleave the callables ``repeats`` times; median seconds of each."""
-    samples = [[] for _ in fns]
+def _timed_samples(fns, repeats: int) -> list[list[float]]:
+    """Interleave the callables ``repeats`` times; the seconds of every call of each."""
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for k, fn in enumerate(fns):
             t0 = time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t0)
-    return [statistics.median(s) for s in samples]
+    return samples
 
 
 def bench_kernel(spec, n_units: int, dtype, repeats: int, copy_src, copy_dst) -> dict:
@@ -101,9 +105,10 @@ def bench_kernel(spec, n_units: int, dtype, repeats: int, copy_src, copy_dst) ->
         out, out_ref = np.empty_like(first), np.empty_like(first)
     _call(spec.reference, args, out_ref)  # warm-up
     stream_copy(copy_src, out=copy_dst)
-    t_kernel, t_numpy, t_copy = _median_times(
+    samples = _timed_samples(
         [lambda: _call(spec.kernel, args, out), lambda: _call(spec.reference, args, out_ref),
          lambda: stream_copy(copy_src, out=copy_dst)], repeats)
+    t_kernel, t_numpy, t_copy = (statistics.median(s) for s in samples)
     units = float(spec.work_units(*args))
     itemsize_scale = np.dtype(dtype).itemsize / 8.0
     gbytes = units * spec.bytes_per_unit * itemsize_scale / t_kernel / 1e9
@@ -120,6 +125,10 @@ def bench_kernel(spec, n_units: int, dtype, repeats: int, copy_src, copy_dst) ->
         "bandwidth_ref_gbytes_per_s": ref_gbytes,
         "bandwidth_ratio": gbytes / ref_gbytes if spec.memory_bound else None,
         "repeats": repeats,
+        # spread of the seconds (min, quartiles, median, max): how far to trust the medians
+        "seconds_spread": spread(samples[0]),
+        "numpy_seconds_spread": spread(samples[1]),
+        "bandwidth_ref_seconds_spread": spread(samples[2]),
     }
 
 
@@ -140,8 +149,8 @@ def run(args) -> int:
     import numba
 
     import kernels
-    from hpccloud.commands.common import write_json_atomic
     from hpccloud.compile import warm_up
+    from hpccloud.io.atomic import write_json_atomic
 
     if args.repeats < 1:
         raise InvalidArgument(f"--repeats must be >= 1, got {args.repeats}")

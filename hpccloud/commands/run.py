@@ -30,7 +30,12 @@ def add_parser(sub) -> None:
 
 def build_config(args):
     """The RunConfig from ``--config`` and the flags (pure; raises on bad input)."""
-    return config_from_args(args)
+    cfg = config_from_args(args)
+    if cfg.key_file:
+        from hpccloud.extras import require
+
+        require("cryptography", "--key-file (AES-GCM sealing of cross-region moves)")
+    return cfg
 
 
 def run(args) -> int:

@@ -19,6 +19,7 @@ To run one MPI test by hand::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -38,10 +39,44 @@ def in_child() -> bool:
     return os.environ.get(CHILD_ENV) == "1"
 
 
+MPIEXEC_ENV = "HPCCLOUD_MPIEXEC"
+
+
 def mpiexec_path() -> str:
-    """The ``mpiexec`` beside this Python (the mpich wheel puts it there), else PATH's."""
+    """The launcher the tests use.
+
+    ``$HPCCLOUD_MPIEXEC`` if set (a site MPI, e.g. ``mpiexec.openmpi``), else the
+    ``mpiexec`` beside this Python (the mpich wheel puts it there), else PATH's.
+    """
+    if os.environ.get(MPIEXEC_ENV):
+        return os.environ[MPIEXEC_ENV]
     here = Path(sys.executable).with_name("mpiexec")
     return str(here) if here.exists() else "mpiexec"
+
+
+@functools.lru_cache(maxsize=8)
+def launcher_flavour(mpiexec: str) -> str:
+    """``"openmpi"``, ``"mpich"`` (Hydra) or ``"unknown"``, from ``mpiexec --version``."""
+    from hpccloud.mpiinfo import launcher_version_text, mpi_kind
+
+    return mpi_kind(launcher_version_text(mpiexec))
+
+
+def mpiexec_argv(nranks: int, mpiexec: str | None = None) -> list[str]:
+    """``mpiexec -n N`` plus what this launcher needs to behave like MPICH's Hydra here.
+
+    Open MPI refuses more ranks than cores (``--oversubscribe`` lifts it) and binds
+    ranks to cores by default where Hydra binds nothing (``--bind-to none`` keeps the
+    affinity-based core groups the same on both); as root it needs
+    ``--allow-run-as-root``.
+    """
+    mpiexec = mpiexec or mpiexec_path()
+    argv = [mpiexec, "-n", str(nranks)]
+    if launcher_flavour(mpiexec) == "openmpi":
+        argv[1:1] = ["--oversubscribe", "--bind-to", "none"]
+        if os.geteuid() == 0:
+            argv[1:1] = ["--allow-run-as-root"]
+    return argv
 
 
 def child_env(nranks: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -89,15 +124,52 @@ def run_mpi(args: list[str], nranks: int, timeout_s: float, env: dict[str, str] 
 
     Raises ``subprocess.TimeoutExpired`` (with the output so far) on a hang.
     """
-    return run_group([mpiexec_path(), "-n", str(nranks), *args], timeout_s,
+    return run_group([*mpiexec_argv(nranks), *args], timeout_s,
                      env=env if env is not None else child_env(nranks), cwd=cwd)
 
 
 # --------------------------------------------------------------------------- hooks
 
 
+#: opt out of the tests that install system packages and start daemons (apt-get, Slurm,
+#: network namespaces, Debian's MPIs): HPCCLOUD_NO_SYSTEM_TESTS=1
+NO_SYSTEM_TESTS_ENV = "HPCCLOUD_NO_SYSTEM_TESTS"
+#: which tests count as system tests: a marker, or a file whose tests need root
+SYSTEM_MARKERS = ("system", "slurm")
+SYSTEM_FILES = ("test_netns.py",)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "hpccloud_mpi(ranks, timeout): run under mpiexec -n N for N in ranks")
+    config.addinivalue_line("markers", "system: installs system packages or starts daemons "
+                            f"(root; {NO_SYSTEM_TESTS_ENV}=1 skips it)")
+
+
+def _is_system_test(item) -> bool:
+    return (any(item.get_closest_marker(m) is not None for m in SYSTEM_MARKERS)
+            or Path(str(item.fspath)).name in SYSTEM_FILES)
+
+
+def pytest_report_header(config):
+    """Say before anything runs that some tests install packages (and how to opt out)."""
+    if in_child():
+        return None
+    if os.environ.get(NO_SYSTEM_TESTS_ENV) == "1":
+        return f"hpccloud: system tests skipped ({NO_SYSTEM_TESTS_ENV}=1)"
+    if os.geteuid() != 0:
+        return "hpccloud: system tests (Slurm, network namespaces, Debian MPIs) need root: skipped"
+    return ("hpccloud: as root, the system tests (tests/slurm, tests/sitempi, tests/test_netns.py) "
+            "apt-get install what they miss (Slurm, munge, Open MPI, MPICH, iptables, gcc) and "
+            f"start daemons; {NO_SYSTEM_TESTS_ENV}=1 skips them")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(NO_SYSTEM_TESTS_ENV) != "1":
+        return
+    skip = pytest.mark.skip(reason=f"system test: {NO_SYSTEM_TESTS_ENV}=1")
+    for item in items:
+        if _is_system_test(item):
+            item.add_marker(skip)
 
 
 def _ranks_of(marker) -> list[int]:

@@ -23,9 +23,14 @@ Facts this relies on (Slurm 22.05, Debian 12), looked up rather than guessed:
 * ``sbatch --wait`` polls every 2 s only while ``MinJobAge / 2 <= 2``; above
   that its sleep grows x4 up to 32 s. ``MinJobAge=4`` keeps the polls at 2 s
   and still keeps a finished job's record long enough to read its exit code.
-* ``SlurmdParameters=config_overrides`` lets a node declare more CPUs than the
-  machine has (2 here), so a 4-task job fits on one slurmd.
-* ``proctrack/linuxproc`` + ``task/none`` need no cgroups and no systemd.
+* ``SlurmdParameters=config_overrides`` lets every slurmd of this one host
+  declare the machine's CPUs as its own (the nodes share them).
+* ``proctrack/linuxproc`` + ``task/affinity`` need no cgroups and no systemd;
+  ``task/affinity`` binds every task to the CPUs of its allocation
+  (``sched_setaffinity``), as a centre's Slurm does, so the templates'
+  ``--cpus-per-task`` and ``--cpu-bind`` are exercised. Binding needs real
+  CPU ids: each node declares the machine's own CPUs (and memory, so ``--mem``
+  requests are checked against something real).
 """
 
 from __future__ import annotations
@@ -126,7 +131,9 @@ class MiniSlurm:
     """A controller plus one slurmd per node name, everything under ``root``."""
 
     nodes: tuple[str, ...] = DEFAULT_NODES
-    cpus_per_node: int = 8
+    #: the machine's own CPUs: task/affinity binds to real CPU ids (8 declared CPUs on a
+    #: 2-CPU machine made every 8-CPU step fail "Unable to layout tasks on given cpus")
+    cpus_per_node: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hpccloud-slurm-")))
     keep: bool = False
     started: list[tuple[str, Path]] = field(default_factory=list)
@@ -179,7 +186,7 @@ class MiniSlurm:
             f"SlurmctldLogFile={self.logs / 'slurmctld.log'}",
             f"SlurmdLogFile={self.logs}/slurmd-%n.log",
             "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
+            "TaskPlugin=task/affinity",
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_CPU",
             "SlurmdParameters=config_overrides",
@@ -201,9 +208,12 @@ class MiniSlurm:
         ]
         for name, port in zip(self.nodes, node_ports, strict=True):
             lines.append(f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} "
-                         f"CPUs={self.cpus_per_node} State=UNKNOWN")
+                         f"CPUs={self.cpus_per_node} RealMemory={_memory_mib()} State=UNKNOWN")
+        # OverSubscribe=FORCE:4: up to 4 jobs share a CPU (no gang scheduling: they just
+        # run), so the test jobs run side by side on the real CPUs they are bound to;
+        # --exclusive (the bench templates) still gets the nodes to itself
         lines.append(f"PartitionName=hpcc Nodes={','.join(self.nodes)} Default=YES "
-                     "MaxTime=INFINITE State=UP")
+                     "MaxTime=INFINITE State=UP OverSubscribe=FORCE:4")
         self.conf.write_text("\n".join(lines) + "\n")
 
     def _start_munge(self) -> None:
@@ -345,6 +355,14 @@ class MiniSlurm:
         for log in sorted(self.logs.glob("*.log")) if self.logs.exists() else []:
             parts.append(f"--- {log.name}\n{_tail(log.read_text(errors='replace'), 15)}")
         return "\n".join(parts)
+
+
+def _memory_mib() -> int:
+    """The machine's memory in MiB (what every node declares)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 1024
 
 
 def _read_pid(path: Path) -> int | None:

@@ -277,7 +277,17 @@ def test_bench_template(slurm_cluster, jobs, style):
     job.check_ok(slurm_cluster)
     out = job.cwd / "results" / job.job_id
     for node in NODE_REGION:
-        rows = json.loads((out / f"kernels-{node}.json").read_text())
+        doc = json.loads((out / f"kernels-{node}.json").read_text())
+        rows, prov = doc["results"], doc["provenance"]
         assert {r["kernel"] for r in rows} == {"triad", "stencil2d"}, (node, rows)
         assert all(r["units_per_s"] > 0 for r in rows), (node, rows)
+        # the kernels ran with the threads the allocation gives: --exclusive gives the
+        # whole node, the step asks for all its CPUs, task/affinity binds it to them
+        env = prov["environment"]
+        assert env["SLURMD_NODENAME"] == node and env["SLURM_JOB_ID"] == job.job_id, env
+        allocated = slurm_cluster.cpus_per_node  # --exclusive: every CPU of the node
+        # the step asked for them: --cpus-per-task=$SLURM_CPUS_ON_NODE
+        assert int(env["SLURM_CPUS_PER_TASK"]) == allocated, env
+        assert {r["threads"] for r in rows} == {allocated}, (node, rows)
+        assert prov["threads"] == allocated and prov["machine"]["cpus_available"] == allocated, prov
     check_probe(json.loads((out / "probe.json").read_text()), 2)
