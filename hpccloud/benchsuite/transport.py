@@ -139,6 +139,7 @@ def run(args) -> int:
     import xxhash
     from mpi4py import MPI
 
+    from hpccloud.benchsuite.provenance import spread
     from hpccloud.comm.agree import agree
     from hpccloud.comm.bufpool import BufferPool
     from hpccloud.comm.moveplan import CHUNK_BYTES
@@ -277,6 +278,7 @@ def run(args) -> int:
                 "checksum_fraction_of_raw": (moved / checksum_bps) / med["raw"],
                 **{f"bare_{name}_ratio": med["raw"] / med[f"bare_{name}"]
                    for name in BARE_VARIANTS if f"bare_{name}" in med},
+                "spread_s": {k: spread(v) for k, v in times.items()},
             })
         if rank == 0:
             for r in rows[-2:]:
