@@ -528,6 +528,9 @@ PORTFOLIO_METIS_MAX_RANKS = 256
 #: T* on the scenarios measured (the portfolio pays off for hot spots on few ranks), and
 #: pricing the candidates would double the planning time at 10^4-10^5 ranks
 PORTFOLIO_MAX_RANKS = 4096
+#: ... and only when topo's own plan ends more than this fraction above T* (closer to the
+#: bound no candidate can gain much, and pricing them is most of a small plan's time)
+PORTFOLIO_GAP = 0.05
 
 
 def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: float, polished) -> _Eval | None:
@@ -619,7 +622,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
             candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
                                                   halo_aware=opts.halo_aware)))
     best = min(candidates, key=lambda e: e.total_s(H))
-    if opts.portfolio and p.n_ranks <= PORTFOLIO_MAX_RANKS:
+    if (opts.portfolio and p.n_ranks <= PORTFOLIO_MAX_RANKS
+            and best.makespan_s > (1.0 + PORTFOLIO_GAP) * bound):
         # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
         best = _portfolio(p, opts, best, full, bound, polished) or best
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
