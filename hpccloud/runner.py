@@ -41,6 +41,8 @@ from hpccloud.workloads import make_workload
 from hpccloud.workloads.base import with_classes
 
 BALANCERS = ("static", "even", "greedy", "topo")
+#: test mode: every rank checks each shard it holds against the policy at every step
+CHECK_RESIDENCY_ENV = "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP"
 
 
 @dataclass
@@ -66,6 +68,9 @@ class RunConfig:
     probe_sizes: tuple[int, ...] = (8, 65536, 1 << 20)
     threads: int | None = None
     quiet: bool = False
+    stall_timeout: float | None = None     # default: DEFAULT_STALL_TIMEOUT_S, grown with slow steps
+    backup_dirs: tuple[str, ...] = ()      # REGION=PATH: region-aware checkpoint copies
+    exclude_regions: tuple[str, ...] = ()  # regions dropped from the topology (recorded only)
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -80,6 +85,11 @@ class RunConfig:
             raise InvalidArgument(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise InvalidArgument("--checkpoint-every needs --checkpoint-dir DIR")
+        if self.stall_timeout is not None and not self.stall_timeout > 0:
+            raise InvalidArgument(f"--stall-timeout must be > 0 seconds, got {self.stall_timeout}")
+        if self.backup_dirs and not self.checkpoint_every:
+            raise InvalidArgument("--backup-dir copies checkpoints: it needs --checkpoint-every N "
+                                  "--checkpoint-dir DIR")
 
 
 # ----------------------------------------------------------------------------- residency
@@ -167,6 +177,7 @@ class Job:
         from hpccloud.comm.bufpool import BufferPool
 
         self._pool = BufferPool()  # shards sent away become warm receive buffers
+        self._backups: list[tuple[str, str]] | None = None
         self.wl.pool = self._pool   # ... and warm arrays for the shards that arrive
 
     # ------------------------------------------------------------------ set-up
@@ -279,7 +290,13 @@ class Job:
     def _restart(self) -> None:
         from hpccloud.io.checkpoint import read_checkpoint
 
-        manifest, payloads = read_checkpoint(self.comm, self.cfg.restart)
+        manifest, payloads = read_checkpoint(self.comm, self.cfg.restart, key=self.key)
+        if self.cfg.steps <= manifest["step"]:
+            err = ConfigError(f"{self.cfg.restart}: the checkpoint is of step {manifest['step']} and "
+                              f"--steps is {self.cfg.steps}: nothing is left to run. Fix: give "
+                              f"--steps greater than {manifest['step']}")
+            err.collective = True
+            raise err
         st = manifest["state"]
         if st.get("workload") != self.wl.name or st.get("params") != self.wl.params:
             err = ConfigError(f"{self.cfg.restart}: checkpoint of workload {st.get('workload')!r} "
@@ -446,8 +463,15 @@ class Job:
         payloads = {sid: self.wl.pack(self.shard_map.shards[sid], arr) for sid, arr in self.local.items()}
         state = {"workload": self.wl.name, "params": self.wl.params,
                  "workload_state": self.wl.state(), "speed": self.speed.to_json()}
+        if self._backups is None:
+            from hpccloud.comm.agree import agree
+            from hpccloud.io.checkpoint import parse_backup_dirs
+
+            self._backups = agree(self.comm, lambda: parse_backup_dirs(
+                self.cfg.backup_dirs, self.topology.region_names))
         return write_checkpoint(self.comm, self.cfg.checkpoint_dir, next_step, self.shard_map.to_json(),
-                                payloads, state)
+                                payloads, state, key=self.key, backups=self._backups,
+                                policy=self.policy)
 
     def write_output(self) -> dict[str, Any]:
         """One HDF5 file per region, written by the region's lowest rank, plus the catalogue."""
@@ -478,13 +502,28 @@ class Job:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:
+        from hpccloud.comm import watchdog
+        from hpccloud.supervise import ProgressWriter
+        from hpccloud.testing.faults import maybe_fault
+
         cfg = self.cfg
         self._reset_window()
         t_start = time.perf_counter()
         progress = _Progress(self.rank == 0 and not cfg.quiet, cfg.steps, self.start_step)
+        supervised = ProgressWriter() if self.rank == 0 else ProgressWriter("")
+        supervised.start(self.start_step)
+        wd = watchdog.Watchdog(self.comm, cfg.stall_timeout or watchdog.DEFAULT_STALL_TIMEOUT_S,
+                               lambda r: f"host {self.topology.hosts[r]}, region {self.topology.region_of(r)}")
+        watchdog.install(wd)
+        check_residency = os.environ.get(CHECK_RESIDENCY_ENV) == "1"
         sleeping_barrier(self.comm)
         for step in range(self.start_step, cfg.steps):
+            maybe_fault(self.rank, step)
+            if check_residency:
+                self.check_residency(step)
             self.steps.append(self.step(step))
+            wd.progress(step, self.steps[-1]["step_s"])
+            supervised.step(step + 1)
             progress.update(step, self.steps[-1]["step_s"])
             done = step + 1
             nxt = next_rebalance(cfg, step)
@@ -500,9 +539,12 @@ class Job:
                 self.plans[-1]["rebalance_wall_s"] = time.perf_counter() - t_rb
                 progress.log(self.plans[-1])
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-                self.checkpoint(done)
+                supervised.checkpoint(done, self.checkpoint(done))
                 sleeping_barrier(self.comm)
         total_s = time.perf_counter() - t_start
+        watchdog.install(None)
+        wd.free()
+        supervised.close()
         progress.close()
         if self._hx is not None:
             self._hx.free()
@@ -510,6 +552,26 @@ class Job:
         self._fill_achieved()
         out = self.write_output() if cfg.output else None
         return self.report(total_s, out)
+
+    def check_residency(self, step: int) -> None:
+        """Test mode (``HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP=1``): every shard held here may live here.
+
+        Checks the shards this rank holds (not what the map says it should):
+        the map must say it owns them and the policy must allow its region.
+        """
+        from hpccloud.comm.agree import agree
+        from hpccloud.errors import ResidencyError
+
+        region = self.topology.region_of(self.rank)
+
+        def check():
+            for sid in sorted(self.local):
+                s = self.shard_map.shards[sid]
+                if s.owner_rank != self.rank or not self.policy.may_live(s.data_class, region):
+                    raise ResidencyError(f"step {step}: rank {self.rank} ({region}) holds shard {sid} "
+                                         f"of data class {s.data_class!r} (map owner {s.owner_rank}, "
+                                         f"allowed {sorted(self.policy.allowed_regions(s.data_class))})")
+        agree(self.comm, check)
 
     def _fill_achieved(self) -> None:
         for p in self.plans:

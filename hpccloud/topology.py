@@ -428,11 +428,52 @@ def read_topology_text(path: str | os.PathLike | None) -> tuple[str, str]:
                             "Fix: check the path given to --topology.") from None
 
 
-def topology_from_text(text: str, source: str, size: int, hosts: list[str] | None = None) -> Topology:
-    return resolve_topology(parse_toml(text, source), size, hosts, source)
+def topology_from_text(text: str, source: str, size: int, hosts: list[str] | None = None,
+                       exclude_regions: tuple[str, ...] = ()) -> Topology:
+    doc = parse_toml(text, source)
+    if exclude_regions:
+        doc = without_regions(doc, exclude_regions, source)
+    return resolve_topology(doc, size, hosts, source)
 
 
-def load_topology(path: str | os.PathLike | None = None, comm=None) -> Topology:
+def without_regions(doc: dict[str, Any], names, source: str = "<topology>") -> dict[str, Any]:
+    """The parsed document without the regions ``names`` (pure; ``--exclude-region``).
+
+    Data classes lose those regions, and jurisdictions no remaining region is
+    in; a class left with nowhere to live stays declared (empty), so the job
+    stops on it with a message naming it rather than on an unknown name.
+
+    >>> d = without_regions(parse_toml(read_topology_text(None)[0], "d"), ["us-east"])
+    >>> [r["name"] for r in d["regions"]], d["data_classes"]["public"]["regions"]
+    (['eu-north'], ['*'])
+    """
+    regions = doc.get("regions")
+    known = [r.get("name") for r in regions] if isinstance(regions, list) else []
+    for n in names:
+        if n not in known:
+            raise _fail(source, "--exclude-region", f"unknown region {n!r}", f"use one of {known}")
+    kept = [r for r in regions if r.get("name") not in set(names)]
+    if not kept:
+        raise _fail(source, "--exclude-region", f"excluding {sorted(names)} leaves no region",
+                    "keep at least one region")
+    juris = {r.get("jurisdiction") for r in kept}
+    classes = {}
+    for cname, spec in (doc.get("data_classes") or {}).items():
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            if isinstance(spec.get("regions"), list):
+                spec["regions"] = [x for x in spec["regions"] if x not in set(names)]
+            if isinstance(spec.get("jurisdictions"), list):
+                spec["jurisdictions"] = [j for j in spec["jurisdictions"] if j in juris]
+        classes[cname] = spec
+    out = {**doc, "regions": kept}
+    if "data_classes" in doc:
+        out["data_classes"] = classes
+    return out
+
+
+def load_topology(path: str | os.PathLike | None = None, comm=None,
+                  exclude_regions: tuple[str, ...] = ()) -> Topology:
     """Load and resolve a topology collectively on ``comm`` (default: a 1-rank view).
 
     Rank 0 reads the file and broadcasts it, every rank contributes its node
@@ -441,9 +482,10 @@ def load_topology(path: str | os.PathLike | None = None, comm=None) -> Topology:
     """
     if comm is None:
         text, source = read_topology_text(path)
-        return topology_from_text(text, source, 1, [node_name()])
+        return topology_from_text(text, source, 1, [node_name()], tuple(exclude_regions))
     from hpccloud.comm.agree import agree, bcast_result  # MPI lives in comm/
 
     text, source = bcast_result(comm, lambda: read_topology_text(path))
     hosts = comm.allgather(node_name())
-    return agree(comm, lambda: topology_from_text(text, source, comm.Get_size(), hosts))
+    return agree(comm, lambda: topology_from_text(text, source, comm.Get_size(), hosts,
+                                                  tuple(exclude_regions)))

@@ -19,7 +19,6 @@ step seen (see :meth:`Watchdog.progress`), so a long step is not a stall.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -149,23 +148,6 @@ def install(watchdog: Watchdog | None) -> Watchdog | None:
 
 def installed() -> Watchdog | None:
     return _installed
-
-
-def stall_test_hook(rank: int, step: int) -> None:
-    """Test hook: ``HPCCLOUD_TEST_STOP=RANK:STEP`` makes that rank SIGSTOP itself at that step."""
-    spec = os.environ.get("HPCCLOUD_TEST_STOP")
-    if not spec:
-        return
-    r, _, s = spec.partition(":")
-    if r.isdigit() and s.isdigit() and int(r) == rank and int(s) == step:
-        stall_test_hook_stop()
-
-
-def stall_test_hook_stop() -> None:
-    """Stop this process (SIGSTOP) as a hung node would; only SIGCONT or SIGKILL end it."""
-    import signal
-
-    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 __all__ = ["DEFAULT_STALL_TIMEOUT_S", "STALL_EXIT_CODE", "Watchdog", "install", "installed"]

@@ -62,6 +62,16 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     p.add_argument("--restart", metavar="CKPT", help="resume from a checkpoint folder")
+    p.add_argument("--backup-dir", action="append", default=[], metavar="REGION=PATH",
+                   dest="backup_dirs",
+                   help="also copy each checkpoint to PATH, storage in REGION: a rank file goes "
+                        "there only if every data class in it may live in REGION (repeatable)")
+    p.add_argument("--stall-timeout", type=float, default=None, metavar="S",
+                   help="a rank that makes no progress for S seconds ends the job with exit code 75 "
+                        "and a message naming it (default 60, and at least 10x the slowest step)")
+    p.add_argument("--exclude-region", action="append", default=[], metavar="NAME",
+                   dest="exclude_regions",
+                   help="run without this region of the topology (e.g. after losing it; repeatable)")
     p.add_argument("--key-file", metavar="FILE", help="AES-GCM key: encrypt cross-region transfers")
     p.add_argument("--audit", metavar="FILE.jsonl", help="append an audit record per transfer")
     p.add_argument("--profile", metavar="PROBE.json",
@@ -115,8 +125,10 @@ def build_config(args):
             setattr(cfg, key, flag)
     cfg.params = {**doc.get("params", {}), **_params(args.param)}
     for key in ("restart", "input", "input_dataset", "output", "key_file", "audit", "profile",
-                "threads", "quiet"):
+                "threads", "quiet", "stall_timeout"):
         setattr(cfg, key, getattr(args, key))
+    cfg.backup_dirs = tuple(args.backup_dirs)
+    cfg.exclude_regions = tuple(args.exclude_regions)
     for path_arg in ("input", "restart", "key_file", "profile"):
         path = getattr(cfg, path_arg)
         if path and not os.path.exists(path):
@@ -181,7 +193,7 @@ def run(args) -> int:
 
     comm = world()
     cfg = agree(comm, lambda: build_config(args))
-    topo = load_topology(args.topology, comm)
+    topo = load_topology(args.topology, comm, exclude_regions=cfg.exclude_regions)
     agree(comm, lambda: configure_threads(comm, cfg.threads))
     rep = run_job(comm, topo, cfg)
     if comm.Get_rank() == 0:
