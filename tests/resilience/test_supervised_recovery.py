@@ -1,0 +1,56 @@
+"""Supervised recovery under real mpiexec: kill -9 and SIGSTOP of a rank, resumed from checkpoints.
+
+Each run is the real CLI (``hpccloud supervise -- mpiexec -n 4 python -m hpccloud run``);
+the fault comes from the rank itself at a step drawn at random (``HPCCLOUD_TEST_FAULT``),
+once: the relaunch runs through. The result must equal the uninterrupted run bit
+for bit, and the recovery must be in the report.
+"""
+
+import json
+import os
+import random
+
+from recovery_helpers import STEPS, assert_same_result, supervised_run
+
+from hpccloud.comm.watchdog import STALL_EXIT_CODE
+
+
+def _recovery(folder, name):
+    with open(os.path.join(folder, f"{name}.json")) as fh:
+        rep = json.load(fh)
+    assert len(rep["recoveries"]) == 1, rep.get("recoveries")
+    return rep["recoveries"][0]
+
+
+def test_kill9_at_a_random_step_recovers_bit_for_bit(tmp_path, reference):
+    folder = str(tmp_path)
+    step = random.Random(os.getpid()).randrange(4, STEPS - 1)
+    rank = random.Random(os.getpid() + 1).randrange(4)
+    fault = f"kill:{rank}:{step}:{folder}/fault"
+    res = supervised_run(["--checkpoint-every", "3", "--checkpoint-dir", f"{folder}/ckpt"], 4,
+                         folder, "run", env={"HPCCLOUD_TEST_FAULT": fault,
+                                             "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP": "1"})
+    assert res.returncode == 0, f"fault {fault}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    assert os.path.exists(f"{folder}/fault"), "the fault never fired"
+    assert_same_result(folder, "run", reference)
+    rec = _recovery(folder, "run")
+    assert rec["exit_code"] != 0 and rec["failed_at_step"] == step
+    assert rec["checkpoint_step"] == step // 3 * 3 and rec["steps_lost"] == step - step // 3 * 3
+    assert rec["checkpoint"].endswith(f"step-{step // 3 * 3:08d}")
+    assert 0 < rec["seconds_to_resume"] < 120
+
+
+def test_stopped_rank_is_detected_and_recovered(tmp_path, reference):
+    folder = str(tmp_path)
+    fault = f"stop:1:7:{folder}/fault"
+    res = supervised_run(["--checkpoint-every", "3", "--checkpoint-dir", f"{folder}/ckpt",
+                          "--stall-timeout", "3"], 4, folder, "run",
+                         env={"HPCCLOUD_TEST_FAULT": fault})
+    assert res.returncode == 0, f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    stalled = [ln for ln in res.stderr.splitlines() if "stalled:" in ln]
+    assert len(stalled) == 1 and "rank 1 (host" in stalled[0] and "region eu-north" in stalled[0]
+    assert_same_result(folder, "run", reference)
+    rec = _recovery(folder, "run")
+    assert rec["exit_code"] == STALL_EXIT_CODE and "stalled" in rec["failure"]
+    assert rec["checkpoint_step"] == 6 and rec["steps_lost"] == 1
+    assert rec["seconds_to_resume"] > 0
