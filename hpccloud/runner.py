@@ -43,6 +43,8 @@ from hpccloud.workloads.base import with_classes
 BALANCERS = ("static", "even", "greedy", "topo")
 #: test mode: every rank checks each shard it holds against the policy at every step
 CHECK_RESIDENCY_ENV = "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP"
+#: "1": write checkpoints in the loop instead of a background thread (for comparisons)
+SYNC_CHECKPOINT_ENV = "HPCCLOUD_SYNC_CHECKPOINTS"
 
 
 @dataclass
@@ -169,6 +171,7 @@ class Job:
         self.steps: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []  # step, seconds the loop spent on it
         self.start_step = 0
         self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
         self.key = None
@@ -177,7 +180,8 @@ class Job:
         from hpccloud.comm.bufpool import BufferPool
 
         self._pool = BufferPool()  # shards sent away become warm receive buffers
-        self._backups: list[tuple[str, str]] | None = None
+        self._writer = None  # CheckpointWriter, made at the first checkpoint
+        self._progress_file = None  # the supervisor's progress file (rank 0), set by run()
         self.wl.pool = self._pool   # ... and warm arrays for the shards that arrive
 
     # ------------------------------------------------------------------ set-up
@@ -200,6 +204,8 @@ class Job:
         self.cores: CoreShares = discover_cores(comm, numba.get_num_threads())
         self.links = self._links()
         self.initial_placement = None
+        if cfg.checkpoint_every:
+            import hpccloud.io.checkpoint  # noqa: F401 - h5py's import is not a checkpoint's cost
         if cfg.restart:
             self._restart()
             return
@@ -339,7 +345,10 @@ class Job:
         busy_s = sum(shard_s.values())
         self.shard_map = self.wl.end_step(comm, self.shard_map, self.local, step)
         step_s = time.perf_counter() - t0
-        rows = sleeping_allgather(comm, (busy_s, halo_s, units, step_s, busy_cpu_s))
+        # whether this rank's checkpoint writer is done rides on the step's one collective
+        written = float(self._writer is not None and self._writer.ready())
+        rows = sleeping_allgather(comm, (busy_s, halo_s, units, step_s, busy_cpu_s, written))
+        self._checkpoint_written = bool(rows[:, 5].all())
         rec = {
             "step": step,
             "step_s": float(rows[:, 3].max()),
@@ -457,21 +466,40 @@ class Job:
         return {"achieved_migration_s": achieved, "moved_bytes": moved, "cross_region_bytes": cross}
 
     # ------------------------------------------------------------------ checkpoints and output
-    def checkpoint(self, next_step: int) -> str:
-        from hpccloud.io.checkpoint import write_checkpoint
+    def checkpoint(self, next_step: int) -> None:
+        """Start the checkpoint of ``next_step``: its files are written while the next steps run.
 
-        payloads = {sid: self.wl.pack(self.shard_map.shards[sid], arr) for sid, arr in self.local.items()}
+        The payloads are copies where the workload's pack returns the live
+        array (the loop changes it); :meth:`finish_checkpoint` publishes it.
+        """
+        if self._writer is None:
+            from hpccloud.comm.agree import agree
+            from hpccloud.io.checkpoint import CheckpointWriter, parse_backup_dirs
+
+            backups = agree(self.comm, lambda: parse_backup_dirs(self.cfg.backup_dirs,
+                                                                 self.topology.region_names))
+            self._writer = CheckpointWriter(self.comm, self.cfg.checkpoint_dir, key=self.key,
+                                            backups=backups, policy=self.policy,
+                                            on_published=self._progress_file.checkpoint)
+        payloads = {}
+        for sid, arr in self.local.items():
+            payload = self.wl.pack(self.shard_map.shards[sid], arr)
+            payloads[sid] = payload.copy() if np.may_share_memory(payload, arr) else payload
         state = {"workload": self.wl.name, "params": self.wl.params,
                  "workload_state": self.wl.state(), "speed": self.speed.to_json()}
-        if self._backups is None:
-            from hpccloud.comm.agree import agree
-            from hpccloud.io.checkpoint import parse_backup_dirs
+        self._writer.start(next_step, self.shard_map.to_json(), payloads, state,
+                           background=os.environ.get(SYNC_CHECKPOINT_ENV) != "1")
 
-            self._backups = agree(self.comm, lambda: parse_backup_dirs(
-                self.cfg.backup_dirs, self.topology.region_names))
-        return write_checkpoint(self.comm, self.cfg.checkpoint_dir, next_step, self.shard_map.to_json(),
-                                payloads, state, key=self.key, backups=self._backups,
-                                policy=self.policy)
+    def finish_checkpoint(self, wait: bool = False) -> str | None:
+        """Collective: publish the pending checkpoint (waits for its writer threads)."""
+        if self._writer is None or not self._writer.pending:
+            return None
+        t0 = time.perf_counter()
+        path = self._writer.finish(wait_publish=wait)
+        rec = self.checkpoints[-1]
+        rec["finish_s"] = time.perf_counter() - t0
+        rec["finished_after_step"] = self.steps[-1]["step"] + 1 if self.steps else None
+        return path
 
     def write_output(self) -> dict[str, Any]:
         """One HDF5 file per region, written by the region's lowest rank, plus the catalogue."""
@@ -512,6 +540,7 @@ class Job:
         progress = _Progress(self.rank == 0 and not cfg.quiet, cfg.steps, self.start_step)
         supervised = ProgressWriter() if self.rank == 0 else ProgressWriter("")
         supervised.start(self.start_step)
+        self._progress_file = supervised
         wd = watchdog.Watchdog(self.comm, cfg.stall_timeout or watchdog.DEFAULT_STALL_TIMEOUT_S,
                                lambda r: f"host {self.topology.hosts[r]}, region {self.topology.region_of(r)}")
         watchdog.install(wd)
@@ -524,6 +553,8 @@ class Job:
             self.steps.append(self.step(step))
             wd.progress(step, self.steps[-1]["step_s"])
             supervised.step(step + 1)
+            if self._checkpoint_written:  # every rank's files are written: publish now
+                self.finish_checkpoint()
             progress.update(step, self.steps[-1]["step_s"])
             done = step + 1
             nxt = next_rebalance(cfg, step)
@@ -539,8 +570,17 @@ class Job:
                 self.plans[-1]["rebalance_wall_s"] = time.perf_counter() - t_rb
                 progress.log(self.plans[-1])
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-                supervised.checkpoint(done, self.checkpoint(done))
-                sleeping_barrier(self.comm)
+                t_ck = time.perf_counter()
+                self.checkpoint(done)
+                self.checkpoints.append({"step": done, "start_s": time.perf_counter() - t_ck})
+                if os.environ.get(SYNC_CHECKPOINT_ENV) == "1":
+                    self.finish_checkpoint(wait=True)
+        if self._writer is not None:
+            t0 = time.perf_counter()
+            self.finish_checkpoint()
+            self._writer.close()
+            if self.checkpoints:
+                self.checkpoints[-1]["close_s"] = time.perf_counter() - t0
         total_s = time.perf_counter() - t_start
         watchdog.install(None)
         wd.free()
@@ -596,6 +636,7 @@ class Job:
             "compile_s": self.compile_s,
             "steps": self.steps,
             "plans": self.plans,
+            "checkpoints": self.checkpoints,
             "audit": self.audit,
             "total_s": total_s,
             "busy_s_per_rank": busy.tolist(),
