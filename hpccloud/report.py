@@ -1,16 +1,195 @@
-"""Plots of a run report: link heat-map, per-rank load before and after, step-time timeline.
+"""The run report: its schema (built once, here), the summary, the progress line and the plots.
 
-``hpccloud run --json r.json --plots DIR`` writes them after a run;
-``hpccloud report r.json --out DIR`` renders them again from the JSON alone.
+:func:`build_report` turns a finished job into the report dict (the same on
+every rank; ``hpccloud run --json`` writes it); :func:`print_summary` prints it
+for people; :class:`Progress` is rank 0's live line while the job runs;
+:func:`write_plots` draws the link heat-map, the per-rank load before and after
+and the step-time timeline. ``hpccloud report r.json`` renders the summary and
+plots again from the JSON alone. Nothing here talks MPI.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
+from typing import Any
 
 import numpy as np
 
 from hpccloud.errors import ConfigError
+
+KIND = "hpccloud-run"
+
+
+def _fill_achieved(steps: list[dict[str, Any]], plans: list[dict[str, Any]]) -> None:
+    """Each plan's achieved step time: the median step until the next plan."""
+    for i, p in enumerate(plans):
+        end = plans[i + 1]["after_step"] if i + 1 < len(plans) else None
+        after = [s["step_s"] for s in steps
+                 if s["step"] > p["after_step"] and (end is None or s["step"] <= end)]
+        p["achieved_step_s_after"] = float(np.median(after)) if after else None
+
+
+def overhead(steps: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Framework overhead per step: step time − the slowest rank's kernel time (medians)."""
+    if not steps:
+        return {"median_s": None, "fraction_of_step": None}
+    over = np.array([s["step_s"] - max(s["busy_s"]) for s in steps])
+    step = np.array([s["step_s"] for s in steps])
+    return {"median_s": float(np.median(over)),
+            "fraction_of_step": float(np.median(over / np.maximum(step, 1e-12)))}
+
+
+def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str, Any]:
+    """The report of a finished job (see :mod:`hpccloud.runner`); JSON-able."""
+    import msgspec
+
+    _fill_achieved(job.steps, job.plans)
+    busy = (np.array([s["busy_s"] for s in job.steps]).sum(axis=0) if job.steps
+            else np.zeros(job.size))
+    return {
+        "kind": KIND,
+        "run_id": job.run_id,
+        "config": msgspec.to_builtins(job.cfg),
+        "workload_params": job.wl.params,
+        "topology": job.topology.to_json(),
+        "ranks": job.size,
+        "links": job.links.to_json(),
+        "speed": job.speed.to_json(),
+        "cores": job.cores.to_json(),
+        "initial_placement": job.initial_placement,
+        "restarted_from": job.restarted_from,
+        "compile_s": job.compile_s,
+        "setup_s": job.setup_s,
+        "steps": job.steps,
+        "plans": job.plans,
+        "checkpoints": job.checkpoints,
+        "audit": job.audit,
+        "total_s": total_s,
+        "overhead_per_step": overhead(job.steps),
+        "busy_s_per_rank": busy.tolist(),
+        "busy_max_over_mean": float(busy.max() / busy.mean()) if busy.mean() > 0 else None,
+        "bytes_moved": int(sum(p.get("moved_bytes", 0) for p in job.plans)),
+        "cross_region_bytes": int(sum(p.get("cross_region_bytes", 0) for p in job.plans)),
+        "summary": job.wl.summary(),
+        "output": output,
+        "final_owners": job.shard_map.owners().tolist(),
+    }
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        inner = f"×{len(value[0])}" if value and isinstance(value[0], list) else ""
+        return f"[{len(value)}{inner} array in the JSON report]"
+    return str(value)
+
+
+def print_summary(rep: dict[str, Any], out=None) -> None:
+    """Print a report for people (rank 0 after a run; ``hpccloud report`` from the JSON)."""
+    out = out or sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=out)
+
+    steps = rep["steps"]
+    step_ms = np.array([s["step_s"] for s in steps]) * 1e3 if steps else np.zeros(1)
+    cfg = rep["config"]
+    say(f"hpccloud run: workload {cfg['workload']} on {rep['ranks']} ranks "
+        f"({', '.join(sorted(set(r['region'] for r in rep['topology']['ranks'])))}), "
+        f"balancer {cfg['balancer']}")
+    rs = rep.get("restarted_from")
+    if rs:
+        say(f"  restarted from {rs['checkpoint']} (step {rs['step']}, written by "
+            f"{rs['ranks_before']} ranks) in {rs['seconds']:.2f} s")
+    say(f"  steps {len(steps)}, total {rep['total_s']:.2f} s, step time median "
+        f"{np.median(step_ms):.2f} ms (min {step_ms.min():.2f}, max {step_ms.max():.2f})")
+    ov = rep.get("overhead_per_step") or {}
+    if ov.get("median_s") is not None:
+        say(f"  framework overhead per step (step − slowest rank's kernels): median "
+            f"{ov['median_s'] * 1e3:.2f} ms, {ov['fraction_of_step'] * 100:.0f} % of the step")
+    if rep["busy_max_over_mean"] is not None:
+        say(f"  busy time per rank [s]: {', '.join(f'{b:.3f}' for b in rep['busy_s_per_rank'])}; "
+            f"max/mean {rep['busy_max_over_mean']:.3f}")
+    ip = rep.get("initial_placement")
+    if ip:
+        say(f"  initial placement ({ip['seconds']:.2f} s, speed probe + plan): "
+            f"{ip['n_placed_off_even']} shards placed off the even split, imbalance "
+            f"{ip['imbalance_before']:.2f} -> {ip['imbalance_after']:.2f}, predicted step "
+            f"{ip['makespan_before_s'] * 1e3:.2f} -> {ip['makespan_after_s'] * 1e3:.2f} ms")
+    for p in rep["plans"]:
+        achieved = p.get("achieved_step_s_after")
+        say(f"  after step {p['after_step'] + 1:>4}: imbalance {p['imbalance_before']:.2f} -> "
+            f"{p['imbalance_after']:.2f}, {len(p['moves'])} moves, "
+            f"{p.get('moved_bytes', 0) / 1e6:.1f} MB moved; step time predicted "
+            f"{p['makespan_after_s'] * 1e3:.2f} ms, achieved "
+            f"{'—' if achieved is None else f'{achieved * 1e3:.2f} ms'}"
+            f"{'' if p['gate_passed'] else ' (gate closed)'}")
+    say(f"  bytes moved {rep['bytes_moved'] / 1e6:.1f} MB "
+        f"({rep['cross_region_bytes'] / 1e6:.1f} MB across regions)")
+    if rep["summary"]:
+        say(f"  result: {', '.join(f'{k} {_short(v)}' for k, v in rep['summary'].items())}")
+    if rep.get("output"):
+        say(f"  output: {rep['output']['catalogue']}")
+
+
+class Progress:
+    """Rank 0's progress: a live line with ETA on a terminal, plain log lines otherwise."""
+
+    def __init__(self, enabled: bool, steps: int, start: int):
+        self.enabled, self.steps, self.start = enabled, steps, start
+        self.tty = enabled and sys.stdout.isatty()
+        self.t0 = time.perf_counter()
+        self.every = max(1, (steps - start) // 10)
+
+    def update(self, step: int, step_s: float) -> None:
+        if not self.enabled:
+            return
+        done = step + 1 - self.start
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (self.steps - step - 1)
+        line = f"step {step + 1}/{self.steps}  {step_s * 1e3:8.2f} ms/step  ETA {eta:6.1f} s"
+        if self.tty:
+            sys.stdout.write("\r" + line)
+            sys.stdout.flush()
+        elif done % self.every == 0 or step + 1 == self.steps:
+            print(line, flush=True)
+
+    def log(self, p: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            sys.stdout.write("\n")
+        print(f"rebalance after step {p['after_step'] + 1}: {p['planner']}: predicted makespan "
+              f"{p['makespan_before_s'] * 1e3:.2f} -> {p['makespan_after_s'] * 1e3:.2f} ms, "
+              f"imbalance {p['imbalance_before']:.2f} -> {p['imbalance_after']:.2f}, "
+              f"{len(p['moves'])} moves, {p.get('moved_bytes', 0) / 1e6:.1f} MB "
+              f"({'gate passed' if p['gate_passed'] else 'gate closed: no move'})", flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stdout.write("\n")
+
+
+def load_report(path: str) -> dict[str, Any]:
+    """Read a ``hpccloud run --json`` report (one ConfigError naming the file otherwise)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            rep = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}). Fix: check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not JSON ({exc}). Fix: pass the file written by "
+                          "`hpccloud run --json`") from None
+    if not isinstance(rep, dict) or rep.get("kind") != KIND:
+        kind = rep.get("kind") if isinstance(rep, dict) else None
+        raise ConfigError(f"{path}: not a run report (kind {kind!r}). Fix: pass the file written "
+                          "by `hpccloud run --json`")
+    return rep
 
 
 def _matrix(rows) -> np.ndarray:

@@ -119,15 +119,22 @@ class ShardMap:
         return (np.asarray(us, np.int64), np.asarray(vs, np.int64), np.asarray(bs, np.int64))
 
     # ----------------------------------------------------------------- new maps
-    def with_owners(self, owners) -> ShardMap:
-        """A new map with the given owner per shard and ``version + 1``."""
+    def _replaced(self, shards, version: int) -> ShardMap:
+        return ShardMap(self.global_shape, self.dtype, shards, version, self.grid, self.halo_width)
+
+    def with_owners(self, owners, version: int | None = None) -> ShardMap:
+        """A new map with the given owner per shard and ``version + 1`` (a migration).
+
+        ``version`` overrides the new version: where data is first *placed*
+        (nothing has moved yet) the caller keeps the old one.
+        """
         owners = np.asarray(owners)
         if owners.shape != (len(self),) or not np.issubdtype(owners.dtype, np.integer):
             raise InvalidArgument(f"owners must be an integer array of shape ({len(self)},), "
                                   f"got {owners.dtype} {owners.shape}")
         shards = [s if s.owner_rank == o else replace(s, owner_rank=o)
                   for s, o in zip(self.shards, owners.tolist(), strict=True)]
-        return ShardMap(self.global_shape, self.dtype, shards, self.version + 1, self.grid, self.halo_width)
+        return self._replaced(shards, self.version + 1 if version is None else version)
 
     def with_work_units(self, work_units) -> ShardMap:
         """A new map with new work units per shard; same version (nothing moved)."""
@@ -135,7 +142,19 @@ class ShardMap:
         if w.shape != (len(self),):
             raise InvalidArgument(f"work_units must have shape ({len(self)},), got {w.shape}")
         shards = [replace(s, work_units=float(x)) for s, x in zip(self.shards, w, strict=True)]
-        return ShardMap(self.global_shape, self.dtype, shards, self.version, self.grid, self.halo_width)
+        return self._replaced(shards, self.version)
+
+    def with_classes(self, classes: Sequence[str]) -> ShardMap:
+        """A new map whose shards have the given data classes; same version."""
+        shards = [replace(s, data_class=c) for s, c in zip(self.shards, classes, strict=True)]
+        return self._replaced(shards, self.version)
+
+    def with_shapes(self, shapes: dict[int, tuple[int, ...]]) -> ShardMap:
+        """A new map in which the shards in ``shapes`` have new shapes (and bytes); same version."""
+        itemsize = np.dtype(self.dtype).itemsize
+        shards = [replace(s, shape=tuple(shapes[s.id]), nbytes=int(np.prod(shapes[s.id])) * itemsize)
+                  if s.id in shapes else s for s in self.shards]
+        return self._replaced(shards, self.version)
 
     # ----------------------------------------------------------------- JSON
     def to_json(self) -> dict[str, Any]:
@@ -295,4 +314,10 @@ def tile_2d(shape, grid, dtype, size: int, *, speeds=None, data_class: DataClass
     return ShardMap((ny, nx), dtype, shards, 0, (gy, gx), halo_width)
 
 
-__all__ = ["Shard", "ShardMap", "assign_owners", "block_1d", "split_even", "tile_2d"]
+def with_classes(shard_map: ShardMap, classes: Sequence[str]) -> ShardMap:
+    """:meth:`ShardMap.with_classes` as a function."""
+    return shard_map.with_classes(classes)
+
+
+__all__ = ["Shard", "ShardMap", "assign_owners", "block_1d", "split_even", "tile_2d",
+           "with_classes"]

@@ -163,6 +163,20 @@ def _string(source: str, key: str, value: Any) -> str:
     return value
 
 
+#: region and data-class names: they become file names (regions) and the runner joins
+#: classes with "+" into effective halo classes, so only these characters are allowed
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _name(source: str, key: str, value: Any) -> str:
+    value = _string(source, key, value)
+    if not _NAME_RE.fullmatch(value) or ".." in value:
+        raise _fail(source, key, f"name {value!r} is not allowed: names are 1-64 letters, digits, "
+                    "'-', '_' and '.', starting with a letter or digit ('+', '/', '*', spaces and "
+                    "control characters are reserved)", 'rename it, e.g. "eu-north"')
+    return value
+
+
 def _string_list(source: str, key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise _fail(source, key, f"expected a list of strings, got {value!r}",
@@ -265,7 +279,7 @@ def resolve_topology(doc: dict[str, Any], size: int, hosts: list[str] | None = N
         for req in ("name", "jurisdiction", "price_per_core_hour"):
             if req not in reg:
                 raise _fail(source, f"{where}.{req}", "missing", f"add `{req} = ...` to the region")
-        rname = _string(source, f"{where}.name", reg["name"])
+        rname = _name(source, f"{where}.name", reg["name"])
         if rname in names:
             raise _fail(source, f"{where}.name", f"region {rname!r} is declared twice",
                         "give every region a unique name")
@@ -377,6 +391,7 @@ def _data_classes(source: str, raw: Any, names: list[str], juris: dict[str, str]
     out: dict[str, DataClass] = {}
     for cname, spec in raw.items():
         where = f"data_classes.{cname}"
+        _name(source, where, cname)
         if not isinstance(spec, dict):
             raise _fail(source, where, "expected a table", f"write [{where}] with regions/jurisdictions")
         _unknown_keys(source, f"{where}.", spec, _CLASS_KEYS)

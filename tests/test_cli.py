@@ -57,7 +57,7 @@ def test_main_job_runs_and_reports(tmp_path):
 
 BAD_RUNS = [
     (["run", "--param", "bogus=1"], "unknown parameter 'bogus'"),
-    (["run", "--steps", "0"], "--steps must be >= 1"),
+    (["run", "--steps", "0"], "--steps: expected `int` >= 1 (value 0)"),
     (["run", "--param", "n=abc"], "parameter n='abc' is not an integer"),
     (["run", "--restart", "/nonexistent/ckpt"], "--restart /nonexistent/ckpt: no such file"),
     (["probe", "--sizes", "8,x"], "--sizes '8,x': not a comma-separated list"),

@@ -159,7 +159,7 @@ def test_rebalances_come_early_then_every_k_steps():
     assert [next_rebalance(cfg, s) for s in (0, 3, 4)] == [4, 4, None]
     assert next_rebalance(RunConfig(rebalance_every=0), 0) is None
     assert next_rebalance(RunConfig(steps=30, rebalance_every=4), 0) == 4  # K itself is early
-    with pytest.raises(Exception, match="--first-rebalance must be >= 0"):
+    with pytest.raises(Exception, match="first_rebalance: expected `int` >= 0"):
         RunConfig(first_rebalance=-1).validate()
 
 

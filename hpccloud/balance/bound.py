@@ -120,7 +120,7 @@ def lower_bound_s(p: Problem, work_units: np.ndarray | None = None) -> float:
 
 
 def group_targets(rule_groups: np.ndarray, rule_work: np.ndarray, group_speed: np.ndarray,
-                  current: np.ndarray, t_star: float, link_cost: np.ndarray | None = None) -> np.ndarray:
+                  current: np.ndarray, t_star: float) -> np.ndarray:
     """Work per (rule, group) that meets ``T*`` and moves as little work as possible.
 
     With one residency rule the answer is closed-form (work in proportion to
@@ -150,8 +150,8 @@ def group_targets(rule_groups: np.ndarray, rule_work: np.ndarray, group_speed: n
     b_ub[K:] = -cur
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=rule_work / scale,
                   bounds=[(0, None)] * (2 * n), method="highs")
-    if res.status != 0:  # cannot happen when t_star is the bound; fall back to the bound's shape
-        raise RuntimeError(f"group-target LP failed: {res.message}")
+    if res.status != 0:  # feasible by construction when t_star is the bound: a failure is a bug
+        raise RuntimeError(f"group-target LP failed at T* = {t_star!r}: {res.message}")
     x = np.zeros((M, K))
     x[m_idx, k_idx] = res.x[:n] * scale
     return x

@@ -58,7 +58,7 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     if max_moves <= 0 or P < 2 or p.edge_u.size == 0:
         return owners
     indptr, nbr, edge = p.adjacency
-    alpha, inv_beta = p.link_alpha_s, p.link_inv_beta_s_per_byte
+    terms = p.links.scalar_terms
     ebytes = p.edge_bytes
     allowed = p.allowed
     cls = p.class_id
@@ -68,7 +68,9 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
 
     def halo_cost(x: int, y: int, e: int) -> float:
         n = ebytes[e]
-        return max(alpha[x, y] + n * inv_beta[x, y], alpha[y, x] + n * inv_beta[y, x])
+        a_xy, i_xy = terms(x, y)
+        a_yx, i_yx = terms(y, x)
+        return max(a_xy + n * i_xy, a_yx + n * i_yx)
 
     # boundary shards per rank, from the cut edges (extended as moves create new ones)
     ou, ov = owners[p.edge_u], owners[p.edge_v]

@@ -2,7 +2,8 @@
 
 All formulas are those of the design notes (``DESIGN.md``, "The models"):
 
-* link (Hockney): ``t_ij(n) = α_ij + n / β_ij``; 0 when ``i == j``;
+* link (Hockney): ``t_ij(n) = α_ij + n / β_ij``; 0 when ``i == j``; α and β come from
+  the problem's level table (:meth:`Problem.link_terms`), never a rank × rank matrix;
 * load: ``L_r = Σ_{s on r} w_s / v_r + Σ_{cut halo edges e of r} h_e``, where a cut
   edge between shards on ranks ``i`` and ``j`` exchanges ``halo_bytes`` each way
   per step; the two directions run at once (full duplex), so the edge costs both
@@ -11,8 +12,8 @@ All formulas are those of the design notes (``DESIGN.md``, "The models"):
 * migration schedule (see :func:`migration_schedule`);
 * resource cost over a horizon of ``H`` steps (see :func:`resource_cost`).
 
-Everything is vectorised over shards and edges; the only Python loop is the
-list schedule, which runs over (source, destination) rank *pairs*, not shards.
+Everything is vectorised over shards and edges; the list schedule runs over
+(source, destination) rank *pairs*, not shards, in one compiled loop.
 
 >>> import numpy as np
 >>> from hpccloud.balance.problem import Problem
@@ -72,10 +73,15 @@ def halo_s(p: Problem, owners: np.ndarray, cut: tuple | None = None) -> np.ndarr
     a, b, cut = cut_edges(p, owners) if cut is None else cut
     if cut.size == 0:
         return np.zeros(p.n_ranks)
-    n = p.edge_bytes[cut]
-    alpha, inv_beta = p.link_alpha_s, p.link_inv_beta_s_per_byte
-    t = np.maximum(alpha[a, b] + n * inv_beta[a, b], alpha[b, a] + n * inv_beta[b, a])
+    t = edge_time_s(p, a, b, p.edge_bytes[cut])
     return np.bincount(a, t, p.n_ranks) + np.bincount(b, t, p.n_ranks)
+
+
+def edge_time_s(p: Problem, a: np.ndarray, b: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """Seconds of a halo exchange of ``nbytes`` each way between ranks ``a`` and ``b`` (full duplex)."""
+    alpha_ab, inv_ab = p.link_terms(a, b)
+    alpha_ba, inv_ba = p.link_terms(b, a)
+    return np.maximum(alpha_ab + nbytes * inv_ab, alpha_ba + nbytes * inv_ba)
 
 
 def loads_s(p: Problem, owners: np.ndarray) -> np.ndarray:
@@ -114,19 +120,29 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     count = np.bincount(inv, minlength=pair.size)
     pair_bytes = np.bincount(inv, weights=nbytes, minlength=pair.size)
     s, d = np.divmod(pair, P)
-    dur = count * p.link_alpha_s[s, d] + pair_bytes * p.link_inv_beta_s_per_byte[s, d]
+    alpha, inv_beta = p.link_terms(s, d)
+    dur = count * alpha + pair_bytes * inv_beta
     order = np.argsort(-dur, kind="stable")
-    # plain lists, no max() calls: this loop runs once per (src, dst) pair, thousands per plan
-    send_free = [0.0] * P
-    recv_free = [0.0] * P
-    for si, di, t in zip(s[order].tolist(), d[order].tolist(), dur[order].tolist(), strict=True):
-        a = send_free[si]
-        b = recv_free[di]
-        finish = (a if a > b else b) + t
-        send_free[si] = finish
-        recv_free[di] = finish
-    end = max(max(send_free), max(recv_free))
+    end = _list_schedule(s[order], d[order], dur[order], P)
     return end, int(p.nbytes[moved].sum()), moved
+
+
+@njit(cache=True, nogil=True)
+def _list_schedule(src, dst, dur, n_ranks):  # pragma: no cover - compiled
+    # each job starts when both its sender and its receiver are free; up to 10^6 (src, dst)
+    # pairs per plan at scale (greedy scatters), so compiled rather than a Python loop
+    send_free = np.zeros(n_ranks)
+    recv_free = np.zeros(n_ranks)
+    end = 0.0
+    for k in range(src.size):
+        a = send_free[src[k]]
+        b = recv_free[dst[k]]
+        finish = (a if a > b else b) + dur[k]
+        send_free[src[k]] = finish
+        recv_free[dst[k]] = finish
+        if finish > end:
+            end = finish
+    return end
 
 
 def migration_lower_bound_s(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray) -> float:
@@ -135,7 +151,8 @@ def migration_lower_bound_s(p: Problem, owners_before: np.ndarray, owners_after:
     if moved.size == 0:
         return 0.0
     src, dst = owners_before[moved], owners_after[moved]
-    t = p.link_alpha_s[src, dst] + p.nbytes_f64[moved] * p.link_inv_beta_s_per_byte[src, dst]
+    alpha, inv_beta = p.link_terms(src, dst)
+    t = alpha + p.nbytes_f64[moved] * inv_beta
     return float(max(np.bincount(src, t, p.n_ranks).max(), np.bincount(dst, t, p.n_ranks).max()))
 
 

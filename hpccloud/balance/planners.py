@@ -33,17 +33,18 @@ and is checked again on every plan.
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from hpccloud.balance import local, model
 from hpccloud.balance.bound import (
     fractional_bound_s,
     group_targets,
+    lower_bound_s,
     residency_rules,
 )
 from hpccloud.balance.problem import Problem
@@ -236,27 +237,62 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     """
     rule_of_class, rule_groups, _, _, group_of_rank = residency_rules(p)
     K = rule_groups.shape[1]
-    heaps: list[list[tuple[float, int]]] = [[] for _ in range(K)]
-    for r, g in enumerate(group_of_rank.tolist()):
-        heaps[g].append((0.0, r))
-    for h in heaps:
-        heapq.heapify(h)
-    groups_of_rule = [np.flatnonzero(row).tolist() for row in rule_groups]
-    inv_speed = (1.0 / p.speed_units_per_s).tolist()
+    # ranks of each group (CSR), groups of each rule (CSR): the compiled LPT's inputs
+    rank_order = np.argsort(group_of_rank, kind="stable")
+    rank_ptr = np.searchsorted(group_of_rank[rank_order], np.arange(K + 1))
+    rule_idx, group_idx = np.nonzero(rule_groups)
+    rule_ptr = np.searchsorted(rule_idx, np.arange(rule_groups.shape[0] + 1))
     order = np.argsort(-p.work_units, kind="stable")
-    rules = rule_of_class[p.class_id[order]].tolist()
-    owners = np.empty(p.n_shards, np.int64)
-    out = owners  # local alias for speed
-    for s, w, m in zip(order.tolist(), p.work_units[order].tolist(), rules, strict=True):
-        gs = groups_of_rule[m]
-        if len(gs) == 1:
-            h = heaps[gs[0]]
-        else:
-            h = min((heaps[g] for g in gs), key=lambda hh: hh[0][0])
-        t, r = h[0]
-        heapq.heapreplace(h, (t + w * inv_speed[r], r))
-        out[s] = r
+    rules = rule_of_class[p.class_id[order]]
+    owners = _lpt(order, p.work_units[order], rules, rule_ptr, group_idx.astype(np.int64),
+                  rank_ptr, rank_order.astype(np.int64), 1.0 / p.speed_units_per_s, p.n_shards)
     return _evaluate(p, owners, p.owners), None
+
+
+@njit(cache=True, nogil=True)
+def _lpt(order, work, rules, rule_ptr, rule_group, rank_ptr, rank_of, inv_speed, n_shards):  # pragma: no cover
+    # one binary min-heap of (load, rank) per group, laid out in one array at rank_ptr[g]:
+    # heapq's order (load, then rank) so the answer equals the Python heap's, 10^6 shards in ~0.2 s
+    load = np.zeros(rank_of.size)
+    rank = rank_of.copy()
+    for g in range(rank_ptr.size - 1):  # ranks ascending with load 0: already a heap
+        lo = rank_ptr[g]
+        hi = rank_ptr[g + 1]
+        rank[lo:hi] = np.sort(rank[lo:hi])
+    owners = np.empty(n_shards, np.int64)
+    for k in range(order.size):
+        m = rules[k]
+        best = -1
+        for q in range(rule_ptr[m], rule_ptr[m + 1]):
+            g = rule_group[q]
+            lo = rank_ptr[g]
+            if rank_ptr[g + 1] == lo:
+                continue
+            if best < 0 or load[lo] < load[rank_ptr[best]]:
+                best = g
+        lo = rank_ptr[best]
+        n = rank_ptr[best + 1] - lo
+        r = rank[lo]
+        owners[order[k]] = r
+        # replace the root and sift it down
+        t = load[lo] + work[k] * inv_speed[r]
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= n:
+                break
+            if c + 1 < n and (load[lo + c + 1] < load[lo + c]
+                              or (load[lo + c + 1] == load[lo + c] and rank[lo + c + 1] < rank[lo + c])):
+                c += 1
+            if load[lo + c] < t or (load[lo + c] == t and rank[lo + c] < r):
+                load[lo + i] = load[lo + c]
+                rank[lo + i] = rank[lo + c]
+                i = c
+            else:
+                break
+        load[lo + i] = t
+        rank[lo + i] = r
+    return owners
 
 
 # --------------------------------------------------------------------------- topo
@@ -264,14 +300,19 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
 
 def _group_link_cost(p: Problem, group_of_rank: np.ndarray, K: int, nbytes: float) -> np.ndarray:
     """Seconds to send a typical shard between groups (a few representative ranks per group)."""
-    reps = [np.flatnonzero(group_of_rank == g)[:4] for g in range(K)]
-    cost = np.zeros((K, K))
-    for a in range(K):
-        for b in range(K):
-            if a != b:
-                ia, ib = np.ix_(reps[a], reps[b])
-                cost[a, b] = float(np.mean(p.link_alpha_s[ia, ib] + nbytes * p.link_inv_beta_s_per_byte[ia, ib]))
-    return cost
+    # the first 4 ranks of each group (in rank order), all (rep a, rep b) pairs in one lookup
+    order = np.argsort(group_of_rank, kind="stable")
+    start = np.searchsorted(group_of_rank[order], np.arange(K))
+    count = np.minimum(np.bincount(group_of_rank, minlength=K), 4)
+    ga, gb, i, j = (x.ravel() for x in np.meshgrid(np.arange(K), np.arange(K), np.arange(4), np.arange(4),
+                                                   indexing="ij"))
+    ok = (ga != gb) & (i < count[ga]) & (j < count[gb])
+    ga, gb, i, j = ga[ok], gb[ok], i[ok], j[ok]
+    src, dst = order[start[ga] + i], order[start[gb] + j]
+    alpha, inv_beta = p.link_terms(src, dst)
+    total = np.bincount(ga * K + gb, weights=alpha + nbytes * inv_beta, minlength=K * K)
+    n = np.bincount(ga * K + gb, minlength=K * K)
+    return (total / np.maximum(n, 1)).reshape(K, K)
 
 
 def _decompose_flows(current: np.ndarray, target: np.ndarray, cost: np.ndarray, min_amount: float):
@@ -335,12 +376,28 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
         mean_bytes = float(p.nbytes.mean()) if S else 0.0
         cost = _group_link_cost(p, group_of_rank, K, mean_bytes)
         min_amount = 0.5 * float(w.min()) if S else 0.0
-        for m, a, b, amount in _decompose_flows(current, target, cost, min_amount):
-            in_b = new_group == b
-            centre_b = float(pos[in_b].mean()) if in_b.any() else float(S)
-            cand = np.flatnonzero((shard_rule == m) & (new_group == a))
+        flows = _decompose_flows(current, target, cost, min_amount)
+        if flows:
+            # shards by (rule, group) bucket once, O(S), instead of a scan of all S per flow: a
+            # flow's source group only loses shards (surplus and deficit groups are disjoint)
+            bucket = shard_rule * K + shard_group
+            by_bucket = np.argsort(bucket, kind="stable")
+            b_start = np.searchsorted(bucket[by_bucket], np.arange(M * K + 1))
+            pos_sum = np.bincount(shard_group, weights=pos, minlength=K)
+            n_in = np.bincount(shard_group, minlength=K).astype(np.float64)
+            gone = np.zeros(S, bool)
+        for m, a, b, amount in flows:
+            centre_b = float(pos_sum[b] / n_in[b]) if n_in[b] else float(S)
+            cand = by_bucket[b_start[m * K + a]:b_start[m * K + a + 1]]
+            cand = cand[~gone[cand]]
             taken = _take_by_work(cand, np.abs(pos[cand] - centre_b), w, amount)
             new_group[taken] = b
+            gone[taken] = True
+            moved_pos = float(pos[taken].sum())
+            pos_sum[a] -= moved_pos
+            pos_sum[b] += moved_pos
+            n_in[a] -= taken.size
+            n_in[b] += taken.size
 
     # ---- step 3: ranks inside each group
     v = p.speed_units_per_s
@@ -493,7 +550,7 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     opts = options or PlanOptions()
     t0 = time.perf_counter()
     before = _evaluate(p, p.owners)
-    bound = p.lower_bound_s
+    bound = p.memo("lower_bound_s", lower_bound_s)
     after, gate = PLANNERS[planner](p, opts, before, bound)
     if after is not before:
         p.check_residency(after.owners)

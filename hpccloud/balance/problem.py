@@ -2,8 +2,8 @@
 
 Every planner works on a :class:`Problem`: a handful of arrays indexed by shard
 (``S``), rank (``P``), data class (``C``), region (``G``) and halo edge (``E``).
-Keeping the core on arrays is what lets one process plan 10^5 shards on 10^3
-ranks in tens of milliseconds, and lets a unit test build any situation in a
+Keeping the core on arrays (and links per level, never rank × rank) is what lets one
+process plan 10^6 shards on 10^5 ranks in about a second, and lets a unit test build any situation in a
 few lines without MPI, a topology file or a shard map.
 
 :func:`problem_from` builds a Problem from the objects the runtime holds
@@ -25,6 +25,7 @@ from functools import cached_property
 import numpy as np
 
 from hpccloud.errors import InvalidArgument, ResidencyError
+from hpccloud.measure.levels import LinkTable, node_index
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,7 +42,8 @@ class Problem:
     edge_u, edge_v : int64 [E] halo edges between shards (each undirected edge once).
     edge_bytes : float64 [E] bytes each side sends the other per step over that edge.
     speed_units_per_s : float64 [P] measured (or synthetic) compute speed per rank.
-    alpha_s, beta_bytes_per_s : float64 [P, P] Hockney link model; the diagonal is ignored.
+    links : :class:`~hpccloud.measure.levels.LinkTable` Hockney figures per level (region
+        pair, node pair, on-node, measured pair) — O(P + nodes + G²), never P × P.
     rank_region : int64 [P] index into ``region_names``.
     region_names : names of the regions.
     price_per_core_hour : float64 [P] price of one busy rank (one core) per hour.
@@ -59,8 +61,7 @@ class Problem:
     edge_v: np.ndarray
     edge_bytes: np.ndarray
     speed_units_per_s: np.ndarray
-    alpha_s: np.ndarray
-    beta_bytes_per_s: np.ndarray
+    links: LinkTable
     rank_region: np.ndarray
     region_names: tuple[str, ...]
     price_per_core_hour: np.ndarray
@@ -89,31 +90,9 @@ class Problem:
         return len(self.region_names)
 
     # ------------------------------------------------------------------ derived (cached)
-    @cached_property
-    def link_alpha_s(self) -> np.ndarray:
-        """α with a zero diagonal: a shard that stays costs nothing to "send".
-
-        The P×P checks live here, not in ``__post_init__``, so that
-        :meth:`with_owners` (which keeps this cache) stays O(S).
-        """
-        a = np.array(self.alpha_s, dtype=np.float64, copy=True)
-        np.fill_diagonal(a, 0.0)
-        if not (np.all(np.isfinite(a)) and np.all(a >= 0)):
-            raise InvalidArgument("balance Problem: alpha_s must be finite and >= 0 off the diagonal "
-                                  "(a rank pair was never measured?)")
-        return a
-
-    @cached_property
-    def link_inv_beta_s_per_byte(self) -> np.ndarray:
-        """1/β with a zero diagonal (seconds per byte)."""
-        beta = np.array(self.beta_bytes_per_s, dtype=np.float64, copy=True)
-        np.fill_diagonal(beta, 1.0)
-        if not (np.all(np.isfinite(beta)) and np.all(beta > 0)):
-            raise InvalidArgument("balance Problem: beta_bytes_per_s must be finite and > 0 off the "
-                                  "diagonal (a rank pair was never measured?)")
-        inv = 1.0 / beta
-        np.fill_diagonal(inv, 0.0)
-        return inv
+    def link_terms(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(α [s], 1/β [s/byte])`` of each ordered rank pair; 0 for a rank to itself."""
+        return self.links.terms(src, dst)
 
     @cached_property
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
@@ -153,12 +132,16 @@ class Problem:
         """Shards per data class, int64 [C]."""
         return np.bincount(self.class_id, minlength=self.n_classes)
 
-    @cached_property
-    def lower_bound_s(self) -> float:
-        """T* of this problem (depends on work, speeds and residency, not on owners)."""
-        from hpccloud.balance.bound import lower_bound_s  # bound imports this module
+    def memo(self, name: str, compute):
+        """``compute(self)`` once per problem, kept by :meth:`with_owners` (for owner-free figures).
 
-        return lower_bound_s(self)
+        The lower bound lives here (``memo("lower_bound_s", bound.lower_bound_s)``)
+        without this module importing the bound.
+        """
+        cache = self.__dict__.setdefault("_memo", {})
+        if name not in cache:
+            cache[name] = compute(self)
+        return cache[name]
 
     @cached_property
     def class_work_units(self) -> np.ndarray:
@@ -167,8 +150,8 @@ class Problem:
 
     # ------------------------------------------------------------------ variants
     def warm(self) -> Problem:
-        """Compute (and check) the cached rank-level arrays now; returns self."""
-        _ = self.link_alpha_s, self.link_inv_beta_s_per_byte, self.groups
+        """Compute the cached rank-level arrays now; returns self."""
+        _ = self.groups, self.links.scalar_terms
         return self
 
     def _keep_cache(self, new: Problem, names: tuple[str, ...]) -> Problem:
@@ -180,7 +163,7 @@ class Problem:
     def with_owners(self, owners: np.ndarray) -> Problem:
         """The same problem with other owners; keeps the rank-level caches (O(S))."""
         new = dataclasses.replace(self, owners=np.asarray(owners, dtype=np.int64))
-        return self._keep_cache(new, _RANK_CACHES + _SHARD_CACHES + ("class_work_units", "lower_bound_s"))
+        return self._keep_cache(new, _RANK_CACHES + _SHARD_CACHES + ("class_work_units", "_memo"))
 
     def with_work_units(self, work_units: np.ndarray) -> Problem:
         """The same problem with other work units (e.g. re-measured); keeps the rank-level caches."""
@@ -217,20 +200,19 @@ class Problem:
             edge_u=np.asarray(edges[0], np.int64), edge_v=np.asarray(edges[1], np.int64),
             edge_bytes=np.asarray(edges[2], np.float64),
             speed_units_per_s=v,
-            alpha_s=np.full((n_ranks, n_ranks), float(alpha_s)),
-            beta_bytes_per_s=np.full((n_ranks, n_ranks), float(beta_bytes_per_s)),
+            links=LinkTable.uniform(n_ranks, float(alpha_s), float(beta_bytes_per_s), provenance),
             rank_region=np.zeros(n_ranks, np.int64), region_names=("r0",),
             price_per_core_hour=np.full(n_ranks, 0.03), egress_per_gb=np.zeros((1, 1)),
             class_names=("public",), provenance=provenance)
 
 
-_RANK_CACHES = ("link_alpha_s", "link_inv_beta_s_per_byte", "groups", "class_count")
+_RANK_CACHES = ("groups", "class_count")
 # depend on sizes and halo edges only, never on owners or work units
 _SHARD_CACHES = ("nbytes_f64", "adjacency")
 
 
 def _validate(p: Problem) -> None:
-    """Cheap shape and range checks (O(S + E + P)); the P×P link checks run once, when cached."""
+    """Shape and range checks, O(S + E + P + G²); the link table is checked once per table."""
     S = p.work_units.shape[0]
     P = p.speed_units_per_s.shape[0]
     C = p.allowed.shape[0] if p.allowed.ndim == 2 else -1
@@ -245,8 +227,11 @@ def _validate(p: Problem) -> None:
     need(P >= 1, "need at least one rank")
     need(p.allowed.ndim == 2 and p.allowed.shape[1] == P, f"allowed must be [C, {P}], got {p.allowed.shape}")
     need(len(p.class_names) == C, f"class_names has {len(p.class_names)} names for {C} classes")
-    for name in ("alpha_s", "beta_bytes_per_s"):
-        need(getattr(p, name).shape == (P, P), f"{name} must be ({P}, {P}), got {getattr(p, name).shape}")
+    need(isinstance(p.links, LinkTable) and p.links.n_ranks == P,
+         f"links must be a LinkTable of {P} ranks, got {type(p.links).__name__}")
+    need(bool(np.array_equal(p.links.rank_region, p.rank_region)),
+         "links.rank_region must equal rank_region (build the table with the same regions)")
+    _checked(p.links)
     need(p.rank_region.shape == (P,) and p.price_per_core_hour.shape == (P,),
          "rank_region and price_per_core_hour must be [P]")
     G = len(p.region_names)
@@ -272,6 +257,29 @@ def _validate(p: Problem) -> None:
                 "fix the topology's data_classes or the rank → region map")
 
 
+def _checked(links: LinkTable) -> None:
+    """Run ``links.check()`` once per table (tables are immutable; problems share them)."""
+    if not links.__dict__.get("_checked"):
+        links.check()
+        links.__dict__["_checked"] = True
+
+
+def topology_arrays(topo) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(region_names, rank_region [P], rank_node [P], price_per_core_hour [P], egress_per_gb [G, G])``.
+
+    The one place a topology becomes planner arrays (used by :func:`problem_from`
+    and the profile reader). A node is a (region, host) pair.
+    """
+    region_names = tuple(topo.region_names)
+    rindex = {n: i for i, n in enumerate(region_names)}
+    rank_region = np.array([rindex[g] for g in topo.rank_region], dtype=np.int64)
+    rank_node = node_index(rank_region, topo.hosts)
+    price = np.array([topo.region(g).price_per_core_hour for g in topo.rank_region], dtype=np.float64)
+    egress = np.array([[topo.egress_price_per_gb(a, b) for b in region_names] for a in region_names],
+                      dtype=np.float64)
+    return region_names, rank_region, rank_node, price, egress
+
+
 def problem_from(shard_map, link_model, speed_model, policy, *, kernel: str | None = None) -> Problem:
     """Build a :class:`Problem` from the runtime objects (names as pinned in INTERFACES.md).
 
@@ -279,7 +287,8 @@ def problem_from(shard_map, link_model, speed_model, policy, *, kernel: str | No
     ----------
     shard_map : ``ShardMap`` (``owners()``, ``work_units()``, ``nbytes()``,
         ``data_classes()``, ``halo_edges()``).
-    link_model : ``LinkModel`` (``alpha_s``, ``beta_bytes_per_s``, ``provenance``).
+    link_model : ``LinkModel`` (``size``, ``table(rank_region, rank_node, n_regions)``, ``provenance``);
+        its measured pairs are grouped by the topology's regions and hosts.
     speed_model : ``SpeedModel`` (``rate(kernel)``, ``provenance``).
     policy : ``Policy`` (``topology``, ``allowed_mask``).
     kernel : which kernel's measured speed to use (default: the reference kernel).
@@ -296,12 +305,7 @@ def problem_from(shard_map, link_model, speed_model, policy, *, kernel: str | No
     class_id = np.fromiter((index[c] for c in classes_per_shard), dtype=np.int64,
                            count=len(classes_per_shard))
     allowed = np.asarray(policy.allowed_mask(list(class_names)), dtype=bool)  # [C, P]
-    region_names = tuple(topo.region_names)
-    rindex = {n: i for i, n in enumerate(region_names)}
-    rank_region = np.array([rindex[g] for g in topo.rank_region], dtype=np.int64)
-    price = np.array([topo.region(g).price_per_core_hour for g in topo.rank_region], dtype=np.float64)
-    egress = np.array([[topo.egress_price_per_gb(a, b) for b in region_names] for a in region_names],
-                      dtype=np.float64)
+    region_names, rank_region, rank_node, price, egress = topology_arrays(topo)
     u, v, halo_bytes = shard_map.halo_edges()
     provenance = "measured"
     if "synthetic" in (link_model.provenance, speed_model.provenance):
@@ -315,8 +319,7 @@ def problem_from(shard_map, link_model, speed_model, policy, *, kernel: str | No
         edge_u=np.asarray(u, dtype=np.int64), edge_v=np.asarray(v, dtype=np.int64),
         edge_bytes=np.asarray(halo_bytes, dtype=np.float64),
         speed_units_per_s=np.asarray(speed_model.rate(kernel), dtype=np.float64),
-        alpha_s=np.asarray(link_model.alpha_s, dtype=np.float64),
-        beta_bytes_per_s=np.asarray(link_model.beta_bytes_per_s, dtype=np.float64),
+        links=link_model.table(rank_region, rank_node, len(region_names)),
         rank_region=rank_region, region_names=region_names,
         price_per_core_hour=price, egress_per_gb=egress,
         class_names=class_names, provenance=provenance)

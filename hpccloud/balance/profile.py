@@ -1,12 +1,16 @@
-"""Read a measured profile (``hpccloud probe --json``) and turn it into a planning Problem.
+"""Check a measured profile (``hpccloud probe --json``) and turn it into a planning Problem.
 
-The profile holds what the probe measured on a real job::
+Pure: the file is read at the edge (``hpccloud.commands.plan``); this module
+checks the parsed document. The profile holds what the probe measured::
 
     {"ranks": [{"rank": 0, "host": "n01", "region": "eu-north"}, ...],
      "regions": ["eu-north", "us-east"],
-     "alpha_s": [[null, 2.1e-06, ...], ...],          # P × P, null diagonal
-     "beta_bytes_per_s": [[null, 8.0e+09, ...], ...], # P × P, null diagonal
+     "pairs": [[0, 1, 2.1e-06, 8.0e+09], ...],       # measured pairs: src, dst, alpha_s, beta
      "speed_units_per_s": [1.6e+09, ...]}             # P
+
+Older profiles carry dense ``alpha_s``/``beta_bytes_per_s`` (P × P, ``null``
+diagonal) instead of ``pairs``; both are read. Unmeasured pairs take their
+level's figure (see :mod:`hpccloud.measure.levels`).
 
 Every problem is reported as one :class:`~hpccloud.errors.ConfigError` naming
 the file, the key and the fix.
@@ -14,36 +18,35 @@ the file, the key and the fix.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 
-from hpccloud.balance.problem import Problem
-from hpccloud.errors import ConfigError
+from hpccloud.balance.problem import Problem, topology_arrays
+from hpccloud.errors import ConfigError, InvalidArgument
+from hpccloud.measure.links import LinkModel, matrix_from_json
 
 
 def _bad(path: str, key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {problem}. Fix: {fix}")
 
 
-def load_profile(path: str) -> dict[str, Any]:
-    """Read and check a probe profile; returns ``ranks``, ``hosts``, ``rank_regions`` and arrays."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the profile ({exc.strerror}). "
-                          "Fix: pass the file written by `hpccloud probe --json FILE`.") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}). "
-                          "Fix: pass the file written by `hpccloud probe --json FILE`.") from None
+def profile_from_doc(doc: Any, path: str) -> dict[str, Any]:
+    """Check a probe profile already read from JSON (pure; ``path`` only names it in messages).
+
+    Returns ``hosts``, ``rank_regions``, ``speed_units_per_s`` and ``links`` (a
+    :class:`~hpccloud.measure.links.LinkModel` of the measured pairs).
+    """
     if not isinstance(doc, dict):
         raise _bad(path, "<top level>", "expected a JSON object", "pass a probe profile")
-    for key in ("ranks", "alpha_s", "beta_bytes_per_s", "speed_units_per_s"):
+    for key in ("ranks", "speed_units_per_s"):
         if key not in doc:
             raise _bad(path, key, "missing", "re-run `hpccloud probe --json` (it writes this key)")
+    if "pairs" not in doc:
+        for key in ("alpha_s", "beta_bytes_per_s"):
+            if key not in doc:
+                raise _bad(path, key, "missing", "re-run `hpccloud probe --json` (it writes this key)")
     ranks = doc["ranks"]
     if not isinstance(ranks, list) or not ranks:
         raise _bad(path, "ranks", "expected a non-empty list of {rank, host, region}", "re-run the probe")
@@ -55,9 +58,13 @@ def load_profile(path: str) -> dict[str, Any]:
                        "list every rank once, in rank order")
         hosts.append(str(r.get("host", "localhost")))
         regions.append(r["region"])
-    arrays = {}
-    for key in ("alpha_s", "beta_bytes_per_s"):
-        arrays[key] = _matrix(path, key, doc[key], P, positive=(key == "beta_bytes_per_s"))
+    if "pairs" not in doc:
+        for key in ("alpha_s", "beta_bytes_per_s"):
+            _check_matrix(path, key, matrix_from_json(doc, key, path), P, positive=(key == "beta_bytes_per_s"))
+    links = LinkModel.from_json(doc, path)
+    if links.size != P:
+        raise _bad(path, "size", f"the links cover {links.size} ranks but `ranks` lists {P}",
+                   "use the profile exactly as the probe wrote it")
     speed = doc["speed_units_per_s"]
     try:
         v = np.array(speed, dtype=np.float64)
@@ -72,26 +79,21 @@ def load_profile(path: str) -> dict[str, Any]:
         if missing:
             raise _bad(path, "regions", f"ranks name region(s) {missing} that `regions` does not list",
                        "use the profile exactly as the probe wrote it")
-    return {"hosts": hosts, "rank_regions": regions, "speed_units_per_s": v, **arrays}
+    return {"hosts": hosts, "rank_regions": regions, "speed_units_per_s": v, "links": links}
 
 
-def _matrix(path: str, key: str, raw: Any, P: int, positive: bool) -> np.ndarray:
-    try:
-        m = np.array(raw, dtype=np.float64)  # JSON null -> nan
-    except (TypeError, ValueError):
-        m = np.zeros(0)
+def _check_matrix(path: str, key: str, m: np.ndarray, P: int, positive: bool) -> None:
+    """A dense matrix of an older profile: P × P, and every value present usable (``null`` = not measured)."""
     if m.shape != (P, P):
         raise _bad(path, key, f"expected a {P} × {P} matrix (one row per rank), got shape {m.shape}",
                    "re-run the probe on the same job")
     off = ~np.eye(P, dtype=bool)
-    ok = np.isfinite(m) & ((m > 0) if positive else (m >= 0))
+    ok = np.isnan(m) | (np.isfinite(m) & ((m > 0) if positive else (m >= 0)))
     bad = np.argwhere(off & ~ok)
     if bad.size:
         i, j = (int(x) for x in bad[0])
-        val = m[i, j]
-        raise _bad(path, f"{key}[{i}][{j}]", f"{'missing' if math.isnan(val) else val} is not a usable "
-                   f"measurement", "re-run the probe so every rank pair is measured")
-    return m
+        raise _bad(path, f"{key}[{i}][{j}]", f"{m[i, j]} is not a usable measurement",
+                   "re-run the probe (alpha >= 0, beta > 0; null for a pair that was not measured)")
 
 
 def problem_from_profile(profile: dict[str, Any], topology, *, shards: int, shard_bytes: int,
@@ -124,8 +126,13 @@ def problem_from_profile(profile: dict[str, Any], topology, *, shards: int, shar
     if home.size == 0:
         raise ConfigError(f"--data-class: {data_class!r} may live on none of the profile's {P} ranks. "
                           "Fix: choose a data class allowed in the probed regions")
-    region_names = tuple(topology.region_names)
-    idx = {g: i for i, g in enumerate(region_names)}
+    region_names, rank_region, rank_node, price, egress = topology_arrays(topology)
+    links = profile["links"].table(rank_region, rank_node, len(region_names))
+    try:
+        links.check()
+    except InvalidArgument as exc:
+        raise ConfigError(f"{source}: {exc}. Fix: re-run `hpccloud probe --json` so every level is "
+                          "measured") from None
     u = np.arange(shards - 1, dtype=np.int64)
     return Problem(
         work_units=np.full(shards, float(work_units_per_shard)),
@@ -133,10 +140,6 @@ def problem_from_profile(profile: dict[str, Any], topology, *, shards: int, shar
         owners=home[(np.arange(shards) * home.size) // shards].astype(np.int64),
         class_id=np.zeros(shards, np.int64), allowed=allowed,
         edge_u=u, edge_v=u + 1, edge_bytes=np.full(u.size, float(max(8, int(math.sqrt(shard_bytes / 8)) * 8))),
-        speed_units_per_s=profile["speed_units_per_s"], alpha_s=profile["alpha_s"],
-        beta_bytes_per_s=profile["beta_bytes_per_s"],
-        rank_region=np.array([idx[g] for g in topology.rank_region], np.int64), region_names=region_names,
-        price_per_core_hour=np.array([topology.region(g).price_per_core_hour for g in topology.rank_region]),
-        egress_per_gb=np.array([[topology.egress_price_per_gb(a, b) for b in region_names]
-                                for a in region_names]),
+        speed_units_per_s=profile["speed_units_per_s"], links=links,
+        rank_region=rank_region, region_names=region_names, price_per_core_hour=price, egress_per_gb=egress,
         class_names=(data_class,), provenance="measured")

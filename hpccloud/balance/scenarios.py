@@ -6,12 +6,15 @@ measurements on real machines, never reported as measured:
 * a field of ``S`` strips (1-D blocks) of 1024 × 1024 float64 cells: a shard
   is 8 MiB, its work is its cell count (1 048 576 units), a halo is one row
   (8 KiB) to each neighbouring strip;
-* ranks split over ``G`` regions in contiguous blocks; compute speed about
-  2·10^8 cells/s per rank (one core running a stencil);
-* links: inside a region α ≈ 3 µs, β ≈ 5 GB/s; between regions α ≈ 1 ms,
+* ranks split over ``G`` regions in contiguous blocks, and inside a region
+  into nodes of 32 ranks; compute speed about 2·10^8 cells/s per rank (one
+  core running a stencil);
+* links per level (a :class:`~hpccloud.measure.levels.LinkTable`, O(P + G²)
+  memory, so 131 072 ranks fit): on one node α ≈ 1 µs, β ≈ 10 GB/s; between
+  nodes of a region α ≈ 3 µs, β ≈ 5 GB/s; between regions α ≈ 1 ms,
   β ≈ 1.25 GB/s, or in ``two-region-slow-link`` α ≈ 10 ms, β ≈ 125 MB/s
-  (1 Gbit/s); every pair gets ±20 % log-normal noise, not symmetric (probes
-  measure each direction);
+  (1 Gbit/s); every node and every ordered region pair gets ±20 % log-normal
+  noise, not symmetric (probes measure each direction);
 * the starting map gives every rank an equal contiguous block, blind to speed
   (what a speed-blind partitioner does).
 
@@ -33,44 +36,48 @@ from hpccloud.balance.model import loads_s
 from hpccloud.balance.planners import PLANNERS, PlanOptions, plan_problem
 from hpccloud.balance.problem import Problem
 from hpccloud.errors import InvalidArgument
+from hpccloud.measure.levels import LinkTable
 
 SCENARIOS = ("hetero-speed", "two-region-slow-link", "residency-mix", "drift")
 CELLS_PER_SHARD = 1024 * 1024
 SHARD_BYTES = CELLS_PER_SHARD * 8
 HALO_BYTES = 1024 * 8
 RANK_SPEED = 2e8
+#: ranks per node of the synthetic machines (one core each)
+RANKS_PER_NODE = 32
 
 
-def synthetic_models(alpha_s: np.ndarray, beta_bytes_per_s: np.ndarray, units_per_s: np.ndarray):
-    """Wrap synthetic arrays in the lead's ``LinkModel``/``SpeedModel`` when present.
+def synthetic_speeds(units_per_s: np.ndarray) -> np.ndarray:
+    """Rates through the runtime's ``SpeedModel`` (provenance ``"synthetic"``), as the runner reads them."""
+    from hpccloud.measure.speed import SpeedModel
 
-    Returns ``(alpha_s, beta_bytes_per_s, units_per_s, provenance)``; the provenance
-    is always ``"synthetic"``.
-    """
-    try:
-        from hpccloud.measure.links import LinkModel
-        from hpccloud.measure.speed import SpeedModel
-    except ImportError:  # the models land on main separately; the arrays are the same
-        return alpha_s, beta_bytes_per_s, units_per_s, "synthetic"
-    links = LinkModel.synthetic(alpha_s, beta_bytes_per_s)
-    speeds = SpeedModel.synthetic(units_per_s)
-    assert links.provenance == speeds.provenance == "synthetic"
-    return (np.asarray(links.alpha_s, float), np.asarray(links.beta_bytes_per_s, float),
-            np.asarray(speeds.rate(), float), "synthetic")
+    return np.asarray(SpeedModel.synthetic(units_per_s).rate(), float)
 
 
 def _regions(n_ranks: int, n_regions: int) -> np.ndarray:
     return (np.arange(n_ranks) * n_regions) // n_ranks
 
 
-def _links(rng, region: np.ndarray, inter_alpha_s: float, inter_beta: float):
-    P = region.size
-    same = region[:, None] == region[None, :]
-    alpha = np.where(same, 3e-6, inter_alpha_s) * rng.lognormal(0.0, 0.2, (P, P))
-    beta = np.where(same, 5e9, inter_beta) * rng.lognormal(0.0, 0.2, (P, P))
-    np.fill_diagonal(alpha, np.nan)
-    np.fill_diagonal(beta, np.nan)
-    return alpha, beta
+def _nodes(region: np.ndarray) -> np.ndarray:
+    """Nodes of :data:`RANKS_PER_NODE` consecutive ranks, never across a region boundary."""
+    first = np.searchsorted(region, region)  # first rank of each rank's region
+    local = (np.arange(region.size) - first) // RANKS_PER_NODE
+    new_node = np.concatenate([[True], (local[1:] != local[:-1]) | (region[1:] != region[:-1])])
+    return np.cumsum(new_node) - 1
+
+
+def _links(rng, region: np.ndarray, n_regions: int, inter_alpha_s: float, inter_beta: float) -> LinkTable:
+    """Level figures: on-node, node to node inside a region, region to region (±20 % each)."""
+    node = _nodes(region)
+    N = int(node[-1]) + 1
+    G = n_regions
+    same = np.eye(G, dtype=bool)
+    region_alpha = np.where(same, 3e-6, inter_alpha_s) * rng.lognormal(0.0, 0.2, (G, G))
+    region_beta = np.where(same, 5e9, inter_beta) * rng.lognormal(0.0, 0.2, (G, G))
+    return LinkTable.levels(rank_region=region, rank_node=node, region_alpha_s=region_alpha,
+                            region_beta_bytes_per_s=region_beta,
+                            node_alpha_s=1e-6 * rng.lognormal(0.0, 0.2, N),
+                            node_beta_bytes_per_s=1e10 * rng.lognormal(0.0, 0.2, N), provenance="synthetic")
 
 
 def _even_blocks(n_shards: int, ranks: np.ndarray) -> np.ndarray:
@@ -86,16 +93,17 @@ def make_problem(scenario: str, ranks: int, regions: int, shards: int, seed: int
         raise InvalidArgument(f"need ranks >= regions >= 1 and shards >= 1 (got ranks={ranks}, "
                               f"regions={regions}, shards={shards})")
     rng = np.random.default_rng(seed)
+    link_rng = np.random.default_rng([seed, 1])  # links drawn apart: speeds and classes keep their draws
     region = _regions(ranks, regions)
     names = tuple(f"region-{g}" for g in range(regions))
     if scenario == "two-region-slow-link":
         speed = RANK_SPEED * np.where(region == 0, 1.0, 0.5) * rng.lognormal(0.0, 0.05, ranks)
-        alpha, beta = _links(rng, region, 1e-2, 1.25e8)
+        links = _links(link_rng, region, regions, 1e-2, 1.25e8)
     else:
         spread = 0.4 if scenario != "drift" else 0.2
         speed = RANK_SPEED * rng.lognormal(0.0, spread, ranks)
-        alpha, beta = _links(rng, region, 1e-3, 1.25e9)
-    alpha, beta, speed, provenance = synthetic_models(alpha, beta, speed)
+        links = _links(link_rng, region, regions, 1e-3, 1.25e9)
+    speed = synthetic_speeds(speed)
 
     class_names: tuple[str, ...] = ("public",)
     allowed = np.ones((1, ranks), bool)
@@ -121,9 +129,9 @@ def make_problem(scenario: str, ranks: int, regions: int, shards: int, seed: int
         work_units=np.full(shards, float(CELLS_PER_SHARD)), nbytes=np.full(shards, SHARD_BYTES, np.int64),
         owners=owners.astype(np.int64), class_id=class_id, allowed=allowed,
         edge_u=u, edge_v=u + 1, edge_bytes=np.full(u.size, float(HALO_BYTES)),
-        speed_units_per_s=speed, alpha_s=alpha, beta_bytes_per_s=beta,
+        speed_units_per_s=speed, links=links,
         rank_region=region.astype(np.int64), region_names=names, price_per_core_hour=price,
-        egress_per_gb=egress, class_names=class_names, provenance=provenance)
+        egress_per_gb=egress, class_names=class_names, provenance="synthetic")
 
 
 def drift_work(n_shards: int, epoch: int, n_epochs: int) -> np.ndarray:

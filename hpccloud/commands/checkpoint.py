@@ -110,66 +110,46 @@ def run_verify(args) -> int:
     return 0
 
 
-def _effective_regions(name: str, declared: dict) -> frozenset[str] | None:
-    """Regions of a (possibly effective ``a+b``) class: the intersection of its parts."""
-    import re
-
-    if name in declared:
-        return declared[name].regions
-    parts = [p for p in re.split(r"[+&|]", name) if p]
-    if not parts or any(p not in declared for p in parts):
-        return None
-    return frozenset.intersection(*(declared[p].regions for p in parts))
-
-
 def restart_plan(manifest: dict[str, Any], topology) -> dict[str, Any]:
     """Where a restart on ``topology`` would put each shard of a checkpoint (pure).
 
-    Shards are split evenly by work over the new ranks, then every shard whose
-    new rank may not hold its data class moves to the least-loaded rank that
-    may. Raises :class:`ConfigError` (one message naming the classes, where
-    they may live and what is left) when some class can live on no rank.
+    The same placement as the run's restart stage
+    (:func:`hpccloud.runner.checkpointing.restart_map`): the workload's declared
+    classes, effective halo classes of *this* topology, owners kept where the
+    rank exists (same rank count), else the work split evenly, then every shard
+    its rank may not hold moved to an allowed rank. Raises the run's own
+    :class:`ConfigError` when a class can live on no rank.
     """
+    from hpccloud.policy import Policy
+    from hpccloud.runner.residency import halo_closed, place_resident
     from hpccloud.shards import ShardMap, assign_owners
+    from hpccloud.workloads import make_workload
 
-    smap = ShardMap.from_json(manifest["shard_map"])
-    declared = topology.data_classes
+    st = manifest["state"]
+    wl = make_workload(st.get("workload"), st.get("params"))
+    saved = ShardMap.from_json(manifest["shard_map"])
+    declared = wl.shard_map(topology.size)
+    if len(saved) != len(declared):
+        raise ConfigError(f"the checkpoint has {len(saved)} shards, its workload makes "
+                          f"{len(declared)}: the manifest does not match its workload")
+    base = saved.with_classes(declared.data_classes())
+    owners = base.owners()
+    if int(manifest["ranks"]) != topology.size or owners.max(initial=0) >= topology.size:
+        owners = assign_owners(np.maximum(base.work_units(), 1e-12), topology.size)
+    smap = base.with_owners(owners, version=base.version)
+    policy = Policy.from_topology(topology)
+    if wl.halo:
+        smap, policy = halo_closed(smap, topology)
+    smap = place_resident(smap, policy)
+    owners = smap.owners()
     classes = sorted(set(smap.data_classes()))
-    allowed: dict[str, frozenset[str]] = {}
-    undeclared = []
-    for dc in classes:
-        regions = _effective_regions(dc, declared)
-        if regions is None:
-            undeclared.append(dc)
-        else:
-            allowed[dc] = regions
-    if undeclared:
-        raise ConfigError(f"{topology.source}: the checkpoint holds data classes {undeclared}, which "
-                          f"the topology does not declare. Fix: declare them ([data_classes.NAME])")
-    present = set(topology.rank_region)
-    homeless = {dc: sorted(allowed[dc]) for dc in classes if not allowed[dc] & present}
-    if homeless:
-        raise ConfigError(f"{topology.source}: a restart on {topology.size} ranks in regions "
-                          f"{sorted(present)} would leave data classes {sorted(homeless)} nowhere "
-                          f"to live (allowed regions: {homeless}); nothing was read. Fix: restart "
-                          "with ranks in one of those regions")
-    work = np.maximum(smap.work_units(), 1e-12)
-    owners = assign_owners(work, topology.size)
-    load = np.bincount(owners, weights=work, minlength=topology.size)
-    for s in smap.shards:
-        ok = [r for r in range(topology.size) if topology.region_of(r) in allowed[s.data_class]]
-        if owners[s.id] not in ok:
-            best = min(ok, key=lambda r: (load[r], r))
-            load[owners[s.id]] -= work[s.id]
-            load[best] += work[s.id]
-            owners[s.id] = best
     reads: list[set[str]] = [set() for _ in range(topology.size)]
     for s in smap.shards:
         reads[owners[s.id]].add(manifest["files"][manifest["shard_rank"][str(s.id)]])
-    nbytes = smap.nbytes()
     return {"owners": owners.tolist(),
-            "classes": {dc: sorted(allowed[dc]) for dc in classes},
+            "classes": {dc: sorted(policy.allowed_regions(dc)) for dc in classes},
             "class_shards": {dc: sum(1 for s in smap.shards if s.data_class == dc) for dc in classes},
             "shards_per_rank": np.bincount(owners, minlength=topology.size).tolist(),
-            "bytes_per_rank": np.bincount(owners, weights=nbytes, minlength=topology.size).tolist(),
+            "bytes_per_rank": np.bincount(owners, weights=smap.nbytes(),
+                                          minlength=topology.size).tolist(),
             "reads": [sorted(x) for x in reads]}

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 
 def add_topology_arg(parser) -> None:
     parser.add_argument("--topology", metavar="FILE", default=None,
@@ -35,19 +32,13 @@ def world():
 
 def check_writable(path: str) -> None:
     """Fail early (before the work) when an output file could not be written."""
-    from hpccloud.errors import InvalidArgument
+    from hpccloud.io.atomic import check_writable as check
 
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(folder):
-        raise InvalidArgument(f"{path}: folder {folder!r} does not exist. Fix: create it or "
-                              "choose another output path")
-    if not os.access(folder, os.W_OK):
-        raise InvalidArgument(f"{path}: folder {folder!r} is not writable. Fix: choose another "
-                              "output path")
+    check(path)
 
 
 def write_json_atomic(path: str, obj) -> None:
     """Write JSON to ``path`` atomically (temp file, fsync, rename)."""
-    from hpccloud.io.atomic import write_bytes_atomic
+    from hpccloud.io.atomic import write_json_atomic as write
 
-    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode())
+    write(path, obj)

@@ -7,6 +7,7 @@ job is killed mid-write.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -54,3 +55,46 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float replaced by None (NaN and inf are not JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as strict JSON to ``path`` atomically (non-finite floats become null).
+
+    >>> import tempfile, os, json
+    >>> p = os.path.join(tempfile.mkdtemp(), "r.json")
+    >>> write_json_atomic(p, {"x": float("nan"), "y": [1.5]})
+    >>> json.load(open(p))
+    {'x': None, 'y': [1.5]}
+    """
+    import json
+
+    text = json.dumps(_finite(obj), indent=1, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode())
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail early (before the work) when the output file ``path`` could not be written."""
+    from hpccloud.errors import InvalidArgument
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InvalidArgument(f"{path}: is a folder, an output file is expected here. Fix: give "
+                              "a file name")
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        raise InvalidArgument(f"{path}: folder {folder!r} does not exist. Fix: create it or "
+                              "choose another output path")
+    if not os.access(folder, os.W_OK):
+        raise InvalidArgument(f"{path}: folder {folder!r} is not writable. Fix: choose another "
+                              "output path")

@@ -18,7 +18,7 @@ Integrity
     it is used.
 
 Restart on other rank counts
-    :func:`read_shards` reads any set of shards from whichever rank files hold
+    :func:`read_checkpoint_shards` reads any set of shards from whichever rank files hold
     them, so a job of M ranks can restart from a checkpoint written by N.
 
 Backups
@@ -478,7 +478,7 @@ def read_manifest(path: str, key: bytes | None = None) -> dict[str, Any]:
     return check_integrity(manifest, mpath, key)
 
 
-def read_shards(path: str, manifest: dict[str, Any], shard_ids: Iterable[int]) -> dict[int, np.ndarray]:
+def read_checkpoint_shards(path: str, manifest: dict[str, Any], shard_ids: Iterable[int]) -> dict[int, np.ndarray]:
     """Read ``shard_ids`` from whichever rank files hold them, each checksum-verified (no MPI).
 
     Each rank file is opened once, read-only, and only for the shards asked for.
@@ -523,7 +523,7 @@ def read_checkpoint(comm, path: str, key: bytes | None = None, shard_ids: Iterab
         rank = comm.Get_rank()
         shard_ids = [int(s) for s, r in manifest["shard_rank"].items() if r == rank]
     ids = list(shard_ids)
-    return manifest, agree(comm, lambda: read_shards(path, manifest, ids))
+    return manifest, agree(comm, lambda: read_checkpoint_shards(path, manifest, ids))
 
 
 # ----------------------------------------------------------------------------- finding and verifying
@@ -551,7 +551,7 @@ def verify_checkpoint(path: str, key: bytes | None = None) -> dict[str, Any]:
     held = set(backup["files_held"]) if isinstance(backup, dict) else None
     ids = [int(s) for s, r in manifest["shard_rank"].items()
            if held is None or manifest["files"][r] in held]
-    nbytes = sum(a.nbytes for a in read_shards(path, manifest, ids).values())
+    nbytes = sum(a.nbytes for a in read_checkpoint_shards(path, manifest, ids).values())
     classes: dict[str, int] = {}
     for s in manifest["shard_map"].get("shards", []):
         classes[s["data_class"]] = classes.get(s["data_class"], 0) + 1
@@ -582,5 +582,5 @@ def newest_verified(root: str, key: bytes | None = None, full: bool = True
 
 __all__ = ["FORMAT", "MANIFEST", "CheckpointWriter", "backup_allowed", "check_integrity", "checkpoint_name",
            "list_checkpoints", "manifest_body", "newest_verified", "parse_backup_dirs", "publish",
-           "read_checkpoint", "read_manifest", "read_shards", "rank_file", "seal_manifest",
+           "read_checkpoint", "read_manifest", "read_checkpoint_shards", "rank_file", "seal_manifest",
            "state_may_live", "verify_checkpoint", "write_checkpoint", "write_rank_file"]

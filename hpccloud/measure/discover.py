@@ -53,6 +53,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ class DiscoveredRegions:
     separation: float
     conclusive: bool
     reference_bytes: int
-    cost_s: np.ndarray = field(repr=False, compare=False)
+    cost_s: np.ndarray | None = field(repr=False, compare=False)
 
     @property
     def n_regions(self) -> int:
@@ -153,11 +154,47 @@ def discover_regions(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_R
     beta = _as_matrix(beta_bytes_per_s)
     cost = link_cost_s(alpha, beta, reference_bytes)
     size = cost.shape[0]
-    iu = np.triu_indices(size, k=1)
-    pair_cost = cost[iu]
-    known = np.isfinite(pair_cost)
-    log_sorted = np.sort(np.log(pair_cost[known]))
+    i, j = np.triu_indices(size, k=1)
+    keep = np.isfinite(cost[i, j])
+    found = discover_from_pairs(size, i[keep], j[keep], cost[i[keep], j[keep]],
+                                reference_bytes=reference_bytes, min_gap_factor=min_gap_factor)
+    return dataclasses.replace(found, cost_s=cost)
 
+
+def pair_cost_s(src, dst, alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_REFERENCE_BYTES):
+    """``(a, b, cost)`` per unordered measured pair, ``a < b``: the cheaper direction of ``α + n_ref/β``.
+
+    Costs below what any link could do are dropped as artefacts (see the module notes).
+    """
+    src = np.asarray(src, np.int64)
+    dst = np.asarray(dst, np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = np.asarray(alpha_s, float) + reference_bytes / np.asarray(beta_bytes_per_s, float)
+    ok = (cost > max(reference_bytes, 1) / MAX_PLAUSIBLE_BYTES_PER_S) & (src != dst)
+    a, b, cost = np.minimum(src, dst)[ok], np.maximum(src, dst)[ok], cost[ok]
+    if a.size == 0:
+        return a, b, cost
+    order = np.lexsort((cost, b, a))
+    a, b, cost = a[order], b[order], cost[order]
+    first = np.concatenate([[True], (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
+    return a[first], b[first], cost[first]
+
+
+def discover_from_pairs(size: int, a, b, cost_s, *, rank_node=None,
+                        reference_bytes: int = DEFAULT_REFERENCE_BYTES,
+                        min_gap_factor: float = DEFAULT_MIN_GAP_FACTOR) -> DiscoveredRegions:
+    """Regions from the *measured* pairs only (a sampled probe): O(pairs + P), no P × P matrix.
+
+    ``a``, ``b``, ``cost_s`` are unordered pairs and their costs (:func:`pair_cost_s`).
+    ``rank_node`` (optional) joins the ranks of one node before the cut: a host
+    is one place, and a sampled probe measures only a few of its pairs.
+    """
+    if min_gap_factor <= 1.0:
+        raise ValueError(f"min_gap_factor must be > 1, got {min_gap_factor}")
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    cost = np.asarray(cost_s, float)
+    log_sorted = np.sort(np.log(cost))
     threshold_s, gap_factor = np.nan, 1.0
     if log_sorted.size >= 2:
         steps = np.diff(log_sorted)
@@ -165,24 +202,23 @@ def discover_regions(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_R
         gap_factor = float(np.exp(steps[k]))
         if gap_factor >= min_gap_factor:
             threshold_s = float(np.exp((log_sorted[k] + log_sorted[k + 1]) / 2.0))
-
-    if np.isfinite(threshold_s):
-        fast = np.nan_to_num(cost, nan=np.inf) <= threshold_s
-    else:  # no cut: every measured link is of one kind
-        fast = np.isfinite(cost)
-    labels = connected_components(fast)
+    fast = cost <= threshold_s if np.isfinite(threshold_s) else np.ones(cost.size, bool)
+    ea, eb = a[fast], b[fast]
+    if rank_node is not None:  # join each rank to the first rank of its node
+        node = np.asarray(rank_node, np.int64)
+        first = np.full(int(node.max()) + 1, size, np.int64)
+        np.minimum.at(first, node, np.arange(size))
+        ea, eb = np.concatenate([ea, first[node]]), np.concatenate([eb, np.arange(size)])
+    labels = _components(size, ea, eb)
     groups = tuple(tuple(int(r) for r in np.flatnonzero(labels == g))
                    for g in range(labels.max() + 1)) if size else ()
-
-    same = labels[:, None] == labels[None, :]
-    inside = cost[same & np.isfinite(cost)]
-    between = cost[~same & np.isfinite(cost)]
-    separation = (float(between.min() / inside.max())
-                  if inside.size and between.size else float("nan"))
+    same = labels[a] == labels[b]
+    separation = (float(cost[~same].min() / cost[same].max())
+                  if same.any() and (~same).any() else float("nan"))
     return DiscoveredRegions(
         rank_region=tuple(int(x) for x in labels), groups=groups, threshold_s=threshold_s,
         gap_factor=gap_factor, separation=separation, conclusive=bool(log_sorted.size >= 2),
-        reference_bytes=int(reference_bytes), cost_s=cost)
+        reference_bytes=int(reference_bytes), cost_s=None)
 
 
 def _as_matrix(m) -> np.ndarray:
@@ -196,7 +232,12 @@ def connected_components(adjacent: np.ndarray) -> np.ndarray:
     >>> connected_components(np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], bool)).tolist()
     [0, 1, 0]
     """
-    size = adjacent.shape[0]
+    i, j = np.nonzero(np.triu(adjacent | adjacent.T, k=1))
+    return _components(adjacent.shape[0], i, j)
+
+
+def _components(size: int, edge_a, edge_b) -> np.ndarray:
+    """Union-find over an edge list; labels numbered by lowest member."""
     parent = list(range(size))
 
     def find(x: int) -> int:
@@ -205,8 +246,8 @@ def connected_components(adjacent: np.ndarray) -> np.ndarray:
             x = parent[x]
         return x
 
-    for i, j in zip(*np.nonzero(np.triu(adjacent | adjacent.T, k=1)), strict=True):
-        ri, rj = find(int(i)), find(int(j))
+    for i, j in zip(np.asarray(edge_a).tolist(), np.asarray(edge_b).tolist(), strict=True):
+        ri, rj = find(i), find(j)
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)  # the root is always the lowest rank
     roots = [find(i) for i in range(size)]

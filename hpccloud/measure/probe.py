@@ -1,13 +1,33 @@
-"""Link and speed probes: measure every ordered rank pair and every rank's compute rate.
+"""Link and speed probes: a bounded sample of pairs per level of the machine, and every rank's rate.
 
 Link probe
-    Pairs are scheduled in rounds by the circle method (round-robin pairing):
-    P − 1 rounds for even P, P for odd P (one rank sits out each round), so pairs
-    that run at the same time never share a rank. In each pair both directions
-    are measured at every size: rank ``a`` sends ``n`` bytes, ``b`` answers with
-    8 bytes, and the one-way time is ``rtt(n) − rtt(8) / 2``. Medians of repeats
-    after warm-up become samples of the :class:`~hpccloud.measure.links.LinkModel`,
-    which fits α and β per ordered pair.
+    The pairs to measure come from :func:`link_probe_schedule`, a pure function
+    of (rank → region, rank → node), so its cost can be checked at any size
+    without MPI. Per level it measures a bounded sample, both directions:
+
+    * **on-node**: ``k`` rank pairs of every node with two ranks or more;
+      round ``j`` holds pair ``j`` of every node (never two pairs on one node);
+    * **node-to-node in a region**: ``k`` rounds of the circle method over each
+      region's nodes (a perfect matching per round: every node in one pair);
+    * **region-to-region**: the circle method over regions (``G − 1`` rounds for
+      even ``G``, ``G`` for odd), and for each matched region pair ``k`` rank
+      pairs on different nodes, one after another (they would share the link).
+
+    Rounds: ``k_on + k_node + k_region · R(G)`` with ``R(G) = G − 1`` or ``G``;
+    pairs: at most ``k_on · N + k_node · N / 2 + k_region · G (G − 1) / 2`` for
+    ``N`` nodes — no growth with ranks, and none with nodes in time when pairs
+    run concurrently. Each measured pair costs
+    :func:`messages_per_pair` point-to-point messages. Every other pair takes
+    its level's median (see :mod:`hpccloud.measure.levels`); the job's own
+    transfers refine the pairs they use (``LinkModel.add_sample``), as before.
+    ``full=True`` (and, by default, a job under 16 ranks that gives no regions,
+    as the runner does) measures every ordered pair in ``P − 1`` rounds (``P``
+    for odd ``P``), the circle method over ranks.
+
+    In each pair both directions are measured at every size: rank ``a`` sends
+    ``n`` bytes, ``b`` answers with 8 bytes, and the one-way time is
+    ``rtt(n) − rtt(8) / 2``. Medians of repeats after warm-up become samples
+    of the :class:`~hpccloud.measure.links.LinkModel`, which fits α and β per pair.
 
     When a node has more ranks than cores, concurrent pairs would time-share
     the cores and read time slices instead of links, so pairs then run one at a
@@ -29,6 +49,7 @@ import numpy as np
 
 from hpccloud.comm.wait import sleeping_barrier
 from hpccloud.measure.cores import planner_rates
+from hpccloud.measure.levels import LEVEL_NAMES, level_counts, node_index
 from hpccloud.measure.links import LinkModel
 from hpccloud.measure.speed import SpeedModel
 
@@ -36,6 +57,10 @@ from hpccloud.measure.speed import SpeedModel
 DEFAULT_SIZES = (8, 64, 512, 4096, 32768, 262144, 1 << 20, 4 << 20)
 _ACK_BYTES = 8
 _TAG = 7301
+#: sample pairs per level (on-node, node-to-node, region-to-region) of the sampled probe
+DEFAULT_PAIRS_PER_LEVEL = 2
+#: without regions (the runner's call) jobs below this many ranks measure every pair
+FULL_PROBE_MAX_RANKS = 16
 
 
 def round_robin_rounds(size: int) -> list[list[tuple[int, int]]]:
@@ -62,6 +87,141 @@ def round_robin_rounds(size: int) -> list[list[tuple[int, int]]]:
     return rounds
 
 
+def circle_round(n: int, r: int) -> list[tuple[int, int]]:
+    """Round ``r`` of the circle method over ``n`` items: a matching, O(n), no other round built.
+
+    Over ``r = 0 .. R − 1`` (``R = n − 1`` for even ``n``, ``n`` for odd) every
+    unordered pair appears exactly once.
+
+    >>> circle_round(4, 0), circle_round(3, 1)
+    ([(0, 3), (1, 2)], [(0, 2)])
+    """
+    m = n if n % 2 == 0 else n + 1  # a dummy item m - 1 for odd n
+    pairs = [(r % (m - 1), m - 1)]
+    for i in range(1, m // 2):
+        pairs.append(((r + i) % (m - 1), (r - i) % (m - 1)))
+    return sorted((min(a, b), max(a, b)) for a, b in pairs if a < n and b < n)
+
+
+@dataclass(frozen=True)
+class ProbeSchedule:
+    """Which rank pairs the link probe measures, in rounds (see the module notes).
+
+    Attributes
+    ----------
+    rounds : each round a list of unordered pairs ``(a, b)``, ``a < b``, no rank
+        twice; both directions of every pair are measured.
+    level : level name of each scheduled pair (``"on-node"``, ``"node-to-node"``,
+        ``"region-to-region"``).
+    rank_region, rank_node : the grouping the schedule was made for.
+    full : every pair (the circle method over ranks) rather than a sample.
+    """
+
+    rounds: tuple[tuple[tuple[int, int], ...], ...]
+    level: dict
+    rank_region: np.ndarray = field(repr=False)
+    rank_node: np.ndarray = field(repr=False)
+    full: bool = False
+
+    @property
+    def n_pairs(self) -> int:
+        """Unordered pairs measured (each in both directions)."""
+        return sum(len(r) for r in self.rounds)
+
+    def messages(self, sizes, skip: int = 3, repeats=None) -> int:
+        """Point-to-point messages (``Send`` calls, all ranks) the probe sends: pairs × per pair."""
+        return self.n_pairs * messages_per_pair(sizes, skip, repeats)
+
+    def to_json(self) -> dict:
+        """Which pairs were measured (by level) and how many were inferred from each level."""
+        measured: dict[str, int] = {}
+        for lvl in self.level.values():
+            measured[lvl] = measured.get(lvl, 0) + 2  # both directions
+        total = level_counts(self.rank_region, self.rank_node)
+        return {
+            "mode": "full" if self.full else "sampled per level",
+            "rounds": len(self.rounds),
+            "measured_pairs": [[a, b, self.level[(a, b)]] for rnd in self.rounds for a, b in rnd],
+            "measured_ordered_pairs_by_level": {k: measured.get(k, 0) for k in LEVEL_NAMES[1:]},
+            "inferred_ordered_pairs_by_level": {k: total[k] - measured.get(k, 0) for k in LEVEL_NAMES[1:]},
+            "inferred_from": "the median over the measured pairs of the same level: on-node -> that node's "
+                             "pairs, node-to-node -> that node pair's, else that region pair's",
+        }
+
+
+def messages_per_pair(sizes, skip: int = 3, repeats=None) -> int:
+    """Messages of one measured pair: 2 directions × Σ sizes (skip + repeats) × (message + answer)."""
+    repeats = repeats or repeats_for
+    sizes = sorted({int(x) for x in sizes} | {_ACK_BYTES})
+    return 2 * sum(skip + repeats(n) for n in sizes) * 2
+
+
+def link_probe_schedule(rank_region, rank_node, pairs_per_level: int = DEFAULT_PAIRS_PER_LEVEL,
+                        full: bool = False) -> ProbeSchedule:
+    """The link probe's pairs for ranks grouped into nodes and regions (pure; see the module notes).
+
+    >>> s = link_probe_schedule([0, 0, 1, 1], [0, 0, 1, 1], pairs_per_level=1)
+    >>> s.rounds, s.level[(0, 2)]
+    ((((0, 1), (2, 3)), ((0, 2),)), 'region-to-region')
+    """
+    region = np.asarray(rank_region, np.int64)
+    node = node_index(region, np.asarray(rank_node).tolist())
+    P = region.size
+    level_code = {(0, 0): "on-node", (0, 1): "on-node", (1, 1): "node-to-node", (1, 0): "region-to-region"}
+    if full:
+        rounds = tuple(tuple(r) for r in round_robin_rounds(P))
+        lv = {(a, b): level_code[(int(node[a] != node[b]), int(region[a] == region[b]))]
+              for rnd in rounds for a, b in rnd}
+        return ProbeSchedule(rounds, lv, region, node, True)
+    k = max(1, int(pairs_per_level))
+    order = np.argsort(node, kind="stable")
+    n_nodes = int(node.max()) + 1 if P else 0
+    start = np.searchsorted(node[order], np.arange(n_nodes + 1))
+    ranks_of = [order[start[i]:start[i + 1]].tolist() for i in range(n_nodes)]
+    node_region = np.zeros(n_nodes, np.int64)
+    node_region[node] = region
+    rounds: list[list[tuple[int, int]]] = []
+    lv: dict[tuple[int, int], str] = {}
+
+    def add(rnd: list[tuple[int, int]], name: str) -> None:
+        rnd = sorted({(min(a, b), max(a, b)) for a, b in rnd} - set(lv))
+        if rnd:
+            rounds.append(rnd)
+            lv.update((pr, name) for pr in rnd)
+
+    # on-node: round j holds the j-th pair of every node (first round of the circle method on it)
+    for j in range(k):
+        rnd = []
+        for rs in ranks_of:
+            pairs = circle_round(len(rs), 0) if len(rs) >= 2 else []
+            if j < len(pairs):
+                rnd.append((rs[pairs[j][0]], rs[pairs[j][1]]))
+        add(rnd, "on-node")
+    # node-to-node inside each region: k rounds of the circle method over its nodes
+    nodes_of_region = [np.flatnonzero(node_region == g).tolist() for g in range(int(region.max()) + 1 if P else 0)]
+    for j in range(k):
+        rnd = []
+        for ns in nodes_of_region:
+            if len(ns) >= 2 and j < (len(ns) - 1 if len(ns) % 2 == 0 else len(ns)):
+                for x, y in circle_round(len(ns), j):
+                    a, b = ranks_of[ns[x]], ranks_of[ns[y]]
+                    rnd.append((a[j % len(a)], b[j % len(b)]))
+        add(rnd, "node-to-node")
+    # region to region: matched region pairs at once, their k samples one after another
+    G = len(nodes_of_region)
+    for r in range(G - 1 if G % 2 == 0 else G):
+        pairs = circle_round(G, r)
+        for j in range(k):
+            rnd = []
+            for ga, gb in pairs:
+                na, nb = nodes_of_region[ga], nodes_of_region[gb]
+                if na and nb:
+                    a, b = ranks_of[na[j % len(na)]], ranks_of[nb[j % len(nb)]]
+                    rnd.append((a[(j // len(na)) % len(a)], b[(j // len(nb)) % len(b)]))
+            add(rnd, "region-to-region")
+    return ProbeSchedule(tuple(tuple(r) for r in rounds), lv, region, node, False)
+
+
 def repeats_for(nbytes: int) -> int:
     """Timed repeats per size: many for small messages, fewer for large ones."""
     if nbytes <= 32768:
@@ -79,6 +239,7 @@ class LinkProbeResult:
     one_way_s: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     concurrent_pairs: bool = True
     seconds: float = 0.0
+    schedule: ProbeSchedule | None = None
 
 
 def _pingpong(comm, peer: int, initiator: bool, nbytes: int, buf: np.ndarray, ack: np.ndarray,
@@ -100,8 +261,18 @@ def _pingpong(comm, peer: int, initiator: bool, nbytes: int, buf: np.ndarray, ac
 
 
 def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | None = None,
-                repeats=repeats_for) -> LinkProbeResult:
-    """Measure every ordered pair of ``comm``; collective. Returns the same model on every rank."""
+                repeats=repeats_for, *, rank_region=None, hosts=None,
+                pairs_per_level: int = DEFAULT_PAIRS_PER_LEVEL, full: bool | None = None) -> LinkProbeResult:
+    """Measure the pairs of :func:`link_probe_schedule`; collective. Returns the same model on every rank.
+
+    Parameters
+    ----------
+    rank_region : region index of every rank (the topology's); default: one region.
+    hosts : node name of every rank; default: each rank's ``MPI.Get_processor_name()``.
+    pairs_per_level : sample pairs per level (see the module notes).
+    full : measure every ordered pair; default only without ``rank_region`` below
+        :data:`FULL_PROBE_MAX_RANKS` ranks (what the runner has always had).
+    """
     from hpccloud.threads import cores_available, ranks_on_this_node
 
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -109,12 +280,21 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
     if concurrent is None:
         fits = ranks_on_this_node(comm) <= cores_available()
         concurrent = bool(comm.allreduce(int(fits), op=_min_op()))
+    if full is None:
+        full = rank_region is None and size < FULL_PROBE_MAX_RANKS
+    if hosts is None:
+        from mpi4py import MPI
+
+        hosts = comm.allgather(MPI.Get_processor_name())
+    region = np.zeros(size, np.int64) if rank_region is None else np.asarray(rank_region, np.int64)
+    node = node_index(region, hosts)
+    schedule = link_probe_schedule(region, node, pairs_per_level, full=full)
     buf = np.zeros(max(sizes), dtype=np.uint8)
     ack = np.zeros(_ACK_BYTES, dtype=np.uint8)
     local: dict[tuple[int, int], list[float]] = {}
     t_start = time.perf_counter()
     sleeping_barrier(comm)
-    for pairs in round_robin_rounds(size):
+    for pairs in schedule.rounds:
         groups = [pairs] if concurrent else [[p] for p in pairs]
         for group in groups:
             for a, b in group:
@@ -137,13 +317,13 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
     merged: dict[tuple[int, int], list[float]] = {}
     for part in comm.allgather(local):
         merged.update(part)
-    model = LinkModel(size, provenance="measured")
+    model = LinkModel(size, provenance="measured", rank_region=region, rank_node=node)
     for (src, dst), times in sorted(merged.items()):
         for n, t in zip(sizes, times, strict=True):
             model.add_sample(src, dst, n, t, source="probe")
     model.refit()
     seconds = comm.allreduce(time.perf_counter() - t_start, op=_max_op())
-    return LinkProbeResult(model, sizes, merged, concurrent, seconds)
+    return LinkProbeResult(model, sizes, merged, concurrent, seconds, schedule)
 
 
 def probe_speed(comm, kernel: str = "stencil2d", n_units: int = 1 << 20,

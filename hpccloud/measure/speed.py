@@ -1,22 +1,18 @@
 """The compute model: rank r runs kernel k at ``v_rk`` work units per second.
 
 Rates come from timed kernel runs on real data (the speed probe, then every
-step of the runner); a shard's work units belong to the shard, so the same
+step window of the runner, :mod:`hpccloud.runner.window`); a shard's work units belong to the shard, so the same
 shard predicts different times on ranks of different speed. A model built from
 given numbers (simulator, tests) has provenance ``"synthetic"``.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import numpy as np
 
 from hpccloud.errors import ConfigError
-
-#: samples kept per (rank, kernel): the rate follows the machine as it drifts
-WINDOW = 32
 
 
 class SpeedModel:
@@ -33,7 +29,6 @@ class SpeedModel:
         self.reference_kernel = reference_kernel
         self.provenance = provenance
         self.per_kernel: dict[str, np.ndarray] = {}
-        self._samples: dict[tuple[int, str], deque] = {}
 
     @property
     def units_per_s(self) -> np.ndarray:
@@ -55,17 +50,6 @@ class SpeedModel:
             scale = np.median(mine[both] / ref[both]) if both.any() else 1.0
             out[missing] = ref[missing] * scale
         return out
-
-    def add_sample(self, rank: int, kernel: str, work_units: float, seconds: float) -> None:
-        """Record a timed run: ``work_units`` done by ``rank`` in ``seconds``."""
-        if seconds <= 0 or work_units <= 0:
-            return
-        q = self._samples.setdefault((int(rank), kernel), deque(maxlen=WINDOW))
-        q.append((float(work_units), float(seconds)))
-        units = sum(u for u, _ in q)
-        secs = sum(s for _, s in q)
-        rates = self.per_kernel.setdefault(kernel, np.full(self.size, np.nan))
-        rates[rank] = units / secs
 
     def set_rates(self, kernel: str, units_per_s) -> None:
         """Replace all ranks' rates for ``kernel`` (e.g. after an allgather of measurements)."""

@@ -13,7 +13,6 @@ partials in shard-id order.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -137,22 +136,6 @@ def _as_bool(value) -> bool:
     if str(value).lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(value)
-
-
-def with_shapes(shard_map: ShardMap, shapes: dict[int, tuple[int, ...]]) -> ShardMap:
-    """A map whose shards have new shapes (and bytes); same version, same owners."""
-    itemsize = np.dtype(shard_map.dtype).itemsize
-    shards = [replace(s, shape=tuple(shapes[s.id]), nbytes=int(np.prod(shapes[s.id])) * itemsize)
-              if s.id in shapes else s for s in shard_map.shards]
-    return ShardMap(shard_map.global_shape, shard_map.dtype, shards, shard_map.version,
-                    shard_map.grid, shard_map.halo_width)
-
-
-def with_classes(shard_map: ShardMap, classes: list[str]) -> ShardMap:
-    """A map whose shards have the given data classes; same version."""
-    shards = [replace(s, data_class=c) for s, c in zip(shard_map.shards, classes, strict=True)]
-    return ShardMap(shard_map.global_shape, shard_map.dtype, shards, shard_map.version,
-                    shard_map.grid, shard_map.halo_width)
 
 
 def rows_map(n_rows: int, n_cols: int | None, n_shards: int, dtype, size: int,

@@ -22,7 +22,7 @@ import numpy as np
 
 from hpccloud.errors import ConfigError
 from hpccloud.shards import tile_2d
-from hpccloud.workloads.base import Workload, with_shapes
+from hpccloud.workloads.base import Workload
 
 _COLS = 4  # x, y, vx, vy
 
@@ -54,7 +54,7 @@ class Particles(Workload):
         # the global "array" is the tile grid itself: one row per particle is not a fixed shape
         m = tile_2d((g, g), (g, g), "<f8", size, data_class="public", halo_width=0)
         init = {s.id: (self._initial_particles(s).shape[0], _COLS) for s in m.shards}
-        return with_shapes(m, init)
+        return m.with_shapes(init)
 
     def bounds(self, sid: int) -> tuple[float, float, float, float]:
         g = self.params["grid"]
@@ -139,7 +139,7 @@ class Particles(Workload):
         counts = {}
         for part in comm.allgather({sid: local[sid].shape[0] for sid in local}):
             counts.update(part)
-        return with_shapes(shard_map, {sid: (c, _COLS) for sid, c in counts.items()})
+        return shard_map.with_shapes({sid: (c, _COLS) for sid, c in counts.items()})
 
     def result_map(self, shard_map):
         b = self.params["bins"]

@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from hpccloud.balance.problem import Problem
+from hpccloud.measure.levels import LinkTable
 
 
 def random_problem(seed: int, n_shards: int, n_ranks: int, n_regions: int, n_classes: int,
@@ -32,7 +33,8 @@ def random_problem(seed: int, n_shards: int, n_ranks: int, n_regions: int, n_cla
         work_units=rng.uniform(0.1, 10.0, n_shards) * (rng.random(n_shards) < 0.95),
         nbytes=rng.integers(1, 1 << 22, n_shards), owners=owners, class_id=class_id, allowed=allowed,
         edge_u=u[keep], edge_v=u[keep] + 1, edge_bytes=rng.uniform(0, 1e5, int(keep.sum())),
-        speed_units_per_s=rng.uniform(0.5, 5.0, n_ranks), alpha_s=alpha, beta_bytes_per_s=beta,
+        speed_units_per_s=rng.uniform(0.5, 5.0, n_ranks),
+        links=LinkTable.from_dense(alpha, beta, rank_region=region, n_regions=n_regions, provenance="synthetic"),
         rank_region=region, region_names=tuple(f"g{i}" for i in range(n_regions)),
         price_per_core_hour=rng.uniform(0.01, 0.1, n_ranks),
         egress_per_gb=np.where(np.eye(n_regions, dtype=bool), 0.0, 0.05),

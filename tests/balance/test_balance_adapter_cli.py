@@ -10,6 +10,7 @@ import pytest
 
 from hpccloud.balance import plan, problem_from
 from hpccloud.cli import main
+from hpccloud.measure.links import LinkModel
 from hpccloud.topology import read_topology_text, topology_from_text
 
 # ---- small local fakes with the attribute names pinned in INTERFACES.md (tests only)
@@ -60,7 +61,8 @@ def fake_models(size, provenance="measured"):
     beta = np.full((size, size), 1e9)
     np.fill_diagonal(alpha, np.nan)
     np.fill_diagonal(beta, np.nan)
-    links = SimpleNamespace(size=size, alpha_s=alpha, beta_bytes_per_s=beta, provenance=provenance)
+    links = LinkModel.synthetic(alpha, beta)
+    links.provenance = provenance
     speed = SimpleNamespace(size=size, provenance=provenance, rate=lambda kernel=None: np.arange(1.0, size + 1))
     return links, speed
 
@@ -150,7 +152,7 @@ def test_plan_command_dry_run_on_a_measured_profile(tmp_path, capsys):
 
 @pytest.mark.parametrize("mutate, key", [
     (lambda d: d.pop("alpha_s"), "alpha_s: missing"),
-    (lambda d: d["beta_bytes_per_s"][0].__setitem__(1, None), "beta_bytes_per_s[0][1]"),
+    (lambda d: d["beta_bytes_per_s"][0].__setitem__(1, -1.0), "beta_bytes_per_s[0][1]"),
     (lambda d: d.__setitem__("speed_units_per_s", [1.0, 2.0]), "speed_units_per_s"),
     (lambda d: d["ranks"][2].__setitem__("rank", 7), "ranks[2]"),
     (lambda d: d["ranks"][3].__setitem__("region", "eu-north"), "ranks[3].region"),

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from hpccloud.balance import Problem, lower_bound_s, plan_problem
+from hpccloud.balance import Problem, lower_bound_s
 from hpccloud.balance.bound import lp_bound_s, residency_rules
 from hpccloud.balance.model import (
     halo_s,
@@ -18,6 +18,7 @@ from hpccloud.balance.model import (
     resource_cost,
 )
 from hpccloud.errors import InvalidArgument, ResidencyError
+from hpccloud.measure.levels import LinkTable
 
 
 def test_balance_package_never_imports_mpi():
@@ -39,7 +40,8 @@ def two_ranks(alpha_ab=1.0, alpha_ba=3.0, beta=100.0):
         work_units=np.array([2.0, 4.0, 6.0]), nbytes=np.array([100, 200, 300]), owners=np.array([0, 0, 1]),
         class_id=np.zeros(3, np.int64), allowed=np.ones((1, 2), bool),
         edge_u=np.array([0, 1]), edge_v=np.array([1, 2]), edge_bytes=np.array([50.0, 100.0]),
-        speed_units_per_s=np.array([1.0, 2.0]), alpha_s=alpha, beta_bytes_per_s=betas,
+        speed_units_per_s=np.array([1.0, 2.0]),
+        links=LinkTable.from_dense(alpha, betas, rank_region=[0, 1], provenance="synthetic"),
         rank_region=np.array([0, 1]), region_names=("a", "b"), price_per_core_hour=np.array([3600.0, 7200.0]),
         egress_per_gb=np.array([[0.0, 1e9], [2e9, 0.0]]), class_names=("public",), provenance="synthetic")
 
@@ -117,13 +119,48 @@ def test_bad_problems_are_refused_with_the_reason():
     with pytest.raises(InvalidArgument, match="speed_units_per_s"):
         Problem.uniform(work_units=[1.0], owners=[0], speed_units_per_s=[0.0])
     p = Problem.uniform(work_units=[1.0, 1.0], owners=[0, 1], speed_units_per_s=[1.0, 1.0])
-    bad_alpha = p.alpha_s.copy()
-    bad_alpha[0, 1] = np.nan
-    with pytest.raises(InvalidArgument, match="never measured"):
-        plan_problem(Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "alpha_s": bad_alpha}))
+    # a level without any measured pair (here: the only inter-node pair of region 0, both ways)
+    alpha = np.array([[np.nan, np.nan], [np.nan, np.nan]])
+    unmeasured = LinkTable.from_dense(alpha, alpha, provenance="synthetic")
+    with pytest.raises(InvalidArgument, match="no link of that level was measured"):
+        Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__}, "links": unmeasured})
     with pytest.raises(ResidencyError, match="may live on none"):
         Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
                    "allowed": np.zeros((1, 2), bool)})
     with pytest.raises(ResidencyError, match="shard 1 of data class 'public'"):
         Problem(**{**{f: getattr(p, f) for f in p.__dataclass_fields__},
                    "allowed": np.array([[True, False]])}).check_residency(np.array([0, 1]))
+
+
+def _dense_reference(p, alpha, beta, owners_after):
+    """The pre-levels model on (P, P) matrices: per-rank loads and the list schedule's makespan."""
+    inv = 1.0 / beta
+    np.fill_diagonal(alpha, 0.0)
+    np.fill_diagonal(inv, 0.0)
+    o = p.owners
+    loads = np.bincount(o, p.work_units, p.n_ranks) / p.speed_units_per_s
+    cut = np.flatnonzero(o[p.edge_u] != o[p.edge_v])
+    a, b, n = o[p.edge_u[cut]], o[p.edge_v[cut]], p.edge_bytes[cut]
+    t = np.maximum(alpha[a, b] + n * inv[a, b], alpha[b, a] + n * inv[b, a])
+    loads += np.bincount(a, t, p.n_ranks) + np.bincount(b, t, p.n_ranks)
+    moved = np.flatnonzero(o != owners_after)
+    pair, k = np.unique(o[moved] * p.n_ranks + owners_after[moved], return_inverse=True)
+    s, d = np.divmod(pair, p.n_ranks)
+    dur = np.bincount(k, minlength=pair.size) * alpha[s, d] + np.bincount(
+        k, p.nbytes[moved].astype(float), pair.size) * inv[s, d]
+    send, recv = [0.0] * p.n_ranks, [0.0] * p.n_ranks
+    for i in np.argsort(-dur, kind="stable"):
+        send[s[i]] = recv[d[i]] = max(send[s[i]], recv[d[i]]) + dur[i]
+    return loads, max(send + recv)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_level_table_prices_plans_like_the_dense_model(seed):
+    from conftest import random_problem
+
+    p = random_problem(seed, n_shards=60, n_ranks=7, n_regions=3, n_classes=1)
+    alpha, beta = p.links.dense()
+    after = np.random.default_rng(seed).integers(0, p.n_ranks, p.n_shards)
+    loads, mig = _dense_reference(p, alpha.copy(), beta.copy(), after)
+    np.testing.assert_allclose(loads_s(p, p.owners), loads, rtol=1e-12)
+    assert migration_schedule(p, p.owners, after)[0] == pytest.approx(mig, rel=1e-12)

@@ -15,7 +15,7 @@ from hpccloud.io.checkpoint import (
     parse_backup_dirs,
     read_checkpoint,
     read_manifest,
-    read_shards,
+    read_checkpoint_shards,
     state_may_live,
     verify_checkpoint,
     write_checkpoint,
@@ -120,7 +120,7 @@ def test_verify_list_and_newest(tmp_path):
 def test_read_shards_from_any_rank_file(tmp_path):
     path = _write_one_rank(str(tmp_path))
     manifest = read_manifest(path)
-    got = read_shards(path, manifest, [8, 0, 4])
+    got = read_checkpoint_shards(path, manifest, [8, 0, 4])
     assert sorted(got) == [0, 4, 8] and float(got[4][0, 0]) == 4.0
 
 

@@ -1,0 +1,126 @@
+"""The job as a thin loop over the stages.
+
+::
+
+    options ─► setup (models, placement, data or restart) ─► for each step:
+        step (halo, kernels, one sync) ─► window
+        [rebalance point] rebalance (models from the window, plan, move)
+        [checkpoint point] checkpoint
+    ─► publish (HDF5 per region + catalogue) ─► report
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from hpccloud.comm.agree import agree
+from hpccloud.comm.wait import sleeping_barrier
+from hpccloud.report import Progress, build_report
+from hpccloud.runner import checkpointing
+from hpccloud.runner.options import RunConfig
+from hpccloud.runner.publish import write_output
+from hpccloud.runner.rebalance import rebalance
+from hpccloud.runner.setup import Job, prepare
+from hpccloud.runner.step import Stepper
+from hpccloud.runner.window import Window
+
+#: test mode: every rank checks every shard it holds against the policy at every step
+CHECK_EVERY_STEP_ENV = "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP"
+
+
+def next_rebalance(cfg: RunConfig, step: int) -> int | None:
+    """The step count after which the next rebalance comes, looking from after ``step``
+    (``None``: no more). Rebalances come after ``first_rebalance`` steps (default 3,
+    as soon as two steps past the first-touch one measured the ranks, when
+    ``rebalance_every >= 6``; with a shorter K the first multiple is early enough) and
+    after every multiple of ``rebalance_every``.
+
+    >>> cfg = RunConfig(steps=30, rebalance_every=10)
+    >>> [next_rebalance(cfg, s) for s in (0, 2, 3, 9, 25)]
+    [3, 3, 10, 10, 30]
+    >>> next_rebalance(RunConfig(rebalance_every=0), 0) is None
+    True
+    """
+    done = step + 1
+    k = cfg.rebalance_every
+    first = cfg.first_rebalance if cfg.first_rebalance is not None else (3 if k >= 6 else 0)
+    points = []
+    if first and first >= done:
+        points.append(first)
+    if k:
+        points.append(-(-done // k) * k)
+    return min(points) if points else None
+
+
+def loop(job: Job) -> float:
+    """Collective: run the steps from ``job.start_step``; return the loop's wall time.
+
+    A :class:`~hpccloud.comm.watchdog.Watchdog` watches the waits (``--stall-timeout``);
+    rank 0 tells a supervisor each completed step and published checkpoint
+    (:class:`~hpccloud.supervise.ProgressWriter`); checkpoints are written while
+    the next steps run and published once every rank's files are written.
+    """
+    from hpccloud.comm import watchdog
+    from hpccloud.supervise import ProgressWriter
+    from hpccloud.testing.faults import maybe_fault
+
+    cfg = job.cfg
+    stepper = Stepper(job)
+    window = Window()
+    check_every_step = os.environ.get(CHECK_EVERY_STEP_ENV) == "1"
+    progress = Progress(job.rank == 0 and not cfg.quiet, cfg.steps, job.start_step)
+    supervisor = ProgressWriter() if job.rank == 0 else ProgressWriter("")
+    supervisor.start(job.start_step)
+    wd = watchdog.Watchdog(job.comm, cfg.stall_timeout or watchdog.DEFAULT_STALL_TIMEOUT_S,
+                           lambda r: f"host {job.topology.hosts[r]}, region {job.topology.region_of(r)}")
+    watchdog.install(wd)
+    sleeping_barrier(job.comm)
+    t_start = time.perf_counter()
+    try:
+        for step in range(job.start_step, cfg.steps):
+            maybe_fault(job.rank, step)
+            rec, shard_s = stepper.step(step)
+            job.steps.append(rec)
+            window.add(rec, shard_s)
+            wd.progress(step, rec["step_s"])
+            supervisor.step(step + 1)
+            if check_every_step:
+                agree(job.comm, job.check_local)
+            if stepper.checkpoint_written:  # every rank's files are written: publish
+                checkpointing.finish(job)
+            progress.update(step, rec["step_s"])
+            done = step + 1
+            nxt = next_rebalance(cfg, step)
+            if step == job.start_step and cfg.steps - step > 2 and nxt != done:
+                window.reset()  # the first step pays first-touch and cache costs: not a rate
+            if nxt == done and done < cfg.steps:
+                after = next_rebalance(cfg, done)
+                horizon = cfg.horizon_steps or min((after or cfg.steps) - done, cfg.steps - done)
+                t_rb = time.perf_counter()
+                record = rebalance(job, window, step, horizon)
+                window.reset()
+                sleeping_barrier(job.comm)
+                record["rebalance_wall_s"] = time.perf_counter() - t_rb
+                job.plans.append(record)
+                progress.log(record)
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                checkpointing.start(job, done, on_published=supervisor.checkpoint)
+        checkpointing.close(job)
+    finally:
+        stepper.close()
+        watchdog.install(None)
+        supervisor.close()
+    wd.free()
+    progress.close()
+    return time.perf_counter() - t_start
+
+
+def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
+    """Run one job collectively on ``comm``; return the report (the same dict on every rank)."""
+    agree(comm, cfg.validate)
+    job = prepare(comm, topology, cfg)
+    total_s = loop(job)
+    output = write_output(job) if cfg.output else None
+    return build_report(job, total_s, output)

@@ -1,0 +1,107 @@
+"""Rebalance stage: models from the window, a plan on rank 0, the moves, the refitted links.
+
+::
+
+    window ─► rates per rank (wall / CPU × cores) and work units per shard
+           ─► rank 0 plans with the run's balancer, the plan is broadcast
+           ─► only the shards that leave are packed; the transport moves them
+              (residency re-checked before a byte moves, checksummed, audited)
+           ─► arrivals unpacked into warm buffers; every transfer refits the links
+
+Predicted and achieved figures are both recorded on the plan.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from hpccloud.balance import PlanOptions, plan
+from hpccloud.comm.agree import bcast_result
+from hpccloud.comm.transport import execute
+from hpccloud.comm.wait import sleeping_barrier
+from hpccloud.runner.window import Window
+
+
+def measured_models(job, window: Window) -> dict[str, np.ndarray]:
+    """Set the speed model and the shards' work units from ``window``; return the rates."""
+    rates = window.rates(job.size, job.cores)
+    old = job.speed.rate(job.wl.kernel)
+    rate = np.where(np.isfinite(rates["planner"]), rates["planner"], old)
+    if not np.isfinite(rate).any():
+        rate = np.ones(job.size)
+    rate = np.where(np.isfinite(rate), rate, np.nanmedian(rate))
+    job.speed.set_rates(job.wl.kernel, rate)
+    work = window.shard_work(job.comm, len(job.shard_map), job.shard_map.owners(), rates["wall"],
+                             rate)
+    job.shard_map = job.shard_map.with_work_units(work)
+    return rates
+
+
+def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
+    """Collective: plan and (if the gate opens) migrate; return the plan's record."""
+    t0 = time.perf_counter()
+    rates = measured_models(job, window)
+    t_models = time.perf_counter()
+    p = bcast_result(job.comm, lambda: plan(job.shard_map, job.links, job.speed, job.policy,
+                                            PlanOptions(horizon_steps=horizon),
+                                            planner=job.cfg.balancer))
+    t_plan = time.perf_counter()
+    record = {"after_step": step, **p.to_json(),
+              "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
+                                    for k, v in rates.items()}}
+    record.pop("owners_before", None)
+    record.pop("owners_after", None)
+    if p.moves:
+        record.update(migrate(job, p.owners_after))
+    record["achieved_step_s_before"] = window.median_step_s()
+    record["phases_s"] = {"models": t_models - t0, "plan": t_plan - t_models,
+                          "move": time.perf_counter() - t_plan}
+    return record
+
+
+def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
+    """Collective: move the shards whose owner changes; update the job's map and arrays."""
+    comm, wl = job.comm, job.wl
+    moving = np.asarray(owners_after) != job.shard_map.owners()
+    # only the shards that leave are packed (a pack may copy: e.g. a tile without its halo)
+    t0 = time.perf_counter()
+    payloads = {sid: wl.pack(job.shard_map.shards[sid], arr)
+                for sid, arr in job.local.items() if moving[sid]}
+    pack_s = time.perf_counter() - t0
+    sleeping_barrier(comm)
+    t0 = time.perf_counter()
+    new_map, new_payloads, records = execute(comm, job.shard_map, payloads, owners_after,
+                                             job.policy, key=job.key, audit=job.cfg.audit,
+                                             pool=job.pool)
+    sleeping_barrier(comm)
+    transport_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # stayed: keep the stored array (with its halo); arrived: rebuild it from the payload
+    local = {sid: arr for sid, arr in job.local.items() if not moving[sid]}
+    for sid, payload in new_payloads.items():
+        local[sid] = wl.unpack(new_map.shards[sid], payload)
+        if not np.may_share_memory(local[sid], payload):
+            job.pool.give(payload)  # unpacked into its own array: the payload is free
+    for sid in set(job.local) - set(local):
+        wl.forget(sid)
+        if wl.recycle_departed and not np.may_share_memory(job.local[sid], payloads[sid]):
+            job.pool.give(job.local[sid])  # left, and not handed to the transport as is
+    job.local = local
+    job.shard_map = new_map
+    unpack_s = time.perf_counter() - t0
+    job.check_local()
+    all_records = [r if isinstance(r, dict) else r.to_json() for r in records]  # same everywhere
+    for r in all_records:
+        job.links.add_sample(r["src_rank"], r["dst_rank"], r["nbytes"], r["seconds"])
+    job.links.refit()
+    job.audit.extend(all_records)
+    times = comm.allgather((transport_s, pack_s, unpack_s))
+    return {"achieved_migration_s": max(t[0] for t in times),
+            "pack_s": max(t[1] for t in times), "unpack_s": max(t[2] for t in times),
+            "moved_bytes": sum(r["nbytes"] for r in all_records),
+            "cross_region_bytes": sum(r["nbytes"] for r in all_records
+                                      if r["src_region"] != r["dst_region"]),
+            "transfers": len(all_records)}

@@ -1,0 +1,194 @@
+"""Set-up stage: the job's state on one rank, up to the data being in place.
+
+Order (every step collective, every failure the same error on every rank)::
+
+    workload and its shard map (declared classes) ── effective halo classes and
+    the policy of *this* topology ── classes no rank may hold refused ── key
+    file ── kernels compiled (rank 0 first) ── core groups ── links (probe or
+    --profile, checked against this topology) ── then one of:
+      restart: the checkpoint's map placed under this topology and rank count,
+               each rank reads only its shards                 (checkpointing.py)
+      fresh:   greedy/topo place shards by a speed probe before data exists;
+               the data is generated or read (--input) where it belongs
+
+Whatever reaches a rank is checked against the policy before it is kept
+(:func:`hpccloud.runner.residency.check_held`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from hpccloud.balance import PlanOptions, plan
+from hpccloud.comm.agree import agree, bcast_result
+from hpccloud.comm.bufpool import BufferPool
+from hpccloud.errors import ConfigError, InvalidArgument
+from hpccloud.measure.cores import discover_cores
+from hpccloud.measure.speed import SpeedModel
+from hpccloud.policy import Policy
+from hpccloud.runner.options import RunConfig
+from hpccloud.runner.residency import check_held, halo_closed, place_resident
+from hpccloud.workloads import make_workload
+
+
+class Job:
+    """The state of one run on one rank; the stages read and update it.
+
+    Attributes
+    ----------
+    comm, topology, cfg, rank, size : the job's communicator, topology and options.
+    run_id : one id for the whole job (rank 0's, broadcast), written into every output.
+    wl : the workload; policy : residency rules of this topology (with halo classes).
+    shard_map : identical on every rank; local : ``{shard id: stored array}`` of this rank.
+    links, speed, cores : the measured models; key : AES-GCM key or None.
+    pool : buffers of shards that left, reused for shards that arrive.
+    start_step : the first step this run computes (> 0 after a restart).
+    steps, plans, audit : the records the report is built from.
+    """
+
+    def __init__(self, comm, topology, cfg: RunConfig):
+        self.comm, self.topology, self.cfg = comm, topology, cfg
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.run_id = comm.bcast(uuid.uuid4().hex if self.rank == 0 else None)
+        self.wl = make_workload(cfg.workload, cfg.params, cfg.seed)
+        self.policy = Policy.from_topology(topology)
+        self.pool = BufferPool()    # shards sent away become warm receive buffers
+        self.wl.pool = self.pool    # ... and warm arrays for the shards that arrive
+        self.wl.policy = self.policy
+        self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
+        self.key = None
+        self.local: dict[int, np.ndarray] = {}
+        self.start_step = 0
+        self.initial_placement: dict[str, Any] | None = None
+        self.restarted_from: dict[str, Any] | None = None
+        self.steps: list[dict[str, Any]] = []
+        self.plans: list[dict[str, Any]] = []
+        self.audit: list[dict[str, Any]] = []
+        self.setup_s: dict[str, float] = {}
+        self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
+        self.ckpt_writer = None  # io.checkpoint.CheckpointWriter, made at the first checkpoint
+
+    def use_map(self, shard_map) -> None:
+        """Adopt a shard map with declared classes: effective halo classes, this topology's
+        policy, and owners moved where the data may live."""
+        if self.wl.halo:
+            shard_map, self.policy = halo_closed(shard_map, self.topology)
+            self.wl.policy = self.policy
+        self.shard_map = place_resident(shard_map, self.policy)
+
+    def check_local(self) -> None:
+        """This rank holds only shards the map gives it, in regions their classes allow."""
+        check_held(self.shard_map, self.policy, self.rank, self.local)
+
+
+def prepare(comm, topology, cfg: RunConfig) -> Job:
+    """Collective: build the job and put its data in place (see the module docstring)."""
+    t0 = time.perf_counter()
+    job = agree(comm, lambda: Job(comm, topology, cfg))
+    agree(comm, lambda: job.use_map(job.wl.shard_map(job.size)))
+    if cfg.key_file:
+        from hpccloud.comm.transport import load_key
+
+        job.key = agree(comm, lambda: load_key(cfg.key_file))
+    from hpccloud.compile import warm_up
+
+    job.compile_s = warm_up([job.wl.kernel], comm=comm)
+    import numba
+
+    job.cores = discover_cores(comm, numba.get_num_threads())
+    job.links = _links(job)
+    job.setup_s["models"] = time.perf_counter() - t0
+    if cfg.restart:
+        from hpccloud.runner.checkpointing import restart
+
+        restart(job)
+    else:
+        if cfg.initial_placement and cfg.balancer != "static" and cfg.balancer != "even" \
+                and job.size > 1:
+            _place_initially(job)
+        if cfg.input:
+            _read_input(job)
+        else:
+            job.local = {s.id: job.wl.initial(s) for s in job.shard_map.shards_on(job.rank)}
+    agree(comm, job.check_local)
+    job.setup_s["total"] = time.perf_counter() - t0
+    return job
+
+
+def _place_initially(job: Job) -> None:
+    """Place the shards by measured rank speeds before any data exists: nothing moves.
+
+    Every rank runs the workload's kernel at once for a short window
+    (:func:`~hpccloud.measure.probe.probe_speed`, rated like the steps: CPU time ×
+    cores for ranks that share cores); the shards carry the workload's estimate of
+    their first step's work; the run's balancer plans from the map as built. The
+    data is then created (or read) where the plan puts it.
+    """
+    from hpccloud.measure.probe import probe_speed
+
+    t0 = time.perf_counter()
+    # the probe's working set is a rank's share of the data, so it sits in the same level
+    # of the memory hierarchy as the steps' will (a small in-cache probe flatters the
+    # ranks whose cache is not shared)
+    cells = sum(int(np.prod(s.shape)) for s in job.shard_map.shards) // job.size
+    job.speed = probe_speed(job.comm, job.wl.kernel, n_units=int(np.clip(cells, 1 << 16, 1 << 22)),
+                            window_s=0.2, cores=job.cores)
+    est = job.shard_map.with_work_units(
+        [job.wl.work_estimate(s, job.start_step) for s in job.shard_map.shards])
+    opts = PlanOptions(horizon_steps=max(1, job.cfg.steps))
+    p = bcast_result(job.comm, lambda: plan(est, job.links, job.speed, job.policy, opts,
+                                            planner=job.cfg.balancer))
+    job.shard_map = job.shard_map.with_owners(p.owners_after, version=job.shard_map.version)
+    rec = p.to_json()
+    for key in ("owners_before", "moves", "migration_s", "migration_bytes", "gate_passed",
+                "horizon_total_s", "resource_cost"):
+        rec.pop(key, None)
+    job.initial_placement = {**rec, "n_placed_off_even": len(p.moves),
+                             "speed": job.speed.to_json(), "seconds": time.perf_counter() - t0}
+
+
+def _links(job: Job):
+    """The link model: a fresh probe, or ``--profile`` checked against this job."""
+    from hpccloud.measure.links import LinkModel
+    from hpccloud.measure.probe import probe_links
+
+    path = job.cfg.profile
+    if not path:
+        return probe_links(job.comm, job.cfg.probe_sizes).model
+
+    def load() -> dict[str, Any]:
+        from hpccloud.balance.profile import load_profile
+
+        prof = load_profile(path)  # every key checked, one message naming it
+        if len(prof["rank_regions"]) != job.size:
+            raise ConfigError(f"{path}: measured on {len(prof['rank_regions'])} ranks, this job "
+                              f"has {job.size}. Fix: probe again with this rank count")
+        for r, (got, want) in enumerate(zip(job.topology.rank_region, prof["rank_regions"],
+                                            strict=True)):
+            if got != want:
+                raise ConfigError(f"{path}: ranks[{r}].region is {want!r} but "
+                                  f"{job.topology.source} maps rank {r} to {got!r}. Fix: pass "
+                                  "the --topology file the probe ran with, or probe again")
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    doc = bcast_result(job.comm, load)
+    return agree(job.comm, lambda: LinkModel.from_json(doc, path))
+
+
+def _read_input(job: Job) -> None:
+    from hpccloud.io.hdf5 import read_shards
+
+    def read() -> dict[int, np.ndarray]:
+        if job.wl.name not in ("stencil2d", "kmeans", "spmv"):
+            raise InvalidArgument(f"--input: workload {job.wl.name!r} does not read an input "
+                                  "array. Fix: use stencil2d, kmeans or spmv")
+        return read_shards(job.cfg.input, job.cfg.input_dataset, job.shard_map, job.rank)
+
+    data = agree(job.comm, read)
+    job.local = {sid: job.wl.unpack(job.shard_map.shards[sid], arr) for sid, arr in data.items()}

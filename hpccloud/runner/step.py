@@ -1,0 +1,80 @@
+"""One timed step on one rank: halo exchange, the kernel on every local shard, one sync.
+
+::
+
+    halo exchange ── workload.begin_step ── kernel on every local shard (each
+    timed, wall clock and CPU) ── workload.end_step ── sleeping allgather of
+    the step's per-rank figures (the one synchronisation point of a step)
+
+The allgather's wait sleeps instead of spinning, so when ranks share cores a
+rank that has finished leaves the core to one that has not.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hpccloud.comm.halo import HaloExchange
+from hpccloud.comm.wait import sleeping_allgather
+
+
+class Stepper:
+    """Runs steps for one job; keeps the halo exchange's plan until the map changes."""
+
+    def __init__(self, job):
+        self.job = job
+        self._hx: HaloExchange | None = None
+        self._hx_version = -1
+        self.checkpoint_written = False  # every rank's pending checkpoint files are written
+
+    def _exchange(self) -> float:
+        job = self.job
+        t0 = time.perf_counter()
+        if self._hx is None or self._hx_version != job.shard_map.version:
+            self.close()
+            self._hx, self._hx_version = HaloExchange(job.comm, job.shard_map), job.shard_map.version
+        self._hx.exchange(job.local)
+        return time.perf_counter() - t0
+
+    def step(self, step: int) -> tuple[dict[str, Any], dict[int, float]]:
+        """Run ``step``; return its record (the same on every rank) and this rank's shard seconds."""
+        job, wl = self.job, self.job.wl
+        t0 = time.perf_counter()  # the previous step's allgather lined the ranks up
+        halo_s = self._exchange() if wl.halo else 0.0
+        wl.begin_step(job.comm, job.shard_map, job.local, step)
+        shard_s: dict[int, float] = {}
+        units = 0.0
+        c0 = time.process_time()
+        for sid in sorted(job.local):
+            shard = job.shard_map.shards[sid]
+            ts = time.perf_counter()
+            job.local[sid], u = wl.compute(shard, job.local[sid], step)
+            shard_s[sid] = time.perf_counter() - ts
+            units += u
+        busy_cpu_s = time.process_time() - c0
+        busy_s = sum(shard_s.values())
+        job.shard_map = wl.end_step(job.comm, job.shard_map, job.local, step)
+        step_s = time.perf_counter() - t0
+        # whether this rank's checkpoint files are written rides on the step's one collective
+        writer = job.ckpt_writer
+        written = float(writer is not None and writer.ready())
+        rows = sleeping_allgather(job.comm, (busy_s, halo_s, units, step_s, busy_cpu_s,
+                                             len(shard_s), written))
+        self.checkpoint_written = bool(rows[:, 6].all())
+        rec = {
+            "step": step,
+            "step_s": float(rows[:, 3].max()),
+            "busy_s": rows[:, 0].tolist(),
+            "halo_s": rows[:, 1].tolist(),
+            "work_units": rows[:, 2].tolist(),
+            "busy_cpu_s": rows[:, 4].tolist(),
+            "rank_step_s": rows[:, 3].tolist(),
+            "n_shards": [int(x) for x in rows[:, 5]],
+        }
+        return rec, shard_s
+
+    def close(self) -> None:
+        if self._hx is not None:
+            self._hx.free()
+            self._hx = None
