@@ -36,7 +36,7 @@ import os
 import re
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -446,17 +446,24 @@ def read_topology_text(path: str | os.PathLike | None) -> tuple[str, str]:
 def topology_from_text(text: str, source: str, size: int, hosts: list[str] | None = None,
                        exclude_regions: tuple[str, ...] = ()) -> Topology:
     doc = parse_toml(text, source)
-    if exclude_regions:
-        doc = without_regions(doc, exclude_regions, source)
-    return resolve_topology(doc, size, hosts, source)
+    if not exclude_regions:
+        return resolve_topology(doc, size, hosts, source)
+    topo = resolve_topology(without_regions(doc, exclude_regions, source), size, hosts, source)
+    # the data classes keep the excluded regions: residency is what the file says, and a
+    # class that may live only there is refused naming them, not an empty list
+    regions = doc["regions"]
+    classes = _data_classes(source, doc.get("data_classes"), [r["name"] for r in regions],
+                            {r["name"]: r["jurisdiction"] for r in regions})
+    return replace(topo, data_classes=classes)
 
 
 def without_regions(doc: dict[str, Any], names, source: str = "<topology>") -> dict[str, Any]:
     """The parsed document without the regions ``names`` (pure; ``--exclude-region``).
 
     Data classes lose those regions, and jurisdictions no remaining region is
-    in; a class left with nowhere to live stays declared (empty), so the job
-    stops on it with a message naming it rather than on an unknown name.
+    in (:func:`topology_from_text` gives the resolved topology the file's own
+    classes back, so residency never widens and a class left with nowhere to
+    live is refused naming its regions).
 
     >>> d = without_regions(parse_toml(read_topology_text(None)[0], "d"), ["us-east"])
     >>> [r["name"] for r in d["regions"]], d["data_classes"]["public"]["regions"]
