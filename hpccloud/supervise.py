@@ -213,9 +213,12 @@ def _failure_text(code: int, tail: list[str]) -> str:
         kind = f"launcher killed by signal {-code}"
     else:
         kind = f"exit code {code}"
-    interesting = [ln.strip() for ln in tail if any(k in ln for k in (
-        "error", "KILLED BY SIGNAL", "BAD TERMINATION", "stalled", "Abort"))]
-    return kind + (f": {interesting[0][:400]}" if interesting else "")
+    # the most telling line first: the job's own error, then what the launcher saw
+    for keys in (("hpccloud: error",), ("EXIT STRING", "KILLED BY SIGNAL"), ("error", "Abort")):
+        hits = [ln.strip(" =\n") for ln in tail if any(k in ln for k in keys)]
+        if hits:
+            return f"{kind}: {hits[0][:400]}"
+    return kind
 
 
 class _Tee:

@@ -64,3 +64,22 @@ def test_stopped_rank_is_detected_and_recovered(tmp_path, reference):
     assert rec["failed_at_step"] == 7
     _check_checkpoint(rec, 7)
     assert rec["seconds_to_resume"] > 0
+
+
+def test_region_lost_relaunch_without_it(tmp_path, reference):
+    """A us-east rank dies; the supervisor relaunches on what is left (eu-north, 2 ranks)."""
+    folder = str(tmp_path)
+    fault = f"kill:3:5:{folder}/fault"
+    res = supervised_run(["--checkpoint-every", "3", "--checkpoint-dir", f"{folder}/ckpt"], 4,
+                         folder, "run", sup_args=["--exclude-region", "us-east"],
+                         env={"HPCCLOUD_TEST_FAULT": fault,
+                              "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP": "1"})
+    assert res.returncode == 0, f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    rep = assert_same_result(folder, "run", reference)
+    assert rep["ranks"] == 2 and {r["region"] for r in rep["topology"]["ranks"]} == {"eu-north"}
+    assert rep["restarted_from"]["ranks_before"] == 4
+    rec = _recovery(folder, "run")
+    assert rec["excluded_regions"] == ["us-east"] and rec["failed_at_step"] == 5
+    _check_checkpoint(rec, 5)
+    # nothing of this run was written in the lost region
+    assert not os.path.exists(os.path.join(folder, "run", "us-east.h5"))
