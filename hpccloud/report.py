@@ -45,6 +45,8 @@ def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str
     """The report of a finished job (see :mod:`hpccloud.runner`); JSON-able."""
     import msgspec
 
+    from hpccloud.runner.calibrate import model_error
+
     _fill_achieved(job.steps, job.plans)
     busy = (np.array([s["busy_s"] for s in job.steps]).sum(axis=0) if job.steps
             else np.zeros(job.size))
@@ -68,6 +70,8 @@ def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str
         "audit": job.audit,
         "total_s": total_s,
         "overhead_per_step": overhead(job.steps),
+        "model_error": model_error(job.plans),
+        "calibration": job.calibrator.calibration.to_json() if job.cfg.calibrate else None,
         "busy_s_per_rank": busy.tolist(),
         "busy_max_over_mean": float(busy.max() / busy.mean()) if busy.mean() > 0 else None,
         "bytes_moved": int(sum(p.get("moved_bytes", 0) for p in job.plans)),
@@ -110,6 +114,13 @@ def print_summary(rep: dict[str, Any], out=None) -> None:
     if ov.get("median_s") is not None:
         say(f"  framework overhead per step (step − slowest rank's kernels): median "
             f"{ov['median_s'] * 1e3:.2f} ms, {ov['fraction_of_step'] * 100:.0f} % of the step")
+    me = rep.get("model_error") or {}
+    if me.get("plans_compared"):
+        def pct(x):
+            return "—" if x is None else f"{x * 100:.0f} %"
+        say(f"  model error (median |predicted − achieved| / achieved over {me['plans_compared']} "
+            f"plans after the first): step {pct(me['step'])}, migration {pct(me['migration'])}, "
+            f"rebalance wall {pct(me['rebalance_wall'])}")
     if rep["busy_max_over_mean"] is not None:
         say(f"  busy time per rank [s]: {', '.join(f'{b:.3f}' for b in rep['busy_s_per_rank'])}; "
             f"max/mean {rep['busy_max_over_mean']:.3f}")
@@ -268,4 +279,24 @@ def write_plots(rep: dict, folder: str) -> list[str]:
     ax.set_title("step time (red: rebalances, ▼ predicted step time)")
     ax.legend(fontsize=7, ncol=2)
     save(fig, "timeline.png")
+
+    # the model against the run: predicted vs achieved at every plan
+    if plans:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        at = [p["after_step"] + 1 for p in plans]
+        for ax, (pred, ach, title) in zip(axes, (
+                ("makespan_after_s", "achieved_step_s_after", "step time"),
+                ("migration_s", "achieved_migration_s", "migration"),
+                ("predicted_rebalance_wall_s", "rebalance_wall_s", "rebalance wall time")),
+                strict=True):
+            def ms(key):
+                return [np.nan if p.get(key) is None else p[key] * 1e3 for p in plans]
+            ax.plot(at, ms(pred), "o--", label="predicted")
+            ax.plot(at, ms(ach), "s-", label="achieved")
+            ax.set_xlabel("rebalance after step")
+            ax.set_ylabel("ms")
+            ax.set_title(title)
+            ax.legend(fontsize=7)
+        fig.suptitle("the calibrated model against the run")
+        save(fig, "model.png")
     return paths

@@ -10,7 +10,10 @@ targets could only estimate. This pass finishes the job on the exact model:
   data class — moving a shard next to its neighbours never adds a cut edge
   towards ``b``, so halo traffic stays low and blocks stay contiguous;
 * price the move exactly: compute on ``a`` and ``b``, and the halo time of
-  ``a``, ``b`` and every third rank whose cut edges change;
+  ``a``, ``b`` and every third rank whose cut edges change — halo as it runs
+  (``model.halo_s``: the largest latency of a rank's cut edges plus the sum of
+  their transfer times; each rank's latencies are kept as a multiset so the
+  new maximum is exact);
 * apply the best move if every rank it touches ends below ``a``'s old load,
   else stop: the makespan cannot drop by a single move from the busiest rank.
 
@@ -42,7 +45,8 @@ MAX_CANDIDATES = 16
 
 
 def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: int,
-            candidates: int = MAX_CANDIDATES) -> np.ndarray:
+            candidates: int = MAX_CANDIDATES, compute_scale: float = 1.0, halo_scale: float = 1.0,
+            per_shard_s: float = 0.0) -> np.ndarray:
     """Return a copy of ``owners`` after at most ``max_moves`` makespan-lowering moves.
 
     Parameters
@@ -52,25 +56,28 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     loads_s : float64 [P] the model's per-rank loads of ``owners`` (``model.loads_s``).
     max_moves : cap on accepted moves.
     candidates : boundary shards of the busiest rank priced per step.
+    compute_scale, halo_scale, per_shard_s : the calibrated step terms
+        (:class:`~hpccloud.balance.calibration.Calibration`); ``loads_s`` must be priced the same way.
     """
     owners = np.array(owners, dtype=np.int64, copy=True)
     P = p.n_ranks
     if max_moves <= 0 or P < 2 or p.edge_u.size == 0:
         return owners
     indptr, nbr, edge = p.adjacency
-    terms = p.links.scalar_terms
     ebytes = p.edge_bytes
     allowed = p.allowed
     cls = p.class_id
     w = p.work_units
-    inv_v = (1.0 / p.speed_units_per_s).tolist()
+    inv_v = (compute_scale / p.speed_units_per_s).tolist()
     load = [float(x) for x in loads_s]
 
-    def halo_cost(x: int, y: int, e: int) -> float:
-        n = ebytes[e]
-        a_xy, i_xy = terms(x, y)
-        a_yx, i_yx = terms(y, x)
-        return max(a_xy + n * i_xy, a_yx + n * i_yx)
+    pair_terms = p.links.scalar_terms
+
+    def terms(x: int, y: int, e: int) -> tuple[float, float]:
+        # (latency, transfer) of a cut edge, as in model.edge_halo_terms, scaled
+        a_xy, i_xy = pair_terms(x, y)
+        a_yx, i_yx = pair_terms(y, x)
+        return (halo_scale * max(a_xy, a_yx), halo_scale * ebytes[e] * max(i_xy, i_yx))
 
     # boundary shards per rank, from the cut edges (extended as moves create new ones)
     ou, ov = owners[p.edge_u], owners[p.edge_v]
@@ -81,6 +88,22 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     ends, end_owner = ends[order], end_owner[order]
     start = np.searchsorted(end_owner, np.arange(P + 1))
     extra: dict[int, list[int]] = {}
+    # halo as it runs: H_r = max latency + Σ transfer; the latencies of each rank's cut
+    # edges as a multiset, so a move can price the new maximum exactly
+    lat_count: list[dict[float, int]] = [{} for _ in range(P)]
+    for e, x, y in zip(np.flatnonzero(cut).tolist(), ou[cut].tolist(), ov[cut].tolist(), strict=True):
+        lt = terms(x, y, e)[0]
+        for r in (x, y):
+            lat_count[r][lt] = lat_count[r].get(lt, 0) + 1
+    top = [max(c) if c else 0.0 for c in lat_count]
+
+    def new_top(r: int, gone: list[float], added: list[float]) -> float:
+        t = top[r]
+        counts = lat_count[r]
+        if gone and t in gone and gone.count(t) >= counts.get(t, 0):
+            left = [k for k, c in counts.items() if c - gone.count(k) > 0]
+            t = max(left) if left else 0.0
+        return max(t, max(added)) if added else t
 
     def boundary_of(a: int) -> list[int]:
         seen = dict.fromkeys(ends[start[a]:start[a + 1]].tolist())
@@ -95,9 +118,9 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
         if -neg != load[a]:  # stale entry
             heapq.heappop(heap)
             continue
-        top = load[a]
-        limit = top * (1.0 - 1e-12)
-        best = None  # (new max over touched ranks, s, b, delta)
+        top_load = load[a]
+        limit = top_load * (1.0 - 1e-12)
+        best = None  # (new max over touched ranks, s, b, delta, latency changes)
         for s in boundary_of(a)[:candidates]:
             lo, hi = indptr[s], indptr[s + 1]
             nb_owner = owners[nbr[lo:hi]].tolist()
@@ -106,24 +129,41 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
             for b in set(nb_owner):
                 if b == a or not allowed[cls[s], b]:
                     continue
-                delta = {a: -ws * inv_v[a], b: ws * inv_v[b]}
+                delta = {a: -ws * inv_v[a] - per_shard_s, b: ws * inv_v[b] + per_shard_s}
+                gone: dict[int, list[float]] = {}
+                added: dict[int, list[float]] = {}
                 for o, e in zip(nb_owner, es, strict=True):
                     if o != a:  # edge (a, o) was cut: a and o stop paying it
-                        c = halo_cost(a, o, e)
-                        delta[a] -= c
-                        delta[o] = delta.get(o, 0.0) - c
+                        lt, xf = terms(a, o, e)
+                        delta[a] -= xf
+                        delta[o] = delta.get(o, 0.0) - xf
+                        gone.setdefault(a, []).append(lt)
+                        gone.setdefault(o, []).append(lt)
                     if o != b:  # edge (b, o) is cut now
-                        c = halo_cost(b, o, e)
-                        delta[b] += c
-                        delta[o] = delta.get(o, 0.0) + c
+                        lt, xf = terms(b, o, e)
+                        delta[b] += xf
+                        delta[o] = delta.get(o, 0.0) + xf
+                        added.setdefault(b, []).append(lt)
+                        added.setdefault(o, []).append(lt)
+                for r in set(gone) | set(added):
+                    delta[r] = delta.get(r, 0.0) + new_top(r, gone.get(r, []), added.get(r, [])) - top[r]
                 worst = max(load[r] + d for r, d in delta.items())
                 if worst < limit and (best is None or worst < best[0]):
-                    best = (worst, s, b, delta)
+                    best = (worst, s, b, delta, gone, added)
         if best is None:
             break  # no single move from the busiest rank lowers it
-        _, s, b, delta = best
+        _, s, b, delta, gone, added = best
         owners[s] = b
         moves += 1
+        for r in set(gone) | set(added):
+            counts = lat_count[r]
+            for lt in gone.get(r, ()):
+                counts[lt] -= 1
+                if counts[lt] == 0:
+                    del counts[lt]
+            for lt in added.get(r, ()):
+                counts[lt] = counts.get(lt, 0) + 1
+            top[r] = max(counts) if counts else 0.0
         for r, d in delta.items():
             load[r] += d
             heapq.heappush(heap, (-load[r], r))

@@ -4,10 +4,14 @@ All formulas are those of the design notes (``DESIGN.md``, "The models"):
 
 * link (Hockney): ``t_ij(n) = α_ij + n / β_ij``; 0 when ``i == j``; α and β come from
   the problem's level table (:meth:`Problem.link_terms`), never a rank × rank matrix;
-* load: ``L_r = Σ_{s on r} w_s / v_r + Σ_{cut halo edges e of r} h_e``, where a cut
-  edge between shards on ranks ``i`` and ``j`` exchanges ``halo_bytes`` each way
-  per step; the two directions run at once (full duplex), so the edge costs both
-  ranks ``h_e = max(t_ij(n), t_ji(n))``;
+* load: ``L_r = Σ_{s on r} w_s / v_r + H_r``, where a cut edge ``e`` between
+  shards on ranks ``i`` and ``j`` exchanges ``halo_bytes`` each way per step; the
+  two directions run at once (full duplex). A rank posts all its halo messages
+  together (``comm.halo``: every ``Irecv``/``Isend`` at once, one ``Waitall``), so
+  their latencies overlap and their bytes share the link:
+  ``H_r = max_{e∋r} α_e + Σ_{e∋r} n_e / β_e`` with ``α_e = max(α_ij, α_ji)`` and
+  ``n_e/β_e = max(n/β_ij, n/β_ji)`` (not ``Σ_e (α_e + n_e/β_e)``, which the runs
+  showed to overestimate a rank with many cut edges);
 * makespan ``T = max_r L_r``, imbalance ``max_r L_r / mean_r L_r``;
 * migration schedule (see :func:`migration_schedule`);
 * resource cost over a horizon of ``H`` steps (see :func:`resource_cost`).
@@ -73,8 +77,29 @@ def halo_s(p: Problem, owners: np.ndarray, cut: tuple | None = None) -> np.ndarr
     a, b, cut = cut_edges(p, owners) if cut is None else cut
     if cut.size == 0:
         return np.zeros(p.n_ranks)
-    t = edge_time_s(p, a, b, p.edge_bytes[cut])
-    return np.bincount(a, t, p.n_ranks) + np.bincount(b, t, p.n_ranks)
+    lat, xfer = edge_halo_terms(p, a, b, cut)
+    return _overlapped(a, b, lat, xfer, p.n_ranks)
+
+
+def edge_halo_terms(p: Problem, a: np.ndarray, b: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cut edge: ``(α_e, n_e/β_e)``, each the slower of the two directions (see the module notes)."""
+    n = p.edge_bytes[cut]
+    alpha_ab, inv_ab = p.link_terms(a, b)
+    alpha_ba, inv_ba = p.link_terms(b, a)
+    return np.maximum(alpha_ab, alpha_ba), n * np.maximum(inv_ab, inv_ba)
+
+
+@njit(cache=True, nogil=True)
+def _overlapped(a, b, lat, xfer, n_ranks):  # pragma: no cover - compiled
+    # H_r = max α + Σ n/β over the cut edges of r (messages posted together)
+    top = np.zeros(n_ranks)
+    acc = np.zeros(n_ranks)
+    for e in range(a.size):
+        for r in (a[e], b[e]):
+            acc[r] += xfer[e]
+            if lat[e] > top[r]:
+                top[r] = lat[e]
+    return top + acc
 
 
 def edge_time_s(p: Problem, a: np.ndarray, b: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
@@ -95,8 +120,8 @@ def imbalance(loads: np.ndarray) -> float:
     return float(loads.max()) / mean if mean > 0 else 1.0
 
 
-def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray
-                       ) -> tuple[float, int, np.ndarray]:
+def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.ndarray,
+                       pair_s=None) -> tuple[float, int, np.ndarray]:
     """Predicted wall time of moving shards from ``owners_before`` to ``owners_after``.
 
     Returns ``(seconds, bytes_moved, moved_shard_ids)``.
@@ -108,6 +133,11 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     greedy list schedule, longest first, each starting as soon as both its
     sender and its receiver are free. The answer is that schedule's makespan,
     which is at least ``max_r max(Σ send time of r, Σ receive time of r)``.
+
+    ``pair_s(src, dst, calls, bytes)`` (arrays over the (i, j) jobs) replaces the
+    Hockney duration, e.g. :meth:`Calibration.pair_s
+    <hpccloud.balance.calibration.Calibration.pair_s>` with the transport's
+    achieved throughput per route.
     """
     moved = np.flatnonzero(owners_before != owners_after)
     if moved.size == 0:
@@ -120,8 +150,11 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     count = np.bincount(inv, minlength=pair.size)
     pair_bytes = np.bincount(inv, weights=nbytes, minlength=pair.size)
     s, d = np.divmod(pair, P)
-    alpha, inv_beta = p.link_terms(s, d)
-    dur = count * alpha + pair_bytes * inv_beta
+    if pair_s is None:
+        alpha, inv_beta = p.link_terms(s, d)
+        dur = count * alpha + pair_bytes * inv_beta
+    else:
+        dur = np.asarray(pair_s(s, d, count, pair_bytes), dtype=np.float64)
     order = np.argsort(-dur, kind="stable")
     end = _list_schedule(s[order], d[order], dur[order], P)
     return end, int(p.nbytes[moved].sum()), moved

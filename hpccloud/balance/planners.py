@@ -47,6 +47,7 @@ from hpccloud.balance.bound import (
     lower_bound_s,
     residency_rules,
 )
+from hpccloud.balance.calibration import Calibration
 from hpccloud.balance.problem import Problem
 from hpccloud.errors import InvalidArgument
 
@@ -66,6 +67,9 @@ class PlanOptions:
     local_moves : cap on the moves of ``topo``'s local search (``local.improve``).
     halo_aware : ``topo`` lowers a rank's compute target by its halo time.
     cross_region : ``topo`` may move shards between groups (regions).
+    calibration : the measured step and rebalance terms
+        (:class:`~hpccloud.balance.calibration.Calibration`); when given, every
+        predicted step time, migration time and the gate use them.
     """
 
     horizon_steps: int = 100
@@ -74,6 +78,7 @@ class PlanOptions:
     local_moves: int = 2048
     halo_aware: bool = True
     cross_region: bool = True
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -145,6 +150,7 @@ class MigrationPlan:
     provenance: str = "measured"
     loads_before_s: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     loads_after_s: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    calibration: Calibration | None = None
 
     @property
     def horizon_total_s(self) -> float:
@@ -175,6 +181,10 @@ class MigrationPlan:
             "plan_seconds": self.plan_seconds,
             "moves": [list(m) for m in self.moves],
         }
+        if self.calibration is not None:
+            d["calibration"] = self.calibration.to_json()
+            # what the rebalance costs in wall time: planning + agreement, then the migration
+            d["predicted_rebalance_wall_s"] = self.calibration.plan_fixed_s + self.migration_s
         if include_owners:
             d["owners_before"] = self.owners_before.tolist()
             d["owners_after"] = self.owners_after.tolist()
@@ -196,13 +206,23 @@ class _Eval:
         return self.makespan_s * horizon + self.migration_s
 
 
-def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None = None) -> _Eval:
+def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None = None,
+              cal: Calibration | None = None) -> _Eval:
     cut = model.cut_edges(p, owners)
     halo = model.halo_s(p, owners, cut)
-    loads = model.compute_s(p, owners) + halo
+    if cal is None:
+        loads = model.compute_s(p, owners) + halo
+    else:
+        loads = cal.step_s(model.compute_s(p, owners), halo, np.bincount(owners, minlength=p.n_ranks))
+        halo = cal.halo_scale * halo
     ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0, cut=cut)
     if owners_before is not None:
-        ev.migration_s, ev.migration_bytes, ev.moved = model.migration_schedule(p, owners_before, owners)
+        if cal is None:
+            ev.migration_s, ev.migration_bytes, ev.moved = model.migration_schedule(p, owners_before, owners)
+        else:
+            sched_s, ev.migration_bytes, ev.moved = model.migration_schedule(
+                p, owners_before, owners, pair_s=lambda *a: cal.pair_s(p, *a))
+            ev.migration_s = sched_s + cal.migration_extra_s(ev.migration_bytes)
     return ev
 
 
@@ -223,7 +243,7 @@ def _even(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     """
     unit = dataclasses.replace(p, work_units=np.ones(p.n_shards), speed_units_per_s=np.ones(p.n_ranks))
     owners = _rebalance(unit, opts, _evaluate(unit, p.owners), cross_region=True, halo_aware=False)
-    return _evaluate(p, owners, p.owners), None
+    return _evaluate(p, owners, p.owners, opts.calibration), None
 
 
 def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
@@ -246,7 +266,14 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     rules = rule_of_class[p.class_id[order]]
     owners = _lpt(order, p.work_units[order], rules, rule_ptr, group_idx.astype(np.int64),
                   rank_ptr, rank_order.astype(np.int64), 1.0 / p.speed_units_per_s, p.n_shards)
-    return _evaluate(p, owners, p.owners), None
+    return _evaluate(p, owners, p.owners, opts.calibration), None
+
+
+def _metis(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    """METIS k-way on the halo graph with speed targets, then scratch-remap (``balance.metis``)."""
+    from hpccloud.balance.metis import metis_owners
+
+    return _evaluate(p, metis_owners(p, horizon_steps=opts.horizon_steps), p.owners, opts.calibration), None
 
 
 @njit(cache=True, nogil=True)
@@ -495,10 +522,15 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         return before, False
     min_gain_s = opts.min_gain * t_now
 
+    cal = opts.calibration
+    local_terms = {} if cal is None else {"compute_scale": cal.compute_scale, "halo_scale": cal.halo_scale,
+                                          "per_shard_s": cal.per_shard_s}
+
     def polished(owners: np.ndarray) -> _Eval:
         if opts.local_moves:
-            owners = local.improve(p, owners, _evaluate(p, owners).loads, max_moves=opts.local_moves)
-        return _evaluate(p, owners, p.owners)
+            owners = local.improve(p, owners, _evaluate(p, owners, cal=cal).loads, max_moves=opts.local_moves,
+                                   **local_terms)
+        return _evaluate(p, owners, p.owners, cal)
 
     candidates = []
     polish = None
@@ -532,7 +564,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     return before, False
 
 
-PLANNERS = {"static": _static, "even": _even, "greedy": _greedy, "topo": _topo}
+PLANNERS = {"static": _static, "even": _even, "greedy": _greedy, "metis": _metis, "topo": _topo}
 
 
 def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None = None) -> MigrationPlan:
@@ -549,8 +581,11 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         raise InvalidArgument(f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
     opts = options or PlanOptions()
     t0 = time.perf_counter()
-    before = _evaluate(p, p.owners)
+    cal = opts.calibration
+    before = _evaluate(p, p.owners, cal=cal)
     bound = p.memo("lower_bound_s", lower_bound_s)
+    if cal is not None:  # every calibrated term is >= 0: the scaled compute bound still holds
+        bound = cal.step_fixed_s + cal.compute_scale * bound
     after, gate = PLANNERS[planner](p, opts, before, bound)
     if after is not before:
         p.check_residency(after.owners)
@@ -568,4 +603,4 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         migration_s=after.migration_s, migration_bytes=after.migration_bytes,
         imbalance_before=model.imbalance(before.loads), imbalance_after=model.imbalance(after.loads),
         resource_cost=cost, gate_passed=gate, plan_seconds=elapsed, horizon_steps=opts.horizon_steps,
-        provenance=p.provenance, loads_before_s=before.loads, loads_after_s=after.loads)
+        provenance=p.provenance, loads_before_s=before.loads, loads_after_s=after.loads, calibration=cal)

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--horizon", type=int, default=20, metavar="H",
                    help="steps between rebalances: the gate's horizon (default 20)")
     p.add_argument("--planners", default=None, metavar="LIST",
-                   help="comma-separated planners (default: static,even,greedy,topo)")
+                   help="comma-separated planners (default: all of static,even,greedy,metis,topo)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed of the scenario (default 0)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the rows as JSON to OUT")
     p.set_defaults(run=run)

@@ -78,6 +78,7 @@ def loop(job: Job) -> float:
     watchdog.install(wd)
     sleeping_barrier(job.comm)
     t_start = time.perf_counter()
+    stepper.restart_clock()
     try:
         for step in range(job.start_step, cfg.steps):
             maybe_fault(job.rank, step)
@@ -89,7 +90,8 @@ def loop(job: Job) -> float:
             if check_every_step:
                 agree(job.comm, job.check_local)
             if stepper.checkpoint_written:  # every rank's files are written: publish
-                checkpointing.finish(job)
+                checkpointing.finish(job)  # its seconds go to job.checkpoints, not the step
+                stepper.restart_clock()
             progress.update(step, rec["step_s"])
             done = step + 1
             nxt = next_rebalance(cfg, step)
@@ -105,8 +107,10 @@ def loop(job: Job) -> float:
                 record["rebalance_wall_s"] = time.perf_counter() - t_rb
                 job.plans.append(record)
                 progress.log(record)
+                stepper.restart_clock()
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 checkpointing.start(job, done, on_published=supervisor.checkpoint)
+                stepper.restart_clock()
         checkpointing.close(job)
     finally:
         stepper.close()

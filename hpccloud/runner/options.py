@@ -63,6 +63,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                                   '"topo"')] = "topo"
     horizon_steps: Annotated[Positive | None, _opt("steps a rebalance must pay off within "
                                                    "(default: K)", "H", "10")] = None
+    calibrate: Annotated[bool, _opt(
+        "refit the cost model (step fixed cost, per-shard dispatch, compute and halo scales, "
+        "the rebalance's own cost, transport throughput per route) from each window and plan "
+        "on it; --no-calibrate plans on the raw link and speed model", example="true")] = True
     seed: Annotated[NonNegative, _opt("random seed of the workload's data", "N", "0")] = 0
     checkpoint_every: Annotated[NonNegative, _opt("write a checkpoint every N steps (0: never)",
                                                   "N", "20")] = 0

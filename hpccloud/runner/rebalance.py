@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hpccloud.balance import PlanOptions, plan
+from hpccloud.balance import PlanOptions, plan_problem, problem_from
 from hpccloud.comm.agree import bcast_result
 from hpccloud.comm.transport import execute
 from hpccloud.comm.wait import sleeping_barrier
@@ -41,13 +41,27 @@ def measured_models(job, window: Window) -> dict[str, np.ndarray]:
 
 
 def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
-    """Collective: plan and (if the gate opens) migrate; return the plan's record."""
+    """Collective: plan and (if the gate opens) migrate; return the plan's record.
+
+    With ``--calibrate`` (the default) rank 0 first refits the cost model from
+    the window (:mod:`hpccloud.runner.calibrate`), and the plan and its gate are
+    priced on the calibrated figures.
+    """
     t0 = time.perf_counter()
     rates = measured_models(job, window)
     t_models = time.perf_counter()
-    p = bcast_result(job.comm, lambda: plan(job.shard_map, job.links, job.speed, job.policy,
-                                            PlanOptions(horizon_steps=horizon),
-                                            planner=job.cfg.balancer))
+
+    def make_plan():
+        problem = problem_from(job.shard_map, job.links, job.speed, job.policy,
+                               kernel=job.wl.kernel)
+        cal = None
+        if job.cfg.calibrate:
+            job.calibrator.add_window(problem, window.steps)
+            cal = job.calibrator.refit()
+        return plan_problem(problem, job.cfg.balancer,
+                            PlanOptions(horizon_steps=horizon, calibration=cal))
+
+    p = bcast_result(job.comm, make_plan)
     t_plan = time.perf_counter()
     record = {"after_step": step, **p.to_json(),
               "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
@@ -56,6 +70,10 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     record.pop("owners_after", None)
     if p.moves:
         record.update(migrate(job, p.owners_after))
+        if job.cfg.calibrate and job.rank == 0:
+            job.calibrator.add_migration(job.audit[-record["transfers"]:],
+                                         record["achieved_migration_s"],
+                                         record["pack_s"] + record["unpack_s"], t_plan - t0)
     record["achieved_step_s_before"] = window.median_step_s()
     record["phases_s"] = {"models": t_models - t0, "plan": t_plan - t_models,
                           "move": time.perf_counter() - t_plan}

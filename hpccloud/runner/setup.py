@@ -31,6 +31,7 @@ from hpccloud.errors import ConfigError, InvalidArgument
 from hpccloud.measure.cores import discover_cores
 from hpccloud.measure.speed import SpeedModel
 from hpccloud.policy import Policy
+from hpccloud.runner.calibrate import Calibrator
 from hpccloud.runner.options import RunConfig
 from hpccloud.runner.residency import check_held, halo_closed, place_resident
 from hpccloud.workloads import make_workload
@@ -101,6 +102,7 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     import numba
 
     job.cores = discover_cores(comm, numba.get_num_threads())
+    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region)
     job.links = _links(job)
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:

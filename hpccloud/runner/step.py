@@ -27,6 +27,11 @@ class Stepper:
         self._hx: HaloExchange | None = None
         self._hx_version = -1
         self.checkpoint_written = False  # every rank's pending checkpoint files are written
+        self.mark = time.perf_counter()
+
+    def restart_clock(self) -> None:
+        """The next step's wall time counts from now (after a rebalance or a checkpoint)."""
+        self.mark = time.perf_counter()
 
     def _exchange(self) -> float:
         job = self.job
@@ -38,7 +43,14 @@ class Stepper:
         return time.perf_counter() - t0
 
     def step(self, step: int) -> tuple[dict[str, Any], dict[int, float]]:
-        """Run ``step``; return its record (the same on every rank) and this rank's shard seconds."""
+        """Run ``step``; return its record and this rank's shard seconds.
+
+        ``step_s`` is the step's wall time as the job pays it: from the previous
+        step's sync (or :meth:`restart_clock`) to this step's, sync included (this
+        rank's clock; the ranks leave a sync within a poll interval of each other).
+        ``active_s`` is the slowest rank's time before the sync. Every other
+        figure is per rank and the same on every rank.
+        """
         job, wl = self.job, self.job.wl
         t0 = time.perf_counter()  # the previous step's allgather lined the ranks up
         halo_s = self._exchange() if wl.halo else 0.0
@@ -61,10 +73,12 @@ class Stepper:
         written = float(writer is not None and writer.ready())
         rows = sleeping_allgather(job.comm, (busy_s, halo_s, units, step_s, busy_cpu_s,
                                              len(shard_s), written))
+        now = time.perf_counter()
         self.checkpoint_written = bool(rows[:, 6].all())
         rec = {
             "step": step,
-            "step_s": float(rows[:, 3].max()),
+            "step_s": now - self.mark,
+            "active_s": float(rows[:, 3].max()),
             "busy_s": rows[:, 0].tolist(),
             "halo_s": rows[:, 1].tolist(),
             "work_units": rows[:, 2].tolist(),
@@ -72,6 +86,7 @@ class Stepper:
             "rank_step_s": rows[:, 3].tolist(),
             "n_shards": [int(x) for x in rows[:, 5]],
         }
+        self.mark = now
         return rec, shard_s
 
     def close(self) -> None:

@@ -1,0 +1,293 @@
+"""The calibrated cost model: what a step and a rebalance really spend, fitted from the run's records.
+
+The planning model (:mod:`hpccloud.balance.model`) prices compute ``C_r = Σ w/v_r``
+and halo ``H_r`` (as it runs: max α + Σ n/β). A run spends more than that, and
+the terms are measured on the machine it runs on, never configured:
+
+**A step** (per rank ``r``, ``n_r`` shards)::
+
+    t_r = step_fixed_s + per_shard_s · n_r + compute_scale · C_r + halo_scale · H_r
+
+``step_fixed_s`` is the synchronisation every step pays (the step's allgather,
+the barrier-to-barrier slack); ``per_shard_s`` the Python dispatch per shard
+(kernel call, halo bookkeeping); ``compute_scale`` how the probed speed relates
+to the speed the steps achieve (e.g. ranks that share cores, a cache level the
+probe did not see); ``halo_scale`` the same for the halo's link figures. The
+predicted step time is ``max_r t_r``.
+
+**A rebalance** (only when shards move, besides the planning every window pays)::
+
+    migration = migration_fixed_s + pack_s_per_byte · bytes + schedule
+
+where ``schedule`` is :func:`~hpccloud.balance.model.migration_schedule`'s list
+schedule with each (src, dst) job lasting ``calls · per_call_s + bytes ·
+route_s_per_byte[route]`` — the transport's *achieved* throughput per route class
+(:data:`ROUTES`: same host, same region, across regions), not the raw link β.
+A route never measured falls back to the link model (``α + n/β``).
+``plan_fixed_s`` (planning + agreement rounds) is paid by every rebalance,
+moves or not; it is reported, and the gate does not count it (it is spent either way).
+
+**Fitting** (:func:`fit`): non-negative least squares on relative error, over
+the samples of a window (or of a whole run): every rank of every step sample is
+one row; every migration sample is one row. A term no sample exercises keeps
+its prior (:data:`IDENTITY` by default).
+
+>>> import numpy as np
+>>> cal = Calibration(step_fixed_s=1e-3, per_shard_s=1e-4)
+>>> cal.step_s(compute_s=np.array([0.010, 0.020]), halo_s=np.zeros(2), n_shards=np.array([4, 2]))
+array([0.0114, 0.0212])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from hpccloud.balance.problem import Problem
+from hpccloud.errors import InvalidArgument
+
+#: route classes of the transport, in the order of ``route_s_per_byte``
+ROUTES = ("same_host", "same_region", "cross_region")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured terms of the step and rebalance cost (seconds; see the module notes).
+
+    ``route_s_per_byte`` holds seconds per byte for each of :data:`ROUTES`
+    (NaN: not measured, use the link model). ``rank_host`` [P] names each
+    rank's host (any integer labels) so "same host" can be told from "same
+    region"; without it every pair inside a region counts as ``same_region``.
+    ``samples`` is how many records the fit used (0 for a prior).
+    """
+
+    step_fixed_s: float = 0.0
+    per_shard_s: float = 0.0
+    compute_scale: float = 1.0
+    halo_scale: float = 1.0
+    plan_fixed_s: float = 0.0
+    migration_fixed_s: float = 0.0
+    per_call_s: float = 0.0
+    pack_s_per_byte: float = 0.0
+    route_s_per_byte: tuple[float, float, float] = (float("nan"),) * 3
+    rank_host: tuple[int, ...] | None = None
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        for f in ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale", "plan_fixed_s",
+                  "migration_fixed_s", "per_call_s", "pack_s_per_byte"):
+            x = getattr(self, f)
+            if not (np.isfinite(x) and x >= 0):
+                raise InvalidArgument(f"Calibration.{f} must be finite and >= 0, got {x!r}")
+        if len(self.route_s_per_byte) != len(ROUTES) or any(
+                np.isfinite(x) and x < 0 for x in self.route_s_per_byte):
+            raise InvalidArgument(f"Calibration.route_s_per_byte: {len(ROUTES)} values >= 0 or NaN "
+                                  f"({', '.join(ROUTES)}), got {self.route_s_per_byte!r}")
+
+    # ------------------------------------------------------------------ the step
+    def step_s(self, compute_s: np.ndarray, halo_s: np.ndarray, n_shards: np.ndarray) -> np.ndarray:
+        """Predicted step time of every rank, float64 [P]."""
+        return (self.step_fixed_s + self.per_shard_s * np.asarray(n_shards, dtype=np.float64)
+                + self.compute_scale * np.asarray(compute_s) + self.halo_scale * np.asarray(halo_s))
+
+    # ------------------------------------------------------------------ the rebalance
+    def route_of(self, p: Problem, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Route class (index into :data:`ROUTES`) of each (src, dst) rank pair, int64."""
+        same_region = p.rank_region[src] == p.rank_region[dst]
+        route = np.where(same_region, 1, 2)
+        if self.rank_host is not None:
+            host = np.asarray(self.rank_host)
+            if host.shape != (p.n_ranks,):
+                raise InvalidArgument(f"Calibration.rank_host names {host.size} ranks, the problem has "
+                                      f"{p.n_ranks}; calibrate on the same job")
+            route = np.where(same_region & (host[src] == host[dst]), 0, route)
+        return route.astype(np.int64)
+
+    def pair_s(self, p: Problem, src: np.ndarray, dst: np.ndarray, calls: np.ndarray,
+               nbytes: np.ndarray) -> np.ndarray:
+        """Duration of each (src, dst) job of a migration (see the module notes)."""
+        per_byte = np.asarray(self.route_s_per_byte, dtype=np.float64)[self.route_of(p, src, dst)]
+        measured = np.isfinite(per_byte)
+        alpha, inv_beta = p.link_terms(src, dst)
+        hockney = calls * alpha + nbytes * inv_beta
+        return np.where(measured, calls * self.per_call_s + nbytes * np.where(measured, per_byte, 0.0),
+                        hockney)
+
+    def migration_extra_s(self, nbytes: float) -> float:
+        """What a migration pays besides its schedule: fixed cost and pack/unpack."""
+        return (self.migration_fixed_s + self.pack_s_per_byte * nbytes) if nbytes > 0 else 0.0
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["route_s_per_byte"] = {r: (None if not np.isfinite(x) else float(x))
+                                 for r, x in zip(ROUTES, self.route_s_per_byte, strict=True)}
+        d["rank_host"] = None if self.rank_host is None else list(self.rank_host)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Calibration:
+        d = dict(d)
+        routes = d.pop("route_s_per_byte", None) or {}
+        d["route_s_per_byte"] = tuple(float("nan") if routes.get(r) is None else float(routes[r])
+                                      for r in ROUTES)
+        if d.get("rank_host") is not None:
+            d["rank_host"] = tuple(int(x) for x in d["rank_host"])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InvalidArgument(f"calibration: unknown key(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+IDENTITY = Calibration()
+
+
+@dataclass(frozen=True)
+class StepSample:
+    """One step (or a window's median step) as the model sees it and as it ran, per rank [P].
+
+    compute_s : ``Σ w/v`` of each rank's shards (the model's compute, on the rates the planner used).
+    halo_s : the model's halo time of each rank (``model.halo_s``).
+    n_shards : shards each rank held.
+    achieved_s : the step time each rank measured (its share of the step, barrier to barrier).
+    """
+
+    compute_s: np.ndarray
+    halo_s: np.ndarray
+    n_shards: np.ndarray
+    achieved_s: np.ndarray
+
+
+@dataclass(frozen=True)
+class MigrationSample:
+    """One migration as it ran, seen from the rank on its critical path.
+
+    bytes_by_route : bytes that rank sent or received, per route class (:data:`ROUTES`).
+    calls : transport calls (shards) on that rank.
+    achieved_s : the transport's wall time (barrier to barrier).
+    pack_s : time spent packing and unpacking (NaN if not measured).
+    plan_s : the rebalance's planning + agreement wall time (NaN if not measured).
+    """
+
+    bytes_by_route: tuple[float, float, float]
+    calls: int
+    achieved_s: float
+    pack_s: float = float("nan")
+    plan_s: float = float("nan")
+    total_bytes: float = float("nan")
+
+    @classmethod
+    def from_moves(cls, p: Problem, cal: Calibration, src: np.ndarray, dst: np.ndarray,
+                   nbytes: np.ndarray, achieved_s: float, **kw) -> MigrationSample:
+        """The sample of a migration of shards ``src → dst`` (arrays over moved shards).
+
+        The critical rank is the one with the most bytes sent or received.
+        """
+        src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+        nbytes = np.asarray(nbytes, np.float64)
+        route = cal.route_of(p, src, dst)
+        P, R = p.n_ranks, len(ROUTES)
+        per = np.zeros((P, R))
+        np.add.at(per, (src, route), nbytes)
+        np.add.at(per, (dst, route), nbytes)
+        calls = np.bincount(src, minlength=P) + np.bincount(dst, minlength=P)
+        r = int(np.argmax(per.sum(axis=1))) if src.size else 0
+        return cls(tuple(float(x) for x in per[r]), int(calls[r]), float(achieved_s),
+                   total_bytes=float(nbytes.sum()), **kw)
+
+
+#: weight of the pull towards the prior, per unit of column scale (only decides directions the data leave free)
+PRIOR_WEIGHT = 1e-6
+
+
+def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``argmin_{x >= 0} Σ ((a x − y) / y)² + ε Σ ((x − prior) · scale)²`` (rows with y <= 0 dropped).
+
+    The weak pull towards ``prior`` only matters where the records cannot tell
+    terms apart (e.g. every shard does the same work on equal ranks, so shard
+    count and compute are proportional): the fit then keeps the prior's split.
+    """
+    keep = y > 0
+    a, y = a[keep], y[keep]
+    if y.size == 0:
+        return np.full(a.shape[1], np.nan)
+    scale = np.maximum(np.abs(a / y[:, None]).max(axis=0), 1e-300)  # columns to O(1)
+    k = a.shape[1]
+    reg = np.sqrt(PRIOR_WEIGHT * y.size) * np.eye(k)
+    lhs = np.vstack([a / y[:, None] / scale, reg])
+    rhs = np.concatenate([np.ones_like(y), reg @ (np.nan_to_num(prior) * scale)])
+    x, _ = nnls(lhs, rhs)
+    return x / scale
+
+
+def fit(steps: list[StepSample] = (), migrations: list[MigrationSample] = (),
+        prior: Calibration = IDENTITY) -> Calibration:
+    """Least-squares refit of the calibration's terms from a run's records.
+
+    A term no sample exercises (a column of zeros, e.g. no halo, or no bytes on a
+    route) keeps ``prior``'s value.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> truth = Calibration(step_fixed_s=2e-3, per_shard_s=3e-4, compute_scale=1.3, halo_scale=0.5)
+    >>> samples = []
+    >>> for _ in range(30):
+    ...     c, h, n = rng.uniform(0.01, 0.05, 4), rng.uniform(0, 0.01, 4), rng.integers(1, 20, 4)
+    ...     samples.append(StepSample(c, h, n, truth.step_s(c, h, n)))
+    >>> got = fit(samples)
+    >>> [round(x, 4) for x in (got.step_fixed_s, got.per_shard_s, got.compute_scale, got.halo_scale)]
+    [0.002, 0.0003, 1.3, 0.5]
+    """
+    kw: dict = {}
+    n_samples = 0
+    if steps:
+        a = np.concatenate([np.column_stack([np.ones(np.size(s.achieved_s)), s.n_shards, s.compute_s, s.halo_s])
+                            for s in steps]).astype(np.float64)
+        y = np.concatenate([np.asarray(s.achieved_s, np.float64) for s in steps])
+        ok = np.all(np.isfinite(a), axis=1) & np.isfinite(y)
+        a, y = a[ok], y[ok]
+        used = np.abs(a).sum(axis=0) > 0
+        names = ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale")
+        if y.size and used.any():
+            prior_x = np.array([getattr(prior, n) for n in names])[used]
+            x = _nnls_relative(a[:, used], y, prior_x)
+            for name, value in zip([n for n, u in zip(names, used, strict=True) if u], x, strict=True):
+                if np.isfinite(value):
+                    kw[name] = float(value)
+            n_samples += int(y.size)
+    if migrations:
+        rows = np.array([[1.0, m.calls, *m.bytes_by_route] for m in migrations], dtype=np.float64)
+        y = np.array([m.achieved_s for m in migrations], dtype=np.float64)
+        used = rows.sum(axis=0) > 0
+        used[0] = len(migrations) > 1  # a constant from one sample would absorb everything
+        prior_x = np.array([prior.migration_fixed_s, prior.per_call_s, *prior.route_s_per_byte])[used]
+        x = _nnls_relative(rows[:, used], y, prior_x)
+        full = np.full(rows.shape[1], np.nan)
+        full[used] = x
+        if np.isfinite(full[0]):
+            kw["migration_fixed_s"] = float(full[0])
+        if np.isfinite(full[1]):
+            kw["per_call_s"] = float(full[1])
+        routes = list(prior.route_s_per_byte)
+        for i in range(len(ROUTES)):
+            if np.isfinite(full[2 + i]):
+                routes[i] = float(full[2 + i])
+        kw["route_s_per_byte"] = tuple(routes)
+        pack = [(m.pack_s, m.total_bytes) for m in migrations
+                if np.isfinite(m.pack_s) and np.isfinite(m.total_bytes) and m.total_bytes > 0]
+        if pack:
+            kw["pack_s_per_byte"] = float(sum(t for t, _ in pack) / sum(b for _, b in pack))
+        plan = [m.plan_s for m in migrations if np.isfinite(m.plan_s)]
+        if plan:
+            kw["plan_fixed_s"] = float(np.median(plan))
+        n_samples += len(migrations)
+    return dataclasses.replace(prior, samples=prior.samples + n_samples, **kw)
+
+
+def relative_error(predicted: np.ndarray, achieved: np.ndarray) -> float:
+    """Median of ``|predicted − achieved| / achieved`` (NaN when nothing to compare)."""
+    p, a = np.asarray(predicted, np.float64), np.asarray(achieved, np.float64)
+    ok = np.isfinite(p) & np.isfinite(a) & (a > 0)
+    return float(np.median(np.abs(p[ok] - a[ok]) / a[ok])) if ok.any() else float("nan")

@@ -1,0 +1,135 @@
+"""The closed loop: the cost model refitted from what each window of the run measured.
+
+After every window the rebalance stage (on rank 0, where the plan is made)
+hands this module the window's step records and the last migration's figures;
+:class:`Calibrator` turns them into samples of the pure model in
+:mod:`hpccloud.balance.calibration` and refits its terms by least squares —
+per-step fixed cost and per-shard dispatch, compute and halo scales, the
+rebalance's fixed, per-call and pack costs and the transport's achieved
+throughput per route class. The plan is then priced, and the gate decided, on
+the calibrated figures. Nothing here is configured: every term comes from this
+run's own records (until a term is measured it stays at the identity prior,
+i.e. the raw model).
+
+The step's sync — the part of a step's wall time after the slowest rank
+finished, measured as ``step_s − active_s`` — is added to the fitted per-rank
+fixed cost, since the model predicts the slowest rank and the job also waits
+for the sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from hpccloud.balance import Problem, model
+from hpccloud.balance.calibration import (
+    ROUTES,
+    Calibration,
+    MigrationSample,
+    StepSample,
+    fit,
+    relative_error,
+)
+
+#: steps (per rank rows) and migrations kept for the fit: the machine drifts
+STEP_SAMPLES = 48
+MIGRATION_SAMPLES = 16
+
+
+def host_labels(hosts) -> tuple[int, ...]:
+    """Integer labels of the ranks' hosts (same label: same host)."""
+    ids: dict[str, int] = {}
+    return tuple(ids.setdefault(h, len(ids)) for h in hosts)
+
+
+class Calibrator:
+    """The run's calibration and the samples it was fitted from (kept on every rank)."""
+
+    def __init__(self, hosts, rank_region):
+        self.rank_host = host_labels(hosts)
+        self.rank_region = tuple(rank_region)
+        self.calibration = Calibration(rank_host=self.rank_host)
+        self.steps: deque[StepSample] = deque(maxlen=STEP_SAMPLES)
+        self.sync_s: deque[float] = deque(maxlen=STEP_SAMPLES)
+        self.migrations: deque[MigrationSample] = deque(maxlen=MIGRATION_SAMPLES)
+
+    # ------------------------------------------------------------------ samples
+    def add_window(self, p: Problem, steps: list[dict[str, Any]]) -> None:
+        """The window's steps as the model sees them: ``p`` is the problem planned on
+        (the window's map, links and the speeds just measured)."""
+        if not steps:
+            return
+        halo = model.halo_s(p, p.owners)
+        rate = p.speed_units_per_s
+        for rec in steps:
+            units = np.asarray(rec["work_units"], np.float64)
+            compute = np.where(rate > 0, units / np.maximum(rate, 1e-300), 0.0)
+            self.steps.append(StepSample(compute, halo, np.asarray(rec["n_shards"], np.float64),
+                                         np.asarray(rec["rank_step_s"], np.float64)))
+            self.sync_s.append(max(0.0, rec["step_s"] - rec["active_s"]))
+
+    def add_migration(self, records: list[dict[str, Any]], achieved_s: float, pack_s: float,
+                      plan_s: float) -> None:
+        """One migration: bytes per route class on its busiest rank, calls, wall time."""
+        size = len(self.rank_host)
+        per = np.zeros((size, len(ROUTES)))
+        calls = np.zeros(size)
+        total = 0.0
+        for r in records:
+            a, b, n = int(r["src_rank"]), int(r["dst_rank"]), float(r["nbytes"])
+            route = self.route(a, b)
+            per[a, route] += n
+            per[b, route] += n
+            calls[a] += 1
+            calls[b] += 1
+            total += n
+        if not records:
+            return
+        k = int(np.argmax(per.sum(axis=1)))
+        self.migrations.append(MigrationSample(tuple(float(x) for x in per[k]), int(calls[k]),
+                                               float(achieved_s), pack_s=float(pack_s),
+                                               plan_s=float(plan_s), total_bytes=total))
+
+    def route(self, a: int, b: int) -> int:
+        """Route class of a transfer from rank ``a`` to ``b`` (index into ``ROUTES``)."""
+        if self.rank_region[a] != self.rank_region[b]:
+            return 2
+        return 0 if self.rank_host[a] == self.rank_host[b] else 1
+
+    # ------------------------------------------------------------------ the fit
+    def refit(self) -> Calibration:
+        """Refit every term from the samples kept; the new calibration is also kept."""
+        cal = fit(list(self.steps), list(self.migrations),
+                  prior=Calibration(rank_host=self.rank_host))
+        if self.sync_s:
+            cal = dataclasses.replace(cal, step_fixed_s=cal.step_fixed_s
+                                      + float(np.median(self.sync_s)))
+        self.calibration = cal
+        return cal
+
+
+def model_error(plans: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Median relative error of the calibrated predictions over the plans after the first.
+
+    Step time: ``makespan_after_s`` vs the achieved median step until the next
+    plan; migration: ``migration_s`` vs ``achieved_migration_s`` (plans that
+    moved); rebalance wall time: ``predicted_rebalance_wall_s`` vs ``rebalance_wall_s``.
+    """
+    later = plans[1:]
+
+    def err(pred_key: str, ach_key: str) -> float | None:
+        pairs = [(p.get(pred_key), p.get(ach_key)) for p in later]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None and b > 0]
+        if not pairs:
+            return None
+        value = relative_error(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]))
+        return None if not np.isfinite(value) else value
+
+    return {"step": err("makespan_after_s", "achieved_step_s_after"),
+            "migration": err("migration_s", "achieved_migration_s"),
+            "rebalance_wall": err("predicted_rebalance_wall_s", "rebalance_wall_s"),
+            "plans_compared": len(later)}

@@ -1,0 +1,149 @@
+"""The calibrated cost model: terms recovered from noisy records; the gate decides on calibrated figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import problems
+from hpccloud.balance import PlanOptions, lower_bound_s, plan_problem
+from hpccloud.balance.calibration import (
+    IDENTITY,
+    ROUTES,
+    Calibration,
+    MigrationSample,
+    StepSample,
+    fit,
+    relative_error,
+)
+from hpccloud.balance.model import compute_s, halo_s, migration_schedule
+from hpccloud.balance.problem import Problem
+from hpccloud.balance.scenarios import make_problem
+from hpccloud.errors import InvalidArgument
+
+
+def test_step_terms_recovered_from_noisy_records():
+    rng = np.random.default_rng(1)
+    truth = Calibration(step_fixed_s=1.5e-3, per_shard_s=2e-4, compute_scale=1.25, halo_scale=0.6)
+    samples = []
+    for _ in range(40):  # 40 steps × 4 ranks, 3 % multiplicative noise on the achieved times
+        c, h, n = rng.uniform(2e-3, 3e-2, 4), rng.uniform(0.0, 8e-3, 4), rng.integers(1, 40, 4)
+        samples.append(StepSample(c, h, n, truth.step_s(c, h, n) * rng.lognormal(0.0, 0.03, 4)))
+    got = fit(samples)
+    for name in ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale"):
+        assert getattr(got, name) == pytest.approx(getattr(truth, name), rel=0.15), name
+    assert got.samples == 160
+    pred = np.concatenate([got.step_s(s.compute_s, s.halo_s, s.n_shards) for s in samples])
+    assert relative_error(pred, np.concatenate([s.achieved_s for s in samples])) < 0.05
+
+
+def test_migration_terms_recovered_from_noisy_records():
+    rng = np.random.default_rng(2)
+    route = np.array([1 / 8e9, 1 / 2e9, 1 / 2e8])  # same host, same region, across regions
+    fixed_s, call_s = 4e-3, 3e-4
+    samples = []
+    for _ in range(30):
+        b = rng.uniform(0, 6e7, 3) * (rng.random(3) < 0.8)
+        calls = int(rng.integers(1, 60))
+        t = (fixed_s + call_s * calls + float(b @ route)) * rng.lognormal(0.0, 0.03)
+        samples.append(MigrationSample(tuple(b), calls, t, pack_s=2e-10 * b.sum(), plan_s=0.02,
+                                       total_bytes=float(b.sum())))
+    got = fit(migrations=samples)
+    assert got.migration_fixed_s == pytest.approx(fixed_s, rel=0.3)
+    assert got.per_call_s == pytest.approx(call_s, rel=0.3)
+    assert np.allclose(got.route_s_per_byte, route, rtol=0.15)
+    assert got.pack_s_per_byte == pytest.approx(2e-10)
+    assert got.plan_fixed_s == pytest.approx(0.02)
+
+
+def test_terms_no_sample_exercises_keep_the_prior():
+    prior = Calibration(halo_scale=0.7, route_s_per_byte=(1e-9, float("nan"), 5e-9))
+    c = np.array([0.01, 0.02])
+    # no halo; compute proportional to shard count: the data cannot split them, the prior does
+    got = fit([StepSample(c, np.zeros(2), np.array([1, 2]), c * 1.1)] * 3, prior=prior)
+    assert got.halo_scale == 0.7
+    assert got.compute_scale > 0.5  # the prior's split (compute, not dispatch) is kept near
+    assert np.allclose(got.step_s(c, np.zeros(2), np.array([1, 2])), c * 1.1, rtol=1e-3)
+    got = fit(migrations=[MigrationSample((0.0, 1e6, 0.0), 2, 1e-3)], prior=prior)
+    assert got.route_s_per_byte[0] == 1e-9 and got.route_s_per_byte[2] == 5e-9
+    assert np.isfinite(got.route_s_per_byte[1])
+
+
+def test_calibration_json_round_trip_and_bad_values():
+    cal = Calibration(step_fixed_s=1e-3, route_s_per_byte=(1e-10, float("nan"), 1e-8), rank_host=(0, 0, 1))
+    again = Calibration.from_json(cal.to_json())
+    assert again.to_json() == cal.to_json()
+    assert cal.to_json()["route_s_per_byte"]["same_region"] is None
+    with pytest.raises(InvalidArgument, match="step_fixed_s"):
+        Calibration(step_fixed_s=-1.0)
+    with pytest.raises(InvalidArgument, match="unknown key"):
+        Calibration.from_json({"step_fixd_s": 1.0})
+
+
+def test_routes_and_pair_times_use_achieved_throughput():
+    p = make_problem("hetero-speed", 4, 2, 40)  # ranks 0, 1 in region 0; 2, 3 in region 1
+    cal = Calibration(per_call_s=1e-3, route_s_per_byte=(1e-10, float("nan"), 1e-8), rank_host=(0, 0, 0, 1))
+    src, dst = np.array([0, 0, 2]), np.array([1, 2, 3])
+    assert cal.route_of(p, src, dst).tolist() == [0, 2, 1]
+    t = cal.pair_s(p, src, dst, np.array([2, 1, 1]), np.array([1e6, 1e6, 1e6]))
+    assert t[0] == pytest.approx(2e-3 + 1e-4) and t[1] == pytest.approx(1e-3 + 1e-2)
+    # same region was never measured: the link model's α + n/β
+    alpha, inv_beta = p.link_terms(np.array([2]), np.array([3]))
+    assert t[2] == pytest.approx(alpha[0] + 1e6 * inv_beta[0])
+    with pytest.raises(InvalidArgument, match="rank_host"):
+        Calibration(rank_host=(0, 1)).route_of(p, src, dst)
+
+
+def test_plan_prices_steps_and_migration_on_the_calibration():
+    p = make_problem("hetero-speed", 8, 2, 160).warm()
+    cal = Calibration(step_fixed_s=2e-3, per_shard_s=1e-4, compute_scale=1.2, halo_scale=0.5,
+                      migration_fixed_s=0.05, per_call_s=1e-4, pack_s_per_byte=1e-10,
+                      route_s_per_byte=(float("nan"), 2e-10, 2e-9), plan_fixed_s=0.01)
+    mp = plan_problem(p, "greedy", PlanOptions(horizon_steps=50, calibration=cal))
+    n = np.bincount(mp.owners_after, minlength=p.n_ranks)
+    want = cal.step_s(compute_s(p, mp.owners_after), halo_s(p, mp.owners_after), n).max()
+    assert mp.makespan_after_s == pytest.approx(want)
+    sched, nbytes, _ = migration_schedule(p, p.owners, mp.owners_after, pair_s=lambda *a: cal.pair_s(p, *a))
+    assert mp.migration_s == pytest.approx(sched + 0.05 + 1e-10 * nbytes)
+    assert mp.lower_bound_s == pytest.approx(2e-3 + 1.2 * p.memo("lower_bound_s", lower_bound_s))
+    doc = mp.to_json(include_owners=False)
+    assert doc["calibration"]["compute_scale"] == 1.2
+    assert doc["predicted_rebalance_wall_s"] == pytest.approx(0.01 + mp.migration_s)
+
+
+def test_a_costly_rebalance_closes_the_gate_that_raw_links_would_open():
+    p = make_problem("hetero-speed", 8, 2, 160).warm()
+    opts = PlanOptions(horizon_steps=20)
+    raw = plan_problem(p, "topo", opts)
+    assert raw.gate_passed and raw.moves
+    gain_s = raw.makespan_before_s - raw.makespan_after_s
+    cal = Calibration(migration_fixed_s=2.0 * gain_s * opts.horizon_steps)  # measured: moving costs that much
+    mp = plan_problem(p, "topo", PlanOptions(horizon_steps=20, calibration=cal))
+    assert not mp.gate_passed and not mp.moves
+
+
+calibrations = st.builds(
+    Calibration,
+    step_fixed_s=st.floats(0, 1e-2), per_shard_s=st.floats(0, 1e-3), compute_scale=st.floats(0.2, 5.0),
+    halo_scale=st.floats(0.0, 3.0), migration_fixed_s=st.floats(0, 10.0), per_call_s=st.floats(0, 1e-2),
+    pack_s_per_byte=st.floats(0, 1e-8),
+    route_s_per_byte=st.tuples(*[st.one_of(st.just(float("nan")), st.floats(1e-12, 1e-6))] * len(ROUTES)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=problems, cal=calibrations, horizon=st.sampled_from([1, 5, 100, 10_000]))
+def test_gate_never_opens_when_calibrated_gain_times_horizon_is_below_calibrated_cost(p: Problem, cal, horizon):
+    mp = plan_problem(p, "topo", PlanOptions(horizon_steps=horizon, calibration=cal))
+    gain_s = mp.makespan_before_s - mp.makespan_after_s
+    # the cost the gate compared is the calibrated one (schedule on achieved throughput + fixed + pack)
+    if mp.moves:
+        sched, nbytes, _ = migration_schedule(p, p.owners, mp.owners_after, pair_s=lambda *a: cal.pair_s(p, *a))
+        assert mp.migration_s == pytest.approx(sched + cal.migration_extra_s(nbytes))
+    if gain_s * horizon <= mp.migration_s:
+        assert not mp.gate_passed and not mp.moves
+    if mp.gate_passed:
+        assert gain_s * horizon > mp.migration_s
+    assert np.all(p.allowed[p.class_id, mp.owners_after])
+    assert IDENTITY.samples == 0
