@@ -54,7 +54,9 @@ def start(job, next_step: int, on_published=None) -> None:
         payload = job.wl.pack(job.shard_map.shards[sid], arr)
         payloads[sid] = payload.copy() if np.may_share_memory(payload, arr) else payload
     state = {"workload": job.wl.name, "params": job.wl.params, "run_id": job.run_id,
-             "workload_state": job.wl.state(), "speed": job.speed.to_json()}
+             "workload_state": job.wl.state(), "speed": job.speed.to_json(),
+             "links": job.links.to_json(), "hosts": list(job.topology.hosts),
+             "rank_region": list(job.topology.rank_region)}
     job.ckpt_writer.start(next_step, job.shard_map.to_json(), payloads, state,
                           background=os.environ.get(SYNC_ENV) != "1")
     job.checkpoints.append({"step": next_step, "start_s": time.perf_counter() - t0})
@@ -91,6 +93,31 @@ def write(job, next_step: int) -> str | None:
     path = finish(job, wait=True)
     job.ckpt_writer.close()
     return path
+
+
+def saved_links(job):
+    """Collective: the checkpoint's link model if this job has the same ranks on the same
+    hosts and regions (a restart then skips the link probe), else None.
+
+    A manifest that does not verify gives None here; :func:`restart` then refuses it.
+    """
+    from hpccloud.errors import HpccloudError
+    from hpccloud.measure.links import LinkModel
+
+    def load():
+        try:
+            st = read_manifest(os.path.abspath(job.cfg.restart), job.key)["state"]
+        except HpccloudError:
+            return None
+        same = (st.get("hosts") == list(job.topology.hosts)
+                and st.get("rank_region") == list(job.topology.rank_region))
+        return st.get("links") if same else None
+
+    doc = bcast_result(job.comm, load)
+    if doc is None:
+        return None
+    model = agree(job.comm, lambda: LinkModel.from_json(doc, f"{job.cfg.restart}: state.links"))
+    return model if model.size == job.size else None
 
 
 def restart_map(job, manifest: dict[str, Any], source: str) -> ShardMap:

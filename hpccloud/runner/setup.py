@@ -103,7 +103,12 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
 
     job.cores = discover_cores(comm, numba.get_num_threads())
     job.calibrator = Calibrator(job.cores.hosts, topology.rank_region)
-    job.links = _links(job)
+    job.links = None
+    if cfg.restart and not cfg.profile:  # the same ranks on the same hosts: the saved links
+        from hpccloud.runner.checkpointing import saved_links
+
+        job.links = saved_links(job)
+    job.links = job.links or _links(job)
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:
         from hpccloud.runner.checkpointing import restart
