@@ -315,6 +315,7 @@ def supervise(cmd: Sequence[str], *, max_restarts: int = 3, checkpoint_dir: str 
                    f"no restarts left (--max-restarts {max_restarts})"))
             _record(report_json, recoveries)
             return code, recoveries
+        _remove_partial(ckpt_dir)
         path, rejected = newest_verified(ckpt_dir, key)
         step = int(os.path.basename(path).split("-")[1]) if path else 0
         done = prog["last_step"]
@@ -344,6 +345,22 @@ def supervise(cmd: Sequence[str], *, max_restarts: int = 3, checkpoint_dir: str 
             f"{r.checkpoint_step}, {r.steps_lost} steps lost, stepping again "
             f"{'?' if r.seconds_to_resume is None else f'{r.seconds_to_resume:.2f}'} s after the failure")
     return 0, recoveries
+
+
+def _remove_partial(root: str) -> list[str]:
+    """Remove the temp folders of checkpoints the dead job never published (it is gone, so
+    no writer is active); return their names."""
+    import re
+    import shutil
+
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    gone = [n for n in names if re.fullmatch(r"\.step-\d{8}\.[0-9a-f]+\.tmp", n)]
+    for n in gone:
+        shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+    return gone
 
 
 class _suppress:
