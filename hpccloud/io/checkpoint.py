@@ -9,6 +9,8 @@ Layout of a checkpoint of step 40 under ``ckpt/``::
 Every rank writes its own file (the PyPI h5py is serial) into a hidden temp
 folder; rank 0 writes the manifest last and renames the folder into place, so
 a checkpoint folder either is complete or does not exist.
+:class:`CheckpointWriter` does the writing in a thread per rank while the job
+goes on stepping, and publishes once every rank's files are written.
 
 Integrity
     The manifest carries ``integrity.sha256``, a digest of its own canonical
