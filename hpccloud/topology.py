@@ -24,16 +24,25 @@ blocks over the regions that say ``ranks = "even"``.
 
 Everything here is pure: :func:`resolve_topology` takes the parsed document,
 the rank count and the per-rank host names as arguments, so a unit test can ask
-what a 7-rank job on given hosts would get. :func:`load_topology` is the MPI
-entry point: rank 0 reads the file, every rank resolves the same text, so an
-invalid file raises the same :class:`~hpccloud.errors.TopologyError` everywhere.
+what a 7-rank job on given hosts would get. The MPI entry point is
+:func:`hpccloud.comm.topology.load_topology`: rank 0 reads the file, every rank
+resolves the same text, so an invalid file raises the same
+:class:`~hpccloud.errors.TopologyError` everywhere.
+
+Validation: names of regions and data classes are safe file names (letters,
+digits, ``_ . -``; no path separators, control characters, ``*``, ``+`` or
+``..``), prices finite and non-negative, host lists parsed and bounded
+(:mod:`hpccloud.hostlist`), a class may live somewhere, the file is UTF-8 and at
+most 1 MiB. Every error names the file, the key and the fix.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
+import reprlib
 import socket
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -41,6 +50,7 @@ from importlib import resources
 from typing import Any
 
 from hpccloud.errors import TopologyError
+from hpccloud.hostlist import HostlistError, hostlist_matches, is_hostlist, parse_hostlist
 
 DEFAULT_SOURCE = "<embedded default topology>"
 
@@ -134,6 +144,21 @@ class Topology:
 
 # --------------------------------------------------------------------------- parsing
 
+#: region names become file names (``<output>/<region>.h5``), class names become
+#: HDF5 attributes and keys; both: a letter or digit, then letters, digits, ``_ . -``
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: names the output folder uses for itself
+RESERVED_REGION_NAMES = frozenset({"catalogue", "manifest"})
+#: a topology file is a few KiB; more is not a topology (e.g. ``--topology /dev/zero``)
+MAX_FILE_BYTES = 1 << 20
+_SHOW = reprlib.Repr()
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlevel, _SHOW.maxlist = 60, 60, 3, 8
+
+
+def _show(value: Any) -> str:
+    """A short repr for messages: bounded in length and nesting (a value may be huge)."""
+    return _SHOW.repr(value)
+
 
 def _fail(source: str, key: str, problem: str, fix: str) -> TopologyError:
     return TopologyError(f"{source}: {key}: {problem}. Fix: {fix}")
@@ -145,12 +170,17 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{source}: not valid TOML ({exc}). Fix: correct the syntax.") from None
+    except RecursionError:
+        raise TopologyError(f"{source}: arrays or tables nested too deeply to parse. Fix: a "
+                            "topology needs at most two levels of nesting") from None
 
 
 def _number(source: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(source, key, f"expected a number, got {type(value).__name__} {value!r}",
+        raise _fail(source, key, f"expected a number, got {type(value).__name__} {_show(value)}",
                     "write a plain number, e.g. 0.05")
+    if not math.isfinite(value):
+        raise _fail(source, key, f"must be a finite number (got {value})", "write a number, e.g. 0.05")
     if value < 0:
         raise _fail(source, key, f"must not be negative (got {value})", "use a value >= 0")
     return float(value)
@@ -158,28 +188,29 @@ def _number(source: str, key: str, value: Any) -> float:
 
 def _string(source: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _fail(source, key, f"expected a non-empty string, got {value!r}",
+        raise _fail(source, key, f"expected a non-empty string, got {_show(value)}",
                     'write a quoted name, e.g. "eu-north"')
+    if not value.isprintable() or len(value) > 200:
+        raise _fail(source, key, f"{_show(value)} holds control characters or is over 200 characters",
+                    "write a short plain name")
     return value
 
 
-#: region and data-class names: they become file names (regions) and the runner joins
-#: classes with "+" into effective halo classes, so only these characters are allowed
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def _name(source: str, key: str, value: Any) -> str:
-    value = _string(source, key, value)
-    if not _NAME_RE.fullmatch(value) or ".." in value:
-        raise _fail(source, key, f"name {value!r} is not allowed: names are 1-64 letters, digits, "
-                    "'-', '_' and '.', starting with a letter or digit ('+', '/', '*', spaces and "
-                    "control characters are reserved)", 'rename it, e.g. "eu-north"')
-    return value
+def _safe_name(source: str, key: str, value: Any, what: str) -> str:
+    name = _string(source, key, value)
+    if not _SAFE_NAME.fullmatch(name):
+        raise _fail(source, key, f"{what} name {_show(name)} is not allowed ({what} names become "
+                    "file names and keys; '+', '/', '*', spaces and control characters are reserved)",
+                    "use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, "
+                    'e.g. "eu-north"')
+    if ".." in name:
+        raise _fail(source, key, f"{what} name {_show(name)} contains '..'", "use a name without '..'")
+    return name
 
 
 def _string_list(source: str, key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _fail(source, key, f"expected a list of strings, got {value!r}",
+        raise _fail(source, key, f"expected a list of strings, got {_show(value)}",
                     'write e.g. ["eu-north"]')
     return value
 
@@ -187,57 +218,138 @@ def _string_list(source: str, key: str, value: Any) -> list[str]:
 def _unknown_keys(source: str, where: str, got: dict, allowed: set[str]) -> None:
     extra = sorted(set(got) - allowed)
     if extra:
-        raise _fail(source, f"{where}{extra[0]}", "unknown key",
+        raise _fail(source, f"{where}{_show(extra[0])[1:-1]}", "unknown key",
                     f"remove it or use one of {sorted(allowed)}")
 
 
-
-
-def expand_hostlist(expr: str) -> list[str]:
-    """Expand a Slurm host list such as ``"node[01-03,07],login1"``.
-
-    >>> expand_hostlist("n[01-03],gpu7")
-    ['n01', 'n02', 'n03', 'gpu7']
-
-    Only one bracket group per name is supported (as in most site node names).
-    """
-    out: list[str] = []
-    # split on commas that are not inside brackets
-    parts, depth, cur = [], 0, ""
-    for ch in expr:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    for part in (p.strip() for p in parts):
-        if not part:
-            continue
-        m = re.fullmatch(r"([^\[\]]*)\[([^\]]+)\]([^\[\]]*)", part)
-        if not m:
-            out.append(part)
-            continue
-        prefix, body, suffix = m.groups()
-        for item in body.split(","):
-            if "-" in item:
-                lo, hi = item.split("-", 1)
-                width = len(lo)
-                out.extend(f"{prefix}{i:0{width}d}{suffix}" for i in range(int(lo), int(hi) + 1))
-            else:
-                out.append(f"{prefix}{item}{suffix}")
-    return out
-
-
 def host_matches(pattern: str, host: str) -> bool:
-    """A host pattern is a Slurm host list (``n[01-04]``) or a shell glob (``eu-*``)."""
-    if "[" in pattern and re.search(r"\[\d", pattern):
-        return host in expand_hostlist(pattern)
+    """A host pattern is a Slurm host list (``n[01-04]``, see :mod:`hpccloud.hostlist`) or a
+    shell glob (``eu-*``). Host lists are matched by parsing, never expanded."""
+    if is_hostlist(pattern):
+        return hostlist_matches(pattern, host)
     return fnmatch.fnmatchcase(host, pattern)
+
+
+def _host_patterns(source: str, key: str, value: Any) -> list[str]:
+    patterns = _string_list(source, key, value)
+    if len(patterns) > 10_000:
+        raise _fail(source, key, f"{len(patterns)} patterns", "use host lists like n[001-128]")
+    for pat in patterns:
+        if len(pat) > 10_000:
+            raise _fail(source, key, f"a pattern of {len(pat)} characters",
+                        "write a host list like eu-node[001-128] or a glob like eu-*")
+        if not pat.isprintable():
+            raise _fail(source, key, f"pattern {_show(pat)} holds control characters",
+                        "write a host list like eu-node[001-128] or a glob like eu-*")
+        if is_hostlist(pat):
+            if any(c in pat for c in "*?"):
+                raise _fail(source, key, f"pattern {_show(pat)} mixes a Slurm host list with glob "
+                            "characters", "use either eu-node[001-128] or eu-node*")
+            try:
+                parse_hostlist(pat)
+            except HostlistError as exc:
+                raise _fail(source, key, f"bad Slurm host list: {exc}",
+                            "write e.g. eu-node[001-128] or rack[1-2]-node[01-16]") from None
+    return patterns
+
+
+@dataclass
+class _RegionSpec:
+    """One ``[[regions]]`` table, checked, before ranks are mapped."""
+
+    index: int
+    name: str
+    jurisdiction: str
+    price: float
+    egress_raw: Any
+    ranks: list[int] | None
+    even: bool
+    hosts: list[str] | None
+
+
+def _region_spec(source: str, i: int, reg: Any, size: int) -> _RegionSpec:
+    where = f"regions[{i}]"
+    if not isinstance(reg, dict):
+        raise _fail(source, where, "expected a table", "write it as a [[regions]] table")
+    _unknown_keys(source, f"{where}.", reg, _REGION_KEYS)
+    for req in ("name", "jurisdiction", "price_per_core_hour"):
+        if req not in reg:
+            raise _fail(source, f"{where}.{req}", "missing", f"add `{req} = ...` to the region")
+    rname = _safe_name(source, f"{where}.name", reg["name"], "region")
+    if rname.lower() in RESERVED_REGION_NAMES:
+        raise _fail(source, f"{where}.name", f"{rname!r} is a name the output folder uses itself",
+                    f"call the region something other than {sorted(RESERVED_REGION_NAMES)}")
+    spec = _RegionSpec(i, rname, _string(source, f"{where}.jurisdiction", reg["jurisdiction"]),
+                       _number(source, f"{where}.price_per_core_hour", reg["price_per_core_hour"]),
+                       reg.get("egress_per_gb", 0.0), None, False, None)
+    if "ranks" not in reg and "hosts" not in reg:
+        raise _fail(source, where, f"region {rname!r} says neither `ranks` nor `hosts`",
+                    'add `ranks = [0, 1]`, `ranks = "even"` or `hosts = ["pattern"]`')
+    ranks = reg.get("ranks")
+    if ranks == "even":
+        spec.even = True
+    elif ranks is not None:
+        if not isinstance(ranks, list) or not all(
+            isinstance(r, int) and not isinstance(r, bool) for r in ranks
+        ):
+            raise _fail(source, f"{where}.ranks", f"expected a list of integers or \"even\", got "
+                        f"{_show(ranks)}", 'write e.g. ranks = [0, 1] or ranks = "even"')
+        if not ranks:
+            raise _fail(source, f"{where}.ranks", f"region {rname!r} is empty",
+                        "list at least one rank, or remove the region")
+        for r in ranks:
+            if r < 0 or r >= size:
+                raise _fail(source, f"{where}.ranks",
+                            f"rank {r} does not exist: the job has {size} ranks (0..{size - 1})",
+                            f"launch with at least {max(ranks) + 1} ranks, or edit the list")
+        spec.ranks = ranks
+    if "hosts" in reg:
+        spec.hosts = _host_patterns(source, f"{where}.hosts", reg["hosts"])
+    return spec
+
+
+def _map_ranks(source: str, specs: list[_RegionSpec], size: int, hosts: list[str]) -> list[str]:
+    """Rank → region name: explicit lists, then host patterns, then "even" blocks."""
+    owner: list[str | None] = [None] * size
+    for spec in specs:
+        for r in spec.ranks or ():
+            if owner[r] is not None:
+                raise _fail(source, f"regions[{spec.index}].ranks",
+                            f"rank {r} is in two regions ({owner[r]!r} and {spec.name!r})",
+                            "list each rank in exactly one region")
+            owner[r] = spec.name
+    host_rules = [s for s in specs if s.hosts is not None]
+    even = [s.name for s in specs if s.even]
+    for rank in range(size):
+        if owner[rank] is not None:
+            continue
+        hits = [s for s in host_rules if any(host_matches(p, hosts[rank]) for p in s.hosts or ())]
+        if len(hits) > 1:
+            raise _fail(source, f"regions[{hits[1].index}].hosts",
+                        f"rank {rank} on host {hosts[rank]!r} matches regions {hits[0].name!r} and "
+                        f"{hits[1].name!r}", "make the host patterns of different regions disjoint")
+        if hits:
+            owner[rank] = hits[0].name
+    for s in host_rules:
+        if s.name not in owner and not s.even:
+            raise _fail(source, f"regions[{s.index}].hosts",
+                        f"region {s.name!r} is empty: no rank's host matches {_show(s.hosts)} "
+                        f"(hosts: {_show(sorted(set(hosts)))})", "correct the patterns, or remove the region")
+    rest = [r for r in range(size) if owner[r] is None]
+    if rest and not even:
+        raise _fail(source, "regions",
+                    f"ranks {_show(rest)} are not mapped to any region (hosts: "
+                    f"{_show(sorted({hosts[r] for r in rest}))})",
+                    'add them to a region\'s `ranks` or `hosts`, or give a region `ranks = "even"`')
+    # as numpy.array_split: the first regions get one rank more when it does not divide
+    base, extra = divmod(len(rest), max(1, len(even)))
+    lo = 0
+    for k, rname in enumerate(even):
+        hi = lo + base + (1 if k < extra else 0)
+        for r in rest[lo:hi]:
+            owner[r] = rname
+        lo = hi
+    return owner  # type: ignore[return-value]
 
 
 def resolve_topology(doc: dict[str, Any], size: int, hosts: list[str] | None = None,
@@ -262,102 +374,24 @@ def resolve_topology(doc: dict[str, Any], size: int, hosts: list[str] | None = N
     if not isinstance(raw_regions, list) or not raw_regions:
         raise _fail(source, "regions", "no regions declared",
                     "add at least one [[regions]] table with name, jurisdiction and ranks")
-
-    names: list[str] = []
-    juris: dict[str, str] = {}
-    prices: dict[str, float] = {}
-    egress_raw: dict[str, Any] = {}
-    owner: list[str | None] = [None] * size
-    even: list[str] = []
-    host_rules: list[tuple[str, int, list[str]]] = []
-
+    specs: list[_RegionSpec] = []
     for i, reg in enumerate(raw_regions):
-        where = f"regions[{i}]"
-        if not isinstance(reg, dict):
-            raise _fail(source, where, "expected a table", "write it as a [[regions]] table")
-        _unknown_keys(source, f"{where}.", reg, _REGION_KEYS)
-        for req in ("name", "jurisdiction", "price_per_core_hour"):
-            if req not in reg:
-                raise _fail(source, f"{where}.{req}", "missing", f"add `{req} = ...` to the region")
-        rname = _name(source, f"{where}.name", reg["name"])
-        if rname in names:
-            raise _fail(source, f"{where}.name", f"region {rname!r} is declared twice",
+        spec = _region_spec(source, i, reg, size)
+        if spec.name in (s.name for s in specs):
+            raise _fail(source, f"regions[{i}].name", f"region {spec.name!r} is declared twice",
                         "give every region a unique name")
-        names.append(rname)
-        juris[rname] = _string(source, f"{where}.jurisdiction", reg["jurisdiction"])
-        prices[rname] = _number(source, f"{where}.price_per_core_hour", reg["price_per_core_hour"])
-        egress_raw[rname] = reg.get("egress_per_gb", 0.0)
-
-        if "ranks" not in reg and "hosts" not in reg:
-            raise _fail(source, where, f"region {rname!r} says neither `ranks` nor `hosts`",
-                        'add `ranks = [0, 1]`, `ranks = "even"` or `hosts = ["pattern"]`')
-        ranks = reg.get("ranks")
-        if ranks == "even":
-            even.append(rname)
-        elif ranks is not None:
-            if not isinstance(ranks, list) or not all(
-                isinstance(r, int) and not isinstance(r, bool) for r in ranks
-            ):
-                raise _fail(source, f"{where}.ranks", f"expected a list of integers or \"even\", got {ranks!r}",
-                            'write e.g. ranks = [0, 1] or ranks = "even"')
-            if not ranks:
-                raise _fail(source, f"{where}.ranks", f"region {rname!r} is empty",
-                            "list at least one rank, or remove the region")
-            for r in ranks:
-                if r < 0 or r >= size:
-                    raise _fail(source, f"{where}.ranks",
-                                f"rank {r} does not exist: the job has {size} ranks (0..{size - 1})",
-                                f"launch with at least {max(ranks) + 1} ranks, or edit the list")
-                if owner[r] is not None:
-                    raise _fail(source, f"{where}.ranks",
-                                f"rank {r} is in two regions ({owner[r]!r} and {rname!r})",
-                                "list each rank in exactly one region")
-                owner[r] = rname
-        if "hosts" in reg:
-            host_rules.append((rname, i, _string_list(source, f"{where}.hosts", reg["hosts"])))
-
-    # host patterns, for ranks not listed explicitly
-    for rank in range(size):
-        if owner[rank] is not None:
-            continue
-        hits = [(rn, i) for rn, i, pats in host_rules if any(host_matches(p, hosts[rank]) for p in pats)]
-        if len(hits) > 1:
-            raise _fail(source, f"regions[{hits[1][1]}].hosts",
-                        f"rank {rank} on host {hosts[rank]!r} matches regions {hits[0][0]!r} and {hits[1][0]!r}",
-                        "make the host patterns of different regions disjoint")
-        if hits:
-            owner[rank] = hits[0][0]
-    for rname, i, pats in host_rules:
-        if rname not in owner and rname not in even:
-            raise _fail(source, f"regions[{i}].hosts",
-                        f"region {rname!r} is empty: no rank's host matches {pats} (hosts: {sorted(set(hosts))})",
-                        "correct the patterns, or remove the region")
-
-    # the rest, in contiguous blocks over the "even" regions
-    rest = [r for r in range(size) if owner[r] is None]
-    if rest and not even:
-        raise _fail(source, "regions",
-                    f"ranks {rest} are not mapped to any region (hosts: {sorted({hosts[r] for r in rest})})",
-                    'add them to a region\'s `ranks` or `hosts`, or give a region `ranks = "even"`')
-    # as numpy.array_split: the first regions get one rank more when it does not divide
-    base, extra = divmod(len(rest), max(1, len(even)))
-    lo = 0
-    for k, rname in enumerate(even):
-        hi = lo + base + (1 if k < extra else 0)
-        for r in rest[lo:hi]:
-            owner[r] = rname
-        lo = hi
-
-    egress = {
-        rn: _egress(source, f"regions[{i}].egress_per_gb", egress_raw[rn], rn, names, juris)
-        for i, rn in enumerate(names)
-    }
+        specs.append(spec)
+    owner = _map_ranks(source, specs, size, hosts)
+    names = [s.name for s in specs]
+    juris = {s.name: s.jurisdiction for s in specs}
     regions = tuple(
-        Region(rn, juris[rn], prices[rn], egress[rn], tuple(r for r in range(size) if owner[r] == rn))
-        for rn in names
+        Region(s.name, s.jurisdiction, s.price,
+               _egress(source, f"regions[{s.index}].egress_per_gb", s.egress_raw, s.name, names, juris),
+               tuple(r for r in range(size) if owner[r] == s.name))
+        for s in specs
     )
     classes = _data_classes(source, doc.get("data_classes"), names, juris)
-    return Topology(name, source, regions, tuple(owner), tuple(hosts), classes)  # type: ignore[arg-type]
+    return Topology(name, source, regions, tuple(owner), tuple(hosts), classes)
 
 
 def _egress(source: str, key: str, raw: Any, me: str, names: list[str],
@@ -367,8 +401,8 @@ def _egress(source: str, key: str, raw: Any, me: str, names: list[str],
         return {n: price for n in names if n != me}
     for k in raw:
         if k not in _EGRESS_SPECIAL and k not in names:
-            raise _fail(source, f"{key}.{k}", "neither a region name nor `default`/`same_jurisdiction`",
-                        f"use one of {sorted(_EGRESS_SPECIAL | set(names))}")
+            raise _fail(source, f"{key}.{_show(k)[1:-1]}", "neither a region name nor "
+                        "`default`/`same_jurisdiction`", f"use one of {sorted(_EGRESS_SPECIAL | set(names))}")
     default = _number(source, f"{key}.default", raw.get("default", 0.0))
     same = _number(source, f"{key}.same_jurisdiction", raw.get("same_jurisdiction", default))
     out = {}
@@ -390,8 +424,8 @@ def _data_classes(source: str, raw: Any, names: list[str], juris: dict[str, str]
                     "write [data_classes.NAME] tables")
     out: dict[str, DataClass] = {}
     for cname, spec in raw.items():
-        where = f"data_classes.{cname}"
-        _name(source, where, cname)
+        where = f"data_classes.{_show(cname)[1:-1]}"
+        _safe_name(source, where, cname, "data class")
         if not isinstance(spec, dict):
             raise _fail(source, where, "expected a table", f"write [{where}] with regions/jurisdictions")
         _unknown_keys(source, f"{where}.", spec, _CLASS_KEYS)
@@ -403,20 +437,23 @@ def _data_classes(source: str, raw: Any, names: list[str], juris: dict[str, str]
             if rn == "*":
                 allowed.update(names)
             elif rn not in names:
-                raise _fail(source, f"{where}.regions", f"unknown region {rn!r}",
+                raise _fail(source, f"{where}.regions", f"unknown region {_show(rn)}",
                             f"use one of {names} or \"*\"")
             else:
                 allowed.add(rn)
         known_j = sorted(set(juris.values()))
         for j in _string_list(source, f"{where}.jurisdictions", spec.get("jurisdictions", [])):
             if j not in known_j:
-                raise _fail(source, f"{where}.jurisdictions", f"unknown jurisdiction {j!r}",
+                raise _fail(source, f"{where}.jurisdictions", f"unknown jurisdiction {_show(j)}",
                             f"use one of {known_j}")
             allowed.update(n for n in names if juris[n] == j)
+        if not allowed:
+            raise _fail(source, where, "may live in no region (empty `regions` and `jurisdictions`)",
+                        'list where it may live, e.g. regions = ["eu-north"] or jurisdictions = ["EU"]')
         leave = spec.get("aggregates_may_leave", False)
         if not isinstance(leave, bool):
-            raise _fail(source, f"{where}.aggregates_may_leave", f"expected true or false, got {leave!r}",
-                        "write aggregates_may_leave = true or false")
+            raise _fail(source, f"{where}.aggregates_may_leave", f"expected true or false, got "
+                        f"{_show(leave)}", "write aggregates_may_leave = true or false")
         out[cname] = DataClass(cname, frozenset(allowed), leave)
     return out
 
@@ -430,21 +467,35 @@ def node_name() -> str:
 
 
 def read_topology_text(path: str | os.PathLike | None) -> tuple[str, str]:
-    """Return ``(text, source)`` for a topology file, or the embedded default."""
+    """Return ``(text, source)`` for a topology file, or the embedded default.
+
+    The file must be UTF-8 text (TOML's rule) of at most :data:`MAX_FILE_BYTES`.
+    """
     if path is None:
         text = resources.files("hpccloud.data").joinpath("default_topology.toml").read_text()
         return text, DEFAULT_SOURCE
     source = os.fspath(path)
     try:
-        with open(source, encoding="utf-8") as fh:
-            return fh.read(), source
+        with open(source, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise TopologyError(f"{source}: cannot read the topology file ({exc.strerror}). "
                             "Fix: check the path given to --topology.") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise TopologyError(f"{source}: over {MAX_FILE_BYTES // 1024} KiB: not a topology file. "
+                            "Fix: check the path given to --topology.")
+    try:
+        return raw.decode("utf-8"), source
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f"{source}: not UTF-8 text (byte {exc.start} is "
+                            f"{raw[exc.start:exc.start + 1]!r}). Fix: save the file as UTF-8 "
+                            "(TOML files must be UTF-8).") from None
 
 
 def topology_from_text(text: str, source: str, size: int, hosts: list[str] | None = None,
                        exclude_regions: tuple[str, ...] = ()) -> Topology:
+    """Parse and resolve topology text, without ``exclude_regions`` (pure: the collective
+    loader is :func:`hpccloud.comm.topology.load_topology`)."""
     doc = parse_toml(text, source)
     if not exclude_regions:
         return resolve_topology(doc, size, hosts, source)
@@ -493,21 +544,3 @@ def without_regions(doc: dict[str, Any], names, source: str = "<topology>") -> d
         out["data_classes"] = classes
     return out
 
-
-def load_topology(path: str | os.PathLike | None = None, comm=None,
-                  exclude_regions: tuple[str, ...] = ()) -> Topology:
-    """Load and resolve a topology collectively on ``comm`` (default: a 1-rank view).
-
-    Rank 0 reads the file and broadcasts it, every rank contributes its node
-    name, and every rank resolves the same inputs, so a bad file raises the
-    same :class:`TopologyError` on every rank.
-    """
-    if comm is None:
-        text, source = read_topology_text(path)
-        return topology_from_text(text, source, 1, [node_name()], tuple(exclude_regions))
-    from hpccloud.comm.agree import agree, bcast_result  # MPI lives in comm/
-
-    text, source = bcast_result(comm, lambda: read_topology_text(path))
-    hosts = comm.allgather(node_name())
-    return agree(comm, lambda: topology_from_text(text, source, comm.Get_size(), hosts,
-                                                  tuple(exclude_regions)))

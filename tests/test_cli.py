@@ -47,7 +47,11 @@ def test_main_job_runs_and_reports(tmp_path):
     assert all(len(s["busy_s"]) == 4 for s in rep["steps"])
     for name in ("links.png", "load.png", "timeline.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
-    assert sorted(os.listdir(tmp_path / "out")) == ["catalogue.h5", "eu-north.h5", "us-east.h5"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".hpccloud.lock", "catalogue.h5", "eu-north.h5",
+                                                    "manifest.json", "us-east.h5"]
+    from hpccloud.io.publish import verify_output
+
+    assert verify_output(str(tmp_path / "out"))["step"] == 12  # whole, and this run's
     # `hpccloud report` renders the plots again from the JSON alone
     again = subprocess.run([*HPCCLOUD, "report", str(rep_path), "--out", str(tmp_path / "again")],
                            capture_output=True, text=True, timeout=120)

@@ -35,6 +35,8 @@ def _files(*parts: str) -> list[Path]:
 PURE = ("kernels", "hpccloud/balance", "hpccloud/shards.py", "hpccloud/policy.py",
         "hpccloud/measure/links.py", "hpccloud/measure/speed.py", "hpccloud/report.py",
         "hpccloud/errors.py", "hpccloud/workloads/base.py", "hpccloud/runner/options.py",
+        "hpccloud/topology.py", "hpccloud/hostlist.py", "hpccloud/keys.py", "hpccloud/preflight.py",
+        "hpccloud/io/publish.py", "hpccloud/io/debris.py",
         "hpccloud/runner/residency.py", "hpccloud/runner/calibrate.py")
 
 

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from hpccloud.comm.topology import load_topology
 from hpccloud.io.hdf5 import read_catalogue, read_region_file
 from hpccloud.runner import RunConfig, run
-from hpccloud.topology import load_topology
 
 SMALL = {
     "stencil2d": {"n": 96, "grid": 6, "hot_sweeps": 3, "period": 6},

@@ -3,8 +3,8 @@
 import pytest
 
 from hpccloud.errors import TopologyError
+from hpccloud.hostlist import expand_hostlist
 from hpccloud.topology import (
-    expand_hostlist,
     host_matches,
     read_topology_text,
     topology_from_text,

@@ -2,8 +2,8 @@
 
 import pytest
 
+from hpccloud.comm.topology import load_topology
 from hpccloud.errors import TopologyError
-from hpccloud.topology import load_topology
 
 
 @pytest.mark.hpccloud_mpi(ranks=[1, 2, 3, 4], timeout=60)

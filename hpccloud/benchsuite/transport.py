@@ -137,12 +137,12 @@ def run(args) -> int:
 
     from hpccloud.comm.agree import agree
     from hpccloud.comm.bufpool import BufferPool
+    from hpccloud.comm.topology import load_topology
     from hpccloud.comm.transport import CHUNK_BYTES, execute, load_key
     from hpccloud.commands.common import world, write_json_atomic
     from hpccloud.errors import InvalidArgument
     from hpccloud.policy import Policy
     from hpccloud.shards import block_1d
-    from hpccloud.topology import load_topology
 
     comm = world()
     rank = comm.Get_rank()

@@ -46,7 +46,8 @@ import xxhash
 from hpccloud.comm.agree import agree, error_record, raise_gathered
 from hpccloud.comm.audit import AuditLog, TransferRecord
 from hpccloud.comm.bufpool import BufferPool
-from hpccloud.errors import ChecksumError, ConfigError, InvalidArgument
+from hpccloud.errors import ChecksumError, InvalidArgument
+from hpccloud.keys import load_key  # re-exported: the key-file rule lives in hpccloud.keys
 
 CHUNK_BYTES = 1 << 20
 MAX_CHUNK_BYTES = 1 << 30
@@ -59,34 +60,6 @@ CORRUPT_ENV = "HPCCLOUD_TRANSPORT_CORRUPT"
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def load_key(path: str | os.PathLike) -> bytes:
-    """Read an AES key file: 16, 24 or 32 raw bytes, or the same as hex text.
-
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "k")
-    >>> _ = open(p, "w").write("00" * 32)
-    >>> len(load_key(p))
-    32
-    """
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the transport key file ({exc.strerror}). "
-                          "Fix: check the key file path") from None
-    if len(raw) in (16, 24, 32):
-        return raw
-    try:
-        key = bytes.fromhex(raw.strip().decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) not in (16, 24, 32):
-        raise ConfigError(f"{source}: not an AES key ({len(raw)} bytes). Fix: write 16, 24 or 32 "
-                          "random bytes, or their hex (e.g. `openssl rand -hex 32 > key`)")
-    return key
 
 
 def _cipher(key):

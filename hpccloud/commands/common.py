@@ -27,6 +27,9 @@ def world():
     problem = srun_without_pmi(MPI.COMM_WORLD.Get_size())
     if problem:
         raise ConfigError(problem)
+    from hpccloud.comm.shm import release_init_segments
+
+    release_init_segments(MPI.COMM_WORLD)  # an aborted job leaves no /dev/shm segment
     return MPI.COMM_WORLD
 
 

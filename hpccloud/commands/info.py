@@ -16,8 +16,8 @@ def run(args) -> int:
     import numba
     from mpi4py import MPI
 
+    from hpccloud.comm.topology import load_topology
     from hpccloud.threads import configure_threads
-    from hpccloud.topology import load_topology
 
     comm = world()
     topo = load_topology(args.topology, comm)

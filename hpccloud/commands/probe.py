@@ -134,9 +134,9 @@ def _print_discovered(topo, found, versus) -> None:
 
 def run(args) -> int:
     from hpccloud.comm.agree import agree
+    from hpccloud.comm.topology import load_topology
     from hpccloud.measure.probe import DEFAULT_PAIRS_PER_LEVEL, probe_links, probe_speed
     from hpccloud.threads import configure_threads
-    from hpccloud.topology import load_topology
 
     comm = world()
     sizes = agree(comm, lambda: _sizes(args.sizes))

@@ -33,11 +33,11 @@ def build_config(args):
 
 def run(args) -> int:
     from hpccloud.comm.agree import agree
+    from hpccloud.comm.topology import load_topology
     from hpccloud.io.atomic import write_json_atomic
     from hpccloud.report import print_summary
     from hpccloud.runner import run as run_job
     from hpccloud.threads import configure_threads
-    from hpccloud.topology import load_topology
 
     comm = world()
     cfg = agree(comm, lambda: build_config(args))

@@ -57,11 +57,109 @@ def open_readonly(path: str | os.PathLike) -> h5py.File:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ConfigError(f"{path}: no such file. Fix: check the path")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a folder, not an HDF5 file. Fix: give the file inside it")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
         raise ConfigError(f"{path}: not a readable HDF5 file ({exc}). Fix: regenerate it, or "
                           "check that it was copied completely") from None
+
+
+def _link_problem(f: h5py.File, name: str) -> str:
+    """Why ``f[name]`` cannot be opened, in words (a dangling soft or external link, or absent)."""
+    try:
+        link = f.get(name, getlink=True)
+    except (KeyError, ValueError, OSError):
+        link = None
+    if isinstance(link, h5py.SoftLink):
+        return f"is a soft link to {link.path!r}, which does not exist"
+    if isinstance(link, h5py.ExternalLink):
+        return f"is an external link to {link.path!r} in {link.filename!r}, which cannot be opened"
+    parent = name.rsplit("/", 1)[0] if "/" in name.strip("/") else "/"
+    try:
+        near = sorted(f[parent].keys()) if isinstance(f.get(parent), h5py.Group) else []
+    except (KeyError, ValueError, OSError):
+        near = []
+    return f"does not exist (the file has {near[:10]})"
+
+
+def _vds_source_file(vds_path: str, file_name: str) -> str | None:
+    """The file HDF5 would open for a virtual source (prefix variable, the VDS's folder,
+    the working folder), or None when none exists."""
+    if file_name == ".":
+        return vds_path
+    if os.path.isabs(file_name):
+        return file_name if os.path.isfile(file_name) else None
+    candidates = [os.path.join(os.environ.get("HDF5_VDS_PREFIX", ""), file_name)] \
+        if os.environ.get("HDF5_VDS_PREFIX") else []
+    candidates += [os.path.join(os.path.dirname(os.path.abspath(vds_path)), file_name), file_name]
+    return next((c for c in candidates if os.path.isfile(c)), None)
+
+
+def _check_virtual_sources(path: str, dataset: str, ds: h5py.Dataset) -> None:
+    """Refuse a virtual dataset whose source files or datasets are missing (HDF5 would
+    silently read its fill value there)."""
+    by_file: dict[str, set[str]] = {}
+    for vs in ds.virtual_sources():
+        found = _vds_source_file(path, vs.file_name)
+        if found is None:
+            raise ConfigError(f"{path}:{dataset}: virtual dataset source file {vs.file_name!r} is "
+                              "missing (it would read as fill values). Fix: put the source files "
+                              "beside the file, or read the region files instead")
+        by_file.setdefault(found, set()).add(vs.dset_name)
+    for found, names in by_file.items():
+        with open_readonly(found) as src:
+            for name in sorted(names):
+                if not isinstance(src.get(name), h5py.Dataset):
+                    raise ConfigError(f"{path}:{dataset}: virtual dataset source {found}:{name} "
+                                      "is missing or not a dataset. Fix: regenerate the file or "
+                                      "its sources")
+
+
+def _input_dataset(path: str, f: h5py.File, dataset: str, global_shape, dtype) -> h5py.Dataset:
+    """The input dataset, checked: really a dataset, links resolve, virtual sources present,
+    shape and dtype those of the workload."""
+    try:
+        obj = f[dataset]
+    except (KeyError, ValueError, OSError):
+        raise ConfigError(f"{path}: no dataset {dataset!r}: it {_link_problem(f, dataset)}. "
+                          "Fix: pass the right --input-dataset") from None
+    if not isinstance(obj, h5py.Dataset):
+        raise ConfigError(f"{path}: {dataset!r} is a {type(obj).__name__.lower()}, not a dataset "
+                          f"(it holds {sorted(obj.keys())[:10] if isinstance(obj, h5py.Group) else '?'}). "
+                          "Fix: pass the path of a dataset to --input-dataset")
+    if obj.is_virtual:
+        _check_virtual_sources(path, dataset, obj)
+    if obj.external:
+        for name, _offset, _size in obj.external:
+            ext = name.decode() if isinstance(name, bytes) else str(name)
+            full = ext if os.path.isabs(ext) else os.path.join(os.path.dirname(os.path.abspath(path)), ext)
+            if not os.path.isfile(full) and not os.path.isfile(ext):
+                raise ConfigError(f"{path}:{dataset}: external raw data file {ext!r} is missing. "
+                                  "Fix: put it beside the file")
+    if tuple(obj.shape or ()) != tuple(global_shape):
+        raise ConfigError(f"{path}:{dataset}: shape {tuple(obj.shape or ())} does not match the "
+                          f"workload's {tuple(global_shape)}. Fix: set the workload size to the "
+                          "dataset's shape")
+    if obj.dtype != np.dtype(dtype):
+        raise ConfigError(f"{path}:{dataset}: dtype {obj.dtype} but the workload needs "
+                          f"{np.dtype(dtype)}. Fix: convert the dataset")
+    return obj
+
+
+def check_input(path: str | os.PathLike, dataset: str, global_shape, dtype) -> None:
+    """Check an input file before any work, without reading its data.
+
+    Refuses (:class:`~hpccloud.errors.ConfigError`, naming the file, dataset and
+    fix): a missing or unreadable file, a group given as the dataset, dangling
+    soft or external links, a virtual dataset with a missing source file or
+    dataset, missing external raw files, a shape or dtype other than the
+    workload's. Non-finite values are found shard by shard in :func:`read_shards`.
+    """
+    path = os.fspath(path)
+    with open_readonly(path) as f:
+        _input_dataset(path, f, dataset, global_shape, dtype)
 
 
 def write_input(path: str | os.PathLike, dataset: str, data: np.ndarray,
@@ -74,34 +172,31 @@ def write_input(path: str | os.PathLike, dataset: str, data: np.ndarray,
             ds.attrs[k] = v
 
 
-def read_shards(path: str | os.PathLike, dataset: str, shard_map, rank: int) -> dict[int, np.ndarray]:
+def read_shards(path: str | os.PathLike, dataset: str, shard_map, rank: int,
+                allow_nonfinite: bool = False) -> dict[int, np.ndarray]:
     """Read the hyperslabs of the shards ``rank`` owns; returns ``{shard id: array}``.
 
-    Raises :class:`ConfigError` naming the file and dataset for a missing file,
-    a missing dataset, a shape or dtype that does not match the shard map, or a
-    chunk whose Fletcher-32 checksum fails (a corrupted file).
+    Raises :class:`ConfigError` naming the file and dataset for everything
+    :func:`check_input` refuses, for a chunk whose Fletcher-32 checksum fails
+    (a corrupted file), and for NaN or infinite values unless ``allow_nonfinite``.
     """
     path = os.fspath(path)
     out: dict[int, np.ndarray] = {}
     with open_readonly(path) as f:
-        if dataset not in f:
-            raise ConfigError(f"{path}: no dataset {dataset!r} (has {sorted(f.keys())}). "
-                              "Fix: pass the right --input-dataset")
-        ds = f[dataset]
-        if tuple(ds.shape) != tuple(shard_map.global_shape):
-            raise ConfigError(f"{path}:{dataset}: shape {tuple(ds.shape)} does not match the "
-                              f"workload's {tuple(shard_map.global_shape)}. Fix: set the workload "
-                              "size to the dataset's shape")
-        if np.dtype(ds.dtype) != np.dtype(shard_map.dtype):
-            raise ConfigError(f"{path}:{dataset}: dtype {ds.dtype} but the workload needs "
-                              f"{np.dtype(shard_map.dtype)}. Fix: convert the dataset")
+        ds = _input_dataset(path, f, dataset, shard_map.global_shape, shard_map.dtype)
+        floating = ds.dtype.kind in "fc"
         for shard in shard_map.shards_on(rank):
             try:
-                out[shard.id] = np.ascontiguousarray(ds[shard.index])
-            except OSError as exc:
-                raise ConfigError(f"{path}:{dataset}: corrupted data in shard {shard.id} "
-                                  f"{shard.index} ({exc}). Fix: restore the file from a good copy"
-                                  ) from None
+                arr = np.ascontiguousarray(ds[shard.index])
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                raise ConfigError(f"{path}:{dataset}: corrupted data in shard {shard.id} {shard.index} "
+                                  f"({exc}). Fix: restore the file from a good copy") from None
+            if floating and not allow_nonfinite and not np.isfinite(arr).all():
+                bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                raise ConfigError(f"{path}:{dataset}: {bad} NaN or infinite values in shard "
+                                  f"{shard.id} (rows {shard.index[0].start}..{shard.index[0].stop - 1}). "
+                                  "Fix: clean the input, or pass --allow-nonfinite if they are meant")
+            out[shard.id] = arr
     return out
 
 
@@ -157,7 +252,8 @@ def read_region_file(path: str | os.PathLike) -> dict[int, tuple[np.ndarray, tup
 
 
 def write_catalogue(path: str | os.PathLike, shard_map, region_files: Mapping[str, str],
-                    shard_region: Mapping[int, str], dataset: str = "data") -> None:
+                    shard_region: Mapping[int, str], dataset: str = "data",
+                    attrs: Mapping[str, object] | None = None) -> None:
     """Write a catalogue whose virtual dataset stitches the global array from region files.
 
     ``region_files`` maps region → file path; ``shard_region`` maps shard id → region.
@@ -174,6 +270,8 @@ def write_catalogue(path: str | os.PathLike, shard_map, region_files: Mapping[st
         f.attrs["regions"] = np.array(sorted(region_files), dtype=h5py.string_dtype())
         f.attrs["files"] = np.array([os.path.relpath(os.path.abspath(region_files[r]), folder)
                                      for r in sorted(region_files)], dtype=h5py.string_dtype())
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
 
 
 def read_catalogue(path: str | os.PathLike, dataset: str = "data") -> np.ndarray:

@@ -125,6 +125,10 @@ def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
     """Run one job collectively on ``comm``; return the report (the same dict on every rank)."""
     agree(comm, cfg.validate)
     job = prepare(comm, topology, cfg)
-    total_s = loop(job)
-    output = write_output(job) if cfg.output else None
-    return build_report(job, total_s, output)
+    try:
+        total_s = loop(job)
+        output = write_output(job) if cfg.output else None
+        return build_report(job, total_s, output)
+    finally:
+        if job.claims is not None:
+            job.claims.release()

@@ -103,6 +103,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     exclude_region: Annotated[tuple[str, ...], _opt(
         "run without this region of the topology, e.g. after losing it (flag repeatable)",
         "NAME", '["us-east"]')] = ()
+    overwrite: Annotated[bool, _opt("replace the results of another run in --output (refused "
+                                    "otherwise)", example="true")] = False
+    allow_nonfinite: Annotated[bool, _opt("accept NaN and infinite values in --input (refused "
+                                          "otherwise)", example="true")] = False
     probe_sizes: Annotated[tuple[int, ...], _opt("message sizes of the link probe [bytes]",
                                                  example="[8, 65536, 1048576]")] = \
         (8, 65536, 1 << 20)

@@ -27,6 +27,7 @@ import numpy as np
 from hpccloud.balance import PlanOptions, plan
 from hpccloud.comm.agree import agree, bcast_result
 from hpccloud.comm.bufpool import BufferPool
+from hpccloud.comm.validate import validate_run
 from hpccloud.errors import ConfigError, InvalidArgument
 from hpccloud.measure.cores import discover_cores
 from hpccloud.measure.speed import SpeedModel
@@ -73,6 +74,7 @@ class Job:
         self.setup_s: dict[str, float] = {}
         self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
         self.ckpt_writer = None  # io.checkpoint.CheckpointWriter, made at the first checkpoint
+        self.claims = None  # the validation pass's run id, config digest and folder locks
 
     def use_map(self, shard_map) -> None:
         """Adopt a shard map with declared classes: effective halo classes, this topology's
@@ -92,10 +94,12 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     t0 = time.perf_counter()
     job = agree(comm, lambda: Job(comm, topology, cfg))
     agree(comm, lambda: job.use_map(job.wl.shard_map(job.size)))
+    # everything that can be checked before any work: input, memory, output targets, disk
+    job.claims = validate_run(comm, cfg, job.wl, run_id=job.run_id, shard_map=job.shard_map)
     if cfg.key_file:
-        from hpccloud.comm.transport import load_key
+        from hpccloud.keys import load_key
 
-        job.key = agree(comm, lambda: load_key(cfg.key_file))
+        job.key = agree(comm, lambda: load_key(cfg.key_file, warn=job.rank == 0))
     from hpccloud.compile import warm_up
 
     job.compile_s = warm_up([job.wl.kernel], comm=comm)
@@ -195,7 +199,8 @@ def _read_input(job: Job) -> None:
         if job.wl.name not in ("stencil2d", "kmeans", "spmv"):
             raise InvalidArgument(f"--input: workload {job.wl.name!r} does not read an input "
                                   "array. Fix: use stencil2d, kmeans or spmv")
-        return read_shards(job.cfg.input, job.cfg.input_dataset, job.shard_map, job.rank)
+        return read_shards(job.cfg.input, job.cfg.input_dataset, job.shard_map, job.rank,
+                           allow_nonfinite=job.cfg.allow_nonfinite)
 
     data = agree(job.comm, read)
     job.local = {sid: job.wl.unpack(job.shard_map.shards[sid], arr) for sid, arr in data.items()}

@@ -13,12 +13,17 @@ partials in shard-id order.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hpccloud.errors import InvalidArgument
 from hpccloud.shards import ShardMap
+
+#: what a rank holds before any data: the interpreter, Numba, MPI (~220 MB measured)
+BASE_BYTES = 256 << 20
 
 
 class Workload:
@@ -36,6 +41,9 @@ class Workload:
     recycle_departed: bool = False
     #: default parameters; ``params`` given by the user override them
     defaults: dict[str, Any] = {}
+    #: allowed values per parameter: ``(low, high)`` inclusive for numbers (None: no
+    #: bound; floats must also be finite), or a tuple of choices for strings
+    limits: dict[str, Any] = {}
 
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 0):
         params = dict(params or {})
@@ -46,20 +54,106 @@ class Workload:
                 f"Fix: use one of {sorted(self.defaults)}")
         merged = dict(self.defaults)
         for key, value in params.items():
-            want = type(self.defaults[key])
-            try:
-                merged[key] = want(value) if want is not bool else _as_bool(value)
-            except (TypeError, ValueError):
-                kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
-                raise InvalidArgument(
-                    f"workload {self.name!r}: parameter {key}={value!r} is not "
-                    f"{kind.get(want, want.__name__)}. Fix: e.g. {key}={self.defaults[key]!r}"
-                ) from None
+            merged[key] = self._typed(key, value)
         self.params = merged
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise InvalidArgument(f"--seed {seed!r}: must be an integer from 0 to 2**63 - 1. "
+                                  "Fix: e.g. --seed 1")
         self.seed = int(seed)
+        for key in self.defaults:
+            self._check_limit(key, self.params[key])
+        self.check_params()
         #: a :class:`~hpccloud.comm.bufpool.BufferPool` the runner shares: arrays of shards that
         #: left this rank come back from it warm (no page faults) for shards that arrive
         self.pool = None
+
+    def _typed(self, key: str, value: Any) -> Any:
+        """``value`` as the type of the default; strings (from ``--param``) are parsed.
+        No silent truncation: 2.5 is not an integer, true is not a number."""
+        want = type(self.defaults[key])
+        kind = {int: "an integer", float: "a number", str: "a string", bool: "true/false"}
+        try:
+            if want is bool:
+                return _as_bool(value)
+            if isinstance(value, bool):
+                raise TypeError(value)
+            if want is int:
+                if isinstance(value, float):
+                    if not value.is_integer() or abs(value) > 2**53:  # beyond: not exact
+                        raise ValueError(value)
+                    return int(value)
+                return int(value) if isinstance(value, int) else int(str(value).strip())
+            if want is float:
+                return float(value) if isinstance(value, int | float) else float(str(value).strip())
+            if not isinstance(value, str):
+                raise TypeError(value)
+            return value
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgument(
+                f"workload {self.name!r}: parameter {key}={_short(value)} is not "
+                f"{kind.get(want, want.__name__)}. Fix: e.g. {key}={self.defaults[key]!r}"
+            ) from None
+
+    def _check_limit(self, key: str, value: Any) -> None:
+        limit = self.limits.get(key)
+        bad = None
+        if isinstance(value, float) and not math.isfinite(value):
+            bad = "must be a finite number"
+        elif isinstance(limit, tuple) and limit and isinstance(limit[0], str):
+            if value not in limit:
+                bad = f"must be one of {list(limit)}"
+        elif limit is not None:
+            low, high = limit
+            if (low is not None and value < low) or (high is not None and value > high):
+                lo = "" if low is None else f">= {low}"
+                hi = "" if high is None else f"<= {high}"
+                bad = f"must be {' and '.join(x for x in (lo, hi) if x)}"
+        if bad:
+            raise InvalidArgument(f"workload {self.name!r}: parameter {key}={_short(value)} {bad}. "
+                                  f"Fix: e.g. --param {key}={self.defaults[key]}")
+
+    def check_params(self) -> None:
+        """Checks between parameters (e.g. ``k <= n``); raise :class:`InvalidArgument`."""
+
+    def need(self, ok: bool, message: str, fix: str) -> None:
+        """Raise the standard parameter error unless ``ok``."""
+        if not ok:
+            raise InvalidArgument(f"workload {self.name!r}: {message}. Fix: {fix}")
+
+    # ---------------------------------------------------------------- resources
+    def data_bytes(self) -> int:
+        """Bytes of all shards' stored arrays together (the global data)."""
+        raise NotImplementedError
+
+    def result_bytes(self) -> int:
+        """Bytes of all result arrays together (what ``--output`` writes)."""
+        return self.data_bytes()
+
+    def replicated_bytes(self) -> int:
+        """Bytes every rank holds whatever its share (e.g. a gathered vector)."""
+        return 0
+
+    #: peak bytes a rank holds per byte of its data share (scratch, send/receive
+    #: buffers, recycled arrays); 3 covers the stored array, one scratch copy and a
+    #: migration's incoming buffers
+    working_factor: float = 3.0
+
+    def estimate(self, size: int, output: bool = False) -> ResourceEstimate:
+        """What one rank of a ``size``-rank job will allocate, and what the job writes.
+
+        A rank's share is taken as 1.5 times the even share (the balancer gives a
+        fast rank more), capped at the whole; a region's lowest rank also gathers
+        that region's results when writing output (counted as the whole result);
+        plus :data:`BASE_BYTES` for the interpreter, Numba and MPI. Measured
+        (stencil2d n=8192, 512 MiB of cells, 2 ranks, 3 steps, ``--output``): peak
+        RSS 1.39 GB on rank 0, 0.73 GB on rank 1; estimate 1.9 GiB per rank.
+        """
+        data = self.data_bytes()
+        share = min(data, 1.5 * data / max(1, size))
+        peak = BASE_BYTES + self.working_factor * share + self.replicated_bytes()
+        if output:
+            peak += self.result_bytes()
+        return ResourceEstimate(int(peak), int(self.result_bytes()), int(data))
 
     def empty(self, shape, dtype) -> np.ndarray:
         """An uninitialised array, recycled from :attr:`pool` when it holds one of that size."""
@@ -126,6 +220,21 @@ class Workload:
     def summary(self) -> dict[str, Any]:
         """Small figures for the report (e.g. centroids, an eigenvalue estimate)."""
         return {}
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages (a value may be a 10,000-character string)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:40] + "..." + text[-10:]
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    """Bytes one rank allocates at its peak, and bytes the job writes."""
+
+    peak_bytes_per_rank: int
+    output_bytes: int
+    checkpoint_bytes: int
 
 
 def _as_bool(value) -> bool:

@@ -28,6 +28,20 @@ class KMeans(Workload):
         "shards": 32,
         "eu_fraction": 0.25,
     }
+    limits = {"n": (1, None), "d": (1, 4096), "k": (1, 1 << 16), "shards": (1, None),
+              "eu_fraction": (0.0, 1.0)}
+
+    def check_params(self):
+        p = self.params
+        self.need(p["k"] <= p["n"], f"k={p['k']} clusters for n={p['n']} points", "use k <= n")
+        self.need(p["shards"] <= p["n"], f"shards={p['shards']} for n={p['n']} points",
+                  "use shards <= n")
+
+    def data_bytes(self):
+        return self.params["n"] * self.params["d"] * 8
+
+    def result_bytes(self):
+        return self.params["n"] * 8
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)

@@ -27,6 +27,17 @@ class Mandelbrot(Workload):
         "centre_y": 0.131825904,
         "eu_fraction": 0.0,
     }
+    limits = {"n": (1, 1 << 20), "grid": (1, 4096), "max_iter": (1, 10_000_000),
+              "zoom": (1e-6, 10.0), "centre_x": (-10.0, 10.0), "centre_y": (-10.0, 10.0),
+              "eu_fraction": (0.0, 1.0)}
+
+    def check_params(self):
+        p = self.params
+        self.need(p["grid"] <= p["n"], f"grid={p['grid']} tiles per side but n={p['n']} pixels",
+                  "use grid <= n")
+
+    def data_bytes(self):
+        return self.params["n"] ** 2 * 4
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)

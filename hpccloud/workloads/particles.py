@@ -38,6 +38,17 @@ class Particles(Workload):
         "drag": 2.0,       # pull towards the background flow
         "bins": 16,        # histogram bins per tile side (result)
     }
+    limits = {"n": (1, None), "grid": (1, 1024), "dt": (1e-12, 1.0), "strength": (0.0, 1e6),
+              "drag": (0.0, 1e6), "bins": (1, 4096)}
+
+    def data_bytes(self):
+        return self.params["n"] * _COLS * 8
+
+    def result_bytes(self):
+        return (self.params["grid"] * self.params["bins"]) ** 2 * 8
+
+    def replicated_bytes(self):
+        return 3 * self.params["n"] * _COLS * 8  # every rank draws all particles, then keeps its tiles'
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)

@@ -29,6 +29,23 @@ class SpMV(Workload):
         "shards": 32,
         "mean_row": 16,    # mean non-zeros per row
     }
+    limits = {"n": (1, (1 << 31) - 1), "shards": (1, None), "mean_row": (1, 10_000)}
+
+    def check_params(self):
+        p = self.params
+        self.need(p["shards"] <= p["n"], f"shards={p['shards']} for n={p['n']} rows",
+                  "use shards <= n")
+
+    def data_bytes(self):
+        # the vector blocks and, per shard, its CSR rows (int64 indptr, int32 indices, f8 data)
+        p = self.params
+        return p["n"] * 8 + p["n"] * (8 + 12 * p["mean_row"])
+
+    def result_bytes(self):
+        return self.params["n"] * 8
+
+    def replicated_bytes(self):
+        return 4 * self.params["n"] * 8  # the gathered x, its receive buffer, x * x, the send
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
@@ -91,6 +108,11 @@ class SpMV(Workload):
                 sh = shard_map.shards[s]
                 x[sh.index[0]] = recv[pos:pos + sh.shape[0]]
                 pos += sh.shape[0]
+        if not np.any(x):
+            err = ConfigError("spmv: the vector is all zeros, so the power iteration has no "
+                              "direction to follow. Fix: give an --input vector with a non-zero entry")
+            err.collective = True  # x is the same on every rank: every rank raises this
+            raise err
         self._x = x
 
     def compute(self, shard, arr, step):
@@ -104,6 +126,12 @@ class SpMV(Workload):
         for d in comm.allgather({s: self._norm2.pop(s) for s in list(local)}):
             parts.update(d)
         norm = math.sqrt(math.fsum(parts[s] for s in sorted(parts)))
+        if not norm > 0 or not math.isfinite(norm):
+            err = ConfigError(f"spmv: |A x| is {norm} at step {step}: the iteration cannot be "
+                              "normalised. Fix: start from a vector with finite, non-negative "
+                              "entries (A's entries are non-negative)")
+            err.collective = True  # the norm is summed the same way on every rank
+            raise err
         self.eigenvalue = norm / math.sqrt(math.fsum(self._x * self._x))
         for s in local:
             local[s] = local[s] / norm

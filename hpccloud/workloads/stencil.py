@@ -38,6 +38,21 @@ class Stencil2D(Workload):
         "eu_fraction": 0.25,  # fraction of tile columns holding eu-personal data
         "dtype": "float64",
     }
+    limits = {"n": (1, 1 << 22), "grid": (1, 1024), "hot_sweeps": (0, 1000),
+              "hot_radius": (0.0, 2.0), "period": (1, None), "eu_fraction": (0.0, 1.0),
+              "dtype": ("float64", "float32")}
+
+    def check_params(self):
+        p = self.params
+        self.need(p["grid"] <= p["n"], f"grid={p['grid']} tiles per side but n={p['n']} cells",
+                  "use grid <= n")
+
+    def data_bytes(self):
+        p = self.params
+        return (p["n"] + 2 * p["grid"]) ** 2 * np.dtype(p["dtype"]).itemsize
+
+    def result_bytes(self):
+        return self.params["n"] ** 2 * np.dtype(self.params["dtype"]).itemsize
 
     recycle_departed = True  # nothing here keeps a view of a tile that left
 

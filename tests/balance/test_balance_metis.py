@@ -87,9 +87,9 @@ def test_run_accepts_metis():
 def test_metis_multi_rank_run_equals_single_rank(comm, tmp_path_factory):
     from mpi4py import MPI
 
+    from hpccloud.comm.topology import load_topology
     from hpccloud.io.hdf5 import read_catalogue
     from hpccloud.runner import RunConfig, run
-    from hpccloud.topology import load_topology
 
     def cfg(balancer, out):
         return RunConfig(workload="stencil2d", params={"n": 96, "grid": 6, "hot_sweeps": 3, "period": 6},

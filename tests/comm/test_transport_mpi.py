@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from hpccloud.comm.audit import read_audit
+from hpccloud.comm.topology import load_topology
 from hpccloud.comm.transport import CORRUPT_ENV, execute, load_key
 from hpccloud.errors import ChecksumError, ResidencyError
 from hpccloud.policy import Policy
 from hpccloud.shards import block_1d, tile_2d
-from hpccloud.topology import load_topology
 
 SEEDS = [11, 12, 13, 14, 15]
 

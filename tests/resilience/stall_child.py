@@ -9,8 +9,8 @@ import time
 from mpi4py import MPI
 
 from hpccloud.comm import watchdog
+from hpccloud.comm.topology import load_topology
 from hpccloud.comm.wait import sleeping_allgather
-from hpccloud.topology import load_topology
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from hpccloud.comm.topology import load_topology
 from hpccloud.errors import ChecksumError, ConfigError, InvalidArgument
 from hpccloud.io.checkpoint import (
     MANIFEST,
@@ -22,7 +23,7 @@ from hpccloud.io.checkpoint import (
 )
 from hpccloud.policy import Policy
 from hpccloud.shards import tile_2d
-from hpccloud.topology import load_topology, read_topology_text, topology_from_text
+from hpccloud.topology import read_topology_text, topology_from_text
 
 KEY = bytes(range(32))
 

@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from hpccloud.comm.topology import load_topology
 from hpccloud.io.hdf5 import read_catalogue
 from hpccloud.runner import RunConfig, run
 from hpccloud.testing.mpi_pytest import run_mpi
-from hpccloud.topology import load_topology
 
 PARAMS = {"n": 96, "grid": 6, "hot_sweeps": 3, "period": 6}
 

@@ -1,0 +1,76 @@
+"""Workload parameters: typed, in range, consistent; refused with the fix before any work."""
+
+import pytest
+
+from hpccloud.errors import InvalidArgument
+from hpccloud.workloads import WORKLOADS, make_workload
+
+BAD = [
+    ("stencil2d", {"period": 0}, "period=0 must be >= 1"),
+    ("stencil2d", {"dtype": "garbage"}, "must be one of ['float64', 'float32']"),
+    ("stencil2d", {"hot_sweeps": -5}, "hot_sweeps=-5 must be >= 0"),
+    ("stencil2d", {"eu_fraction": 2}, "eu_fraction=2.0 must be >= 0.0 and <= 1.0"),
+    ("stencil2d", {"n": 4, "grid": 8}, "grid=8 tiles per side but n=4"),
+    ("kmeans", {"k": 0}, "k=0 must be >= 1"),
+    ("kmeans", {"d": 0}, "d=0 must be >= 1"),
+    ("kmeans", {"n": 10, "k": 11}, "k=11 clusters for n=10 points"),
+    ("kmeans", {"n": 2.5}, "n=2.5 is not an integer"),
+    ("kmeans", {"n": True}, "n=True is not an integer"),
+    ("kmeans", {"n": "1e3"}, "is not an integer"),
+    ("particles", {"n": 0}, "n=0 must be >= 1"),
+    ("particles", {"bins": 0}, "bins=0 must be >= 1"),
+    ("particles", {"dt": "nan"}, "dt=nan must be a finite number"),
+    ("particles", {"dt": float("inf")}, "must be a finite number"),
+    ("mandelbrot", {"zoom": 0}, "zoom=0.0 must be >= 1e-06"),
+    ("spmv", {"shards": 0}, "shards=0 must be >= 1"),
+    ("spmv", {"mean_row": 1, "n": 3, "shards": 4}, "shards=4 for n=3 rows"),
+]
+
+
+@pytest.mark.parametrize("name,params,message", BAD, ids=[f"{b[0]}-{b[1]}" for b in BAD])
+def test_bad_parameters(name, params, message):
+    with pytest.raises(InvalidArgument) as info:
+        make_workload(name, params)
+    assert message in str(info.value) and "Fix:" in str(info.value)
+    assert f"workload {name!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, True, 1.5])
+def test_bad_seed(seed):
+    with pytest.raises(InvalidArgument, match="--seed"):
+        make_workload("stencil2d", {}, seed)
+
+
+def test_strings_from_the_command_line_are_parsed():
+    wl = make_workload("kmeans", {"n": "1000", "k": " 3", "eu_fraction": "0.5"})
+    assert (wl.params["n"], wl.params["k"], wl.params["eu_fraction"]) == (1000, 3, 0.5)
+    assert make_workload("kmeans", {"n": 1000.0}).params["n"] == 1000  # an integral float
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_estimates_scale_with_size(name):
+    small = make_workload(name).estimate(4)
+    big = make_workload(name, {"n": make_workload(name).params["n"] * 4}).estimate(4)
+    assert 0 < small.peak_bytes_per_rank < big.peak_bytes_per_rank
+    assert small.output_bytes > 0 and small.checkpoint_bytes > 0
+    # a rank of a bigger job holds less
+    assert make_workload(name).estimate(16).peak_bytes_per_rank <= small.peak_bytes_per_rank
+
+
+def test_estimate_of_a_huge_grid():
+    est = make_workload("stencil2d", {"n": 1 << 20}).estimate(2)
+    assert est.peak_bytes_per_rank > 8 * (1 << 40)  # 8 TiB of float64 cells: will be refused
+
+
+def test_spmv_zero_vector_is_one_clear_error():
+    import numpy as np
+    from mpi4py import MPI
+
+    from hpccloud.errors import ConfigError
+
+    wl = make_workload("spmv", {"n": 60, "shards": 3})
+    m = wl.shard_map(1)
+    local = {s.id: np.zeros(s.shape) for s in m.shards}
+    with pytest.raises(ConfigError, match="the vector is all zeros") as info:
+        wl.begin_step(MPI.COMM_SELF, m, local, 0)
+    assert info.value.collective
