@@ -538,6 +538,8 @@ def without_regions(doc: dict[str, Any], names, source: str = "<topology>") -> d
                 spec["regions"] = [x for x in spec["regions"] if x not in set(names)]
             if isinstance(spec.get("jurisdictions"), list):
                 spec["jurisdictions"] = [j for j in spec["jurisdictions"] if j in juris]
+            if not spec.get("regions") and not spec.get("jurisdictions"):
+                continue  # nowhere left to live: topology_from_text restores the file's class
         classes[cname] = spec
     out = {**doc, "regions": kept}
     if "data_classes" in doc:

@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
 def _key(path: str | None) -> bytes | None:
     if not path:
         return None
-    from hpccloud.comm.transport import load_key
+    from hpccloud.keys import load_key
 
     return load_key(path)
 

@@ -68,7 +68,7 @@ def run(args) -> int:
     key_file = args.key_file or command_value(cmd, "--key-file")
     key = None
     if key_file:
-        from hpccloud.comm.transport import load_key
+        from hpccloud.keys import load_key
 
         key = load_key(key_file)
     ranks_after = args.ranks_after

@@ -20,6 +20,7 @@ def checkpointed(tmp_path_factory):
     key = os.path.join(folder, "key.hex")
     with open(key, "w") as fh:
         fh.write(KEY_HEX)
+    os.chmod(key, 0o600)
     res = hpccloud_run(["--checkpoint-every", "4", "--checkpoint-dir", f"{folder}/ckpt",
                         "--key-file", key, "--backup-dir", f"us-east={folder}/bk-us",
                         "--backup-dir", f"eu-north={folder}/bk-eu"], 2, folder, "first")
@@ -49,7 +50,7 @@ def test_restart_2_to_4_ranks_bit_for_bit(checkpointed, reference, tmp_path):
 
 def test_backups_hold_only_what_their_region_allows(checkpointed):
     folder, key = checkpointed
-    from hpccloud.comm.transport import load_key
+    from hpccloud.keys import load_key
 
     k = load_key(key)
     eu = verify_checkpoint(f"{folder}/bk-eu/step-00000008", k)
