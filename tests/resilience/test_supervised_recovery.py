@@ -48,7 +48,7 @@ def test_kill9_at_a_random_step_recovers_bit_for_bit(tmp_path, reference):
     _check_checkpoint(rec, step)
     assert 0 < rec["seconds_to_resume"] < 120
     # the killed job's unpublished checkpoint files were cleaned up before the relaunch
-    assert not [n for n in os.listdir(f"{folder}/ckpt") if n.startswith(".")]
+    assert not [n for n in os.listdir(f"{folder}/ckpt") if n.startswith(".step-")]
 
 
 def test_stopped_rank_is_detected_and_recovered(tmp_path, reference):
