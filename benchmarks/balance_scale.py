@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             gib, wall = _simulate_peak_gib(ranks, shards, regions)
             rows.append({"ranks": ranks, "shards": shards, "regions": regions, "simulate_peak_gib": gib,
                          "simulate_wall_s": wall})
-            print(f"{ranks:>8}{shards:>9}  whole `hpccloud simulate` (4 planners): peak {gib:.2f} GiB, {wall:.1f} s")
+            print(f"{ranks:>8}{shards:>9}  whole `hpccloud simulate` (every planner): peak {gib:.2f} GiB, {wall:.1f} s")
     if args.json:
         write_json_atomic(args.json, rows)
     return 0

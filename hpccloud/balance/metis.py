@@ -34,6 +34,7 @@ reference that ``topo`` must beat.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 from scipy.optimize import linear_sum_assignment
 
 from hpccloud.balance.bound import fractional_bound_s, group_targets, residency_rules
@@ -41,6 +42,9 @@ from hpccloud.balance.problem import Problem
 
 #: integer scale of METIS's vertex and edge weights (METIS takes integers)
 WEIGHT_SCALE = 1000
+#: up to this many parts the remap is the exact assignment (k × k costs, O(k³)); above, a greedy
+#: on the parts' shared bytes (a 131 072² cost matrix would be 137 GB)
+EXACT_REMAP_MAX_PARTS = 2048
 
 
 def _int_weights(x: np.ndarray) -> np.ndarray:
@@ -99,6 +103,8 @@ def remap(parts: np.ndarray, owners: np.ndarray, ranks: np.ndarray, capacity_uni
     local = np.full(int(max(owners.max(initial=0), ranks.max(initial=0))) + 1, k, np.int64)
     local[ranks] = np.arange(k)
     at = local[owners]  # k = "a rank outside this set"
+    if k > EXACT_REMAP_MAX_PARTS:
+        return ranks[_greedy_remap(parts, at, k, capacity_units, work_units, nbytes)]
     overlap = np.bincount(parts * (k + 1) + at, weights=nbytes, minlength=k * (k + 1)).reshape(k, k + 1)
     part_bytes = overlap.sum(axis=1)
     move_s = (part_bytes[:, None] - overlap[:, :k]) * inv_beta_s_per_byte
@@ -109,6 +115,46 @@ def remap(parts: np.ndarray, owners: np.ndarray, ranks: np.ndarray, capacity_uni
     rank_of_part = np.empty(k, np.int64)
     rank_of_part[rows] = ranks[cols]
     return rank_of_part
+
+
+def _greedy_remap(parts: np.ndarray, at: np.ndarray, k: int, capacity_units: np.ndarray,
+                  work_units: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """Local index of the rank of every part, without a k × k matrix (issue 16: k up to 1.3·10^5).
+
+    The (part, rank) pairs that share data, largest shared bytes first, each
+    taken when both are still free and the rank has at least 95 % of the
+    capacity the part was sized for; the parts left go to the ranks left,
+    largest work to largest capacity. O(S log S) time, O(S + k) memory.
+    """
+    key = parts * (k + 1) + at
+    uniq, inv = np.unique(key, return_inverse=True)
+    shared = np.bincount(inv.reshape(-1), weights=nbytes.astype(np.float64), minlength=uniq.size)
+    part_of, rank_of = np.divmod(uniq, k + 1)
+    keep = rank_of < k
+    part_of, rank_of, shared = part_of[keep], rank_of[keep], shared[keep]
+    order = np.argsort(-shared, kind="stable")
+    part_work = np.bincount(parts, weights=work_units, minlength=k)
+    return _greedy_assign(part_of[order], rank_of[order], part_work, np.asarray(capacity_units, np.float64), k)
+
+
+@njit(cache=True, nogil=True)
+def _greedy_assign(pair_part, pair_rank, part_work, capacity, k):  # pragma: no cover - compiled
+    out = np.full(k, -1, np.int64)
+    taken = np.zeros(k, np.bool_)
+    for q in range(pair_part.size):
+        i = pair_part[q]
+        j = pair_rank[q]
+        # part i was sized for rank i's capacity: keep it off ranks clearly slower than that
+        if out[i] < 0 and not taken[j] and capacity[j] >= 0.95 * capacity[i]:
+            out[i] = j
+            taken[j] = True
+    free_parts = np.flatnonzero(out < 0)
+    free_ranks = np.flatnonzero(~taken)
+    fp = free_parts[np.argsort(-part_work[free_parts], kind="mergesort")]
+    fr = free_ranks[np.argsort(-capacity[free_ranks], kind="mergesort")]
+    for q in range(fp.size):
+        out[fp[q]] = fr[q]
+    return out
 
 
 def repair_residency(p: Problem, owners: np.ndarray) -> np.ndarray:

@@ -67,6 +67,8 @@ class PlanOptions:
     local_moves : cap on the moves of ``topo``'s local search (``local.improve``).
     halo_aware : ``topo`` lowers a rank's compute target by its halo time.
     cross_region : ``topo`` may move shards between groups (regions).
+    portfolio : ``topo`` also prices the optimal contiguous split and the
+        baselines' maps (``_portfolio``) and takes the cheapest over the horizon.
     calibration : the measured step and rebalance terms
         (:class:`~hpccloud.balance.calibration.Calibration`); when given, every
         predicted step time, migration time and the gate use them.
@@ -79,6 +81,7 @@ class PlanOptions:
     halo_aware: bool = True
     cross_region: bool = True
     calibration: Calibration | None = None
+    portfolio: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -255,6 +258,11 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     group keeps residency: a shard only looks at the heaps of groups its class
     may live in.
     """
+    return _evaluate(p, _greedy_owners(p), p.owners, opts.calibration), None
+
+
+def _greedy_owners(p: Problem) -> np.ndarray:
+    """``greedy``'s map (see :func:`_greedy`), not yet priced."""
     rule_of_class, rule_groups, _, _, group_of_rank = residency_rules(p)
     K = rule_groups.shape[1]
     # ranks of each group (CSR), groups of each rule (CSR): the compiled LPT's inputs
@@ -266,14 +274,7 @@ def _greedy(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple
     rules = rule_of_class[p.class_id[order]]
     owners = _lpt(order, p.work_units[order], rules, rule_ptr, group_idx.astype(np.int64),
                   rank_ptr, rank_order.astype(np.int64), 1.0 / p.speed_units_per_s, p.n_shards)
-    return _evaluate(p, owners, p.owners, opts.calibration), None
-
-
-def _metis(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
-    """METIS k-way on the halo graph with speed targets, then scratch-remap (``balance.metis``)."""
-    from hpccloud.balance.metis import metis_owners
-
-    return _evaluate(p, metis_owners(p, horizon_steps=opts.horizon_steps), p.owners, opts.calibration), None
+    return owners
 
 
 @njit(cache=True, nogil=True)
@@ -320,6 +321,13 @@ def _lpt(order, work, rules, rule_ptr, rule_group, rank_ptr, rank_of, inv_speed,
         load[lo + i] = t
         rank[lo + i] = r
     return owners
+
+
+def _metis(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+    """METIS k-way on the halo graph with speed targets, then scratch-remap (``balance.metis``)."""
+    from hpccloud.balance.metis import metis_owners
+
+    return _evaluate(p, metis_owners(p, horizon_steps=opts.horizon_steps), p.owners, opts.calibration), None
 
 
 # --------------------------------------------------------------------------- topo
@@ -514,6 +522,60 @@ def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> 
         group_of_rank, weights=v, minlength=K)
 
 
+#: ``topo``'s portfolio prices metis's map only up to this many ranks (its remap is O(P^3))
+PORTFOLIO_METIS_MAX_RANKS = 256
+
+
+def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: float, polished) -> _Eval | None:
+    """More candidates for ``topo``, priced on the same model and passed through the same gate.
+
+    * the optimal contiguous split (``chains``) of ``full``'s group loads (the
+      candidate that rebalanced across groups): whole
+      shards, so the rank step's rounding at shard boundaries does not decide
+      the makespan when a rank holds only a few shards;
+    * the baselines' maps (greedy; metis up to :data:`PORTFOLIO_METIS_MAX_RANKS`
+      ranks): with uneven shard work (hot spots) a scattered map may simply be
+      the better one, and then ``topo`` must not be worse than the baseline.
+
+    Returns the cheapest candidate over the horizon if it saves ``min_gain`` of
+    ``best``'s total, else None. A baseline's map is priced in full (halo,
+    schedule) only if a cheap lower bound on its total — compute makespan ×
+    horizon + the migration's one-message-at-a-time bound — leaves it a chance;
+    the contiguous split is polished by the local search, which moves shards, so
+    only ``T* × horizon`` bounds it.
+    """
+    from hpccloud.balance.chains import chain_owners
+    from hpccloud.balance.metis import metis_owners
+
+    H = opts.horizon_steps
+    cal = opts.calibration
+    need = (1.0 - opts.min_gain) * best.total_s(H)
+    makers = [lambda: chain_owners(p, full.owners), lambda: _greedy_owners(p)]
+    if p.n_ranks <= PORTFOLIO_METIS_MAX_RANKS:
+        makers.append(lambda: metis_owners(p, horizon_steps=H))
+    winner = None
+    for k, make in enumerate(makers):
+        if k == 0:
+            if bound * H >= need:
+                continue
+            ev = polished(make())
+            if ev.total_s(H) < need:
+                winner, need = ev, ev.total_s(H)
+            continue
+        owners = make()
+        compute = model.compute_s(p, owners)
+        if cal is None:
+            floor_s = float(compute.max()) * H + model.migration_lower_bound_s(p, p.owners, owners)
+        else:  # achieved route throughput may beat the raw links: bound by the step alone
+            floor_s = float(cal.step_s(compute, 0.0, np.bincount(owners, minlength=p.n_ranks)).max()) * H
+        if floor_s >= need:
+            continue
+        ev = _evaluate(p, owners, p.owners, cal)
+        if ev.total_s(H) < need:
+            winner, need = ev, ev.total_s(H)
+    return winner
+
+
 def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
     H = opts.horizon_steps
     t_now = before.makespan_s
@@ -552,9 +614,12 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         if (t_stay_pred - full.makespan_s) * H < 2.0 * full.migration_s:
             candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
                                                   halo_aware=opts.halo_aware)))
+    best = min(candidates, key=lambda e: e.total_s(H))
+    if opts.portfolio:
+        # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
+        best = _portfolio(p, opts, best, full, bound, polished) or best
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
     # by min_gain: noise in the work units is not a reason to move many shards
-    best = min(candidates, key=lambda e: e.total_s(H))
     if polish is not None and (best.makespan_s > polish.makespan_s - min_gain_s
                                or best.total_s(H) >= polish.total_s(H)):
         best = polish

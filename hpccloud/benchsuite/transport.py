@@ -1,9 +1,13 @@
 """Shard transport vs raw mpi4py Send/Recv of the same buffers, 2 ranks.
 
 For each size (default 1, 4, 16, 64, 256 MiB) one float64 shard moves rank 0
--> rank 1 and back with :func:`hpccloud.comm.transport.execute` (checksums on
-and verified on receipt; in the clear and AES-GCM encrypted, since the two
-ranks sit in different regions of the default topology). In every round, in
+-> rank 1 and back with :func:`hpccloud.comm.transport.execute` under the
+default policy (``verify="route"``: two ranks on one host are not re-hashed, only
+their headers checked; ranks on different hosts or network namespaces hash; the
+row's ``protection`` says which), in the clear and AES-GCM sealed (the two ranks
+sit in different regions of the default topology), and in the clear with every
+payload hashed (``verify="all"``: ``ratio_verify_all``, to set beside
+``bare_checksummed_ratio``). In every round, in
 the same run and in turn, it also moves with raw ``Send``/``Recv``. Every move
 is timed barrier to barrier, after both ranks streamed ``--flush-mib`` (64 MiB,
 twice the L3) so that no variant starts with another's buffers in cache; the
@@ -55,8 +59,6 @@ DEFAULT_SIZES_MIB = (1, 4, 16, 64, 256)
 
 
 def add_arguments(parser) -> None:
-    from hpccloud.commands.common import add_topology_arg
-
     parser.add_argument("--json", metavar="OUT", default=None, help="write the results as a JSON list")
     parser.add_argument("--sizes-mib", default=",".join(map(str, DEFAULT_SIZES_MIB)), metavar="LIST",
                         help="shard sizes in MiB, comma-separated (default: %(default)s)")
@@ -70,7 +72,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the bare piece stream with and without hashing (the floor "
                              "under the transport; bare_*_ratio keys)")
-    add_topology_arg(parser)
+    parser.add_argument("--topology", metavar="FILE", default=None,
+                        help="topology TOML (default: the embedded two-region topology)")
 
 
 BARE_VARIANTS = {"pieces": (False, False), "send_hash": (True, False),
@@ -88,12 +91,12 @@ def bare_move(comm, a: int, src, dst, chunk_bytes: int, send_hash: bool, recv_ha
     import xxhash
     from mpi4py import MPI
 
-    from hpccloud.comm.transport import _pieces
+    from hpccloud.comm.moveplan import pieces as cut
     from hpccloud.errors import ChecksumError
 
     rank = comm.Get_rank()
     flat = (src if rank == a else dst).reshape(-1).view(np.uint8)
-    pieces = _pieces(flat.size, chunk_bytes)
+    pieces = cut(flat.size, chunk_bytes)
     digest = np.zeros(1, np.uint64)
     if rank == a:
         reqs = [comm.Isend([flat[lo:hi], MPI.BYTE], 1 - a, 51) for lo, hi in pieces]
@@ -134,17 +137,25 @@ def _sizes(text: str) -> list[int]:
 def run(args) -> int:
     import numpy as np
     import xxhash
+    from mpi4py import MPI
 
     from hpccloud.comm.agree import agree
     from hpccloud.comm.bufpool import BufferPool
+    from hpccloud.comm.moveplan import CHUNK_BYTES
+    from hpccloud.comm.shm import release_init_segments
     from hpccloud.comm.topology import load_topology
-    from hpccloud.comm.transport import CHUNK_BYTES, execute, load_key
-    from hpccloud.commands.common import world, write_json_atomic
-    from hpccloud.errors import InvalidArgument
+    from hpccloud.comm.transport import execute, load_key
+    from hpccloud.errors import ConfigError, InvalidArgument
+    from hpccloud.io.atomic import write_json_atomic
     from hpccloud.policy import Policy
     from hpccloud.shards import block_1d
+    from hpccloud.slurm import srun_without_pmi
 
-    comm = world()
+    comm = MPI.COMM_WORLD
+    problem = srun_without_pmi(comm.Get_size())  # N separate 1-rank worlds would "work"
+    if problem:
+        raise ConfigError(problem)
+    release_init_segments(comm)  # an aborted run leaves no /dev/shm segment
     rank = comm.Get_rank()
 
     def check():
@@ -191,13 +202,16 @@ def run(args) -> int:
         state = {"map": m0, "local": {s.id: src[s.index].copy() for s in m0.shards} if rank == 0 else {}}
 
         pool = BufferPool()
+        protection = {}
 
-        def move(enc: bool, pooled: bool, state=state, pool=pool):
+        def move(enc: bool, pooled: bool, verify="route", state=state, pool=pool,
+                 protection=protection):
             m = state["map"]
             after = 1 - m.owners()
-            state["map"], state["local"], _ = execute(comm, m, state["local"], after, policy,
-                                                      key=key if enc else None,
-                                                      pool=pool if pooled else None)
+            state["map"], state["local"], recs = execute(comm, m, state["local"], after, policy,
+                                                         key=key if enc else None, verify=verify,
+                                                         pool=pool if pooled else None)
+            protection[enc, verify] = recs[0].protection
 
         def raw(a: int, fresh: bool, src=src, dst=dst, n=n, batch=batch):
             for k in range(batch):
@@ -218,6 +232,7 @@ def run(args) -> int:
             "raw_fresh": lambda: raw(0, True) or raw(1, True),
             "plain_fresh": lambda: move(False, False) or move(False, False),
             "enc_fresh": lambda: move(True, False) or move(True, False),
+            "plain_all": lambda: move(False, True, "all") or move(False, True, "all"),
         }
         if args.breakdown:
             for name, hashes in BARE_VARIANTS.items():
@@ -235,6 +250,9 @@ def run(args) -> int:
             hs.append(time.perf_counter() - t0)
         # rank 0's timings (barrier to barrier, so both ranks agree up to noise)
         med = {k: float(np.median(v)) for k, v in times.items()}
+        # on a shared machine the medians carry the scheduler's delays; the 10th
+        # percentile shows what an uncontended move costs
+        p10 = {k: float(np.percentile(v, 10)) for k, v in times.items()}
         checksum_bps = nbytes / float(np.median(hs))
         for enc in (False, True):
             t = med["enc" if enc else "plain"]
@@ -244,12 +262,16 @@ def run(args) -> int:
                 "bytes": nbytes, "shards_per_move": batch, "encrypted": enc, "checksum": "xxh3_64",
                 "src_region": regions[0], "dst_region": regions[1],
                 "hpccloud_s_median": t, "raw_s_median": med["raw"],
+                "hpccloud_s_p10": p10["enc" if enc else "plain"], "raw_s_p10": p10["raw"],
                 "hpccloud_bytes_per_s": moved / t, "raw_bytes_per_s": moved / med["raw"],
                 "ratio": med["raw"] / t,
                 "hpccloud_fresh_bytes_per_s": moved / t_fresh,
                 "raw_fresh_bytes_per_s": moved / med["raw_fresh"],
                 "ratio_fresh": med["raw_fresh"] / t_fresh,
                 "encryption_overhead": med["enc"] / med["plain"],
+                "protection": protection[enc, "route"],
+                "hpccloud_verify_all_s_median": med["plain_all"],
+                "ratio_verify_all": med["raw"] / med["plain_all"],
                 "repeats": args.repeats, "warmup": args.warmup, "flush_mib": args.flush_mib,
                 "checksum_bytes_per_s": checksum_bps,
                 "checksum_fraction_of_raw": (moved / checksum_bps) / med["raw"],
@@ -264,7 +286,9 @@ def run(args) -> int:
                       f"raw {r['raw_bytes_per_s'] / 1e9:6.2f} GB/s  ratio {r['ratio']:.2f} | "
                       f"fresh: hpccloud {r['hpccloud_fresh_bytes_per_s'] / 1e9:6.2f} GB/s  "
                       f"raw {r['raw_fresh_bytes_per_s'] / 1e9:6.2f} GB/s  "
-                      f"ratio {r['ratio_fresh']:.2f} | xxh3 {r['checksum_bytes_per_s'] / 1e9:5.1f} GB/s",
+                      f"ratio {r['ratio_fresh']:.2f} | xxh3 {r['checksum_bytes_per_s'] / 1e9:5.1f} GB/s"
+                      f" | {r['protection']}; verify=all ratio {r['ratio_verify_all']:.2f}"
+                      f" | per call {r['hpccloud_s_median'] * 1e3:.3f} ms",
                       flush=True)
             if args.breakdown:
                 r = rows[-2]

@@ -2,7 +2,8 @@
 
 Every shard transfer yields a :class:`TransferRecord`: when, which shard, its
 data class, source and destination (rank and region), bytes, seconds and the
-payload checksum (xxh3-64 of the plaintext, hex). Records feed the link model
+payload checksum (xxh3-64 of the plaintext, hex; empty when the route was not
+hashed) and the protection the payload had in flight. Records feed the link model
 (``LinkModel.add_sample(src, dst, nbytes, seconds)``) and the audit log.
 
 The log is written by one process (rank 0 gathers the records) with one
@@ -48,6 +49,10 @@ class TransferRecord:
     checksum: str
     encrypted: bool = False
     map_version: int = 0
+    # how the payload was protected in flight: "aes-gcm" (sealed, tag-authenticated),
+    # "xxh3-64" (checksum verified on receipt), "header" (same host: header checked,
+    # bytes not hashed; checksum is then ""), "" (records written before this field)
+    protection: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -28,6 +28,7 @@ def run(args) -> int:
     from hpccloud.balance.profile import problem_from_profile
     from hpccloud.commands.common import write_json_atomic
     from hpccloud.errors import InvalidArgument
+    from hpccloud.io.profile import load_profile
     from hpccloud.topology import read_topology_text, topology_from_text
 
     names = list(PLANNERS) if args.planner == "all" else [args.planner]
@@ -36,7 +37,7 @@ def run(args) -> int:
                               f"{', '.join(PLANNERS)} or all")
     if args.horizon < 1 or (args.shards is not None and args.shards < 1) or args.shard_bytes < 8:
         raise InvalidArgument("--horizon and --shards must be >= 1 and --shard-bytes >= 8")
-    profile = read_profile(args.profile)
+    profile = load_profile(args.profile)
     P = len(profile["hosts"])
     text, source = read_topology_text(args.topology)
     topo = topology_from_text(text, source, P, profile["hosts"])
@@ -61,21 +62,3 @@ def run(args) -> int:
                                       "plans": [mp.to_json(include_owners=False) for mp in plans]})
     return 0
 
-
-def read_profile(path: str) -> dict:
-    """Read a probe profile from ``path`` (the I/O edge) and check it (:func:`profile_from_doc`)."""
-    import json
-
-    from hpccloud.balance.profile import profile_from_doc
-    from hpccloud.errors import ConfigError
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the profile ({exc.strerror}). "
-                          "Fix: pass the file written by `hpccloud probe --json FILE`.") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}). "
-                          "Fix: pass the file written by `hpccloud probe --json FILE`.") from None
-    return profile_from_doc(doc, path)

@@ -16,6 +16,7 @@ flag is also a key of the config file (:mod:`hpccloud.runner.options`)::
 from __future__ import annotations
 
 from hpccloud.commands.common import add_topology_arg, world
+from hpccloud.log import add_logging_args
 from hpccloud.runner.options import add_arguments, config_from_args
 
 
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a sharded workload with measured, residency-safe rebalancing")
     add_topology_arg(p)
     add_arguments(p)
+    add_logging_args(p)
     p.set_defaults(run=run)
 
 
@@ -32,6 +34,7 @@ def build_config(args):
 
 
 def run(args) -> int:
+    from hpccloud import log
     from hpccloud.comm.agree import agree
     from hpccloud.comm.topology import load_topology
     from hpccloud.io.atomic import write_json_atomic
@@ -40,10 +43,13 @@ def run(args) -> int:
     from hpccloud.threads import configure_threads
 
     comm = world()
+    log.setup(comm.Get_rank(), comm.Get_size(), log.verbosity_of(args), args.log_dir,
+              args.log_all_ranks)
     cfg = agree(comm, lambda: build_config(args))
     topo = load_topology(args.topology, comm, exclude_regions=tuple(cfg.exclude_region))
     agree(comm, lambda: configure_threads(comm, cfg.threads))
     rep = run_job(comm, topo, cfg)
+    log.flush_warnings(comm)
     if comm.Get_rank() == 0:
         print_summary(rep)
     if cfg.json:

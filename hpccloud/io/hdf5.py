@@ -15,6 +15,15 @@ Output
     global array from the region files (relative paths), so the whole result
     reads as one array where all region files are visible.
 
+Self-describing output
+    Every output file carries the run's provenance (run id, step, workload and
+    parameters, config digest, hpccloud version; :mod:`hpccloud.io.provenance`)
+    as root attributes. The catalogue's dataset also carries ``units`` and
+    ``long_name`` (CF names, which xarray shows) and one coordinate dataset per
+    axis, attached as an HDF5 *dimension scale*, so netCDF-4 readers
+    (h5netcdf, xarray) see named dimensions with coordinates. An XDMF sidecar
+    (:mod:`hpccloud.io.xdmf`) lets ParaView and VisIt open the catalogue.
+
 All files are written atomically (:mod:`hpccloud.io.atomic`).
 """
 
@@ -207,6 +216,8 @@ def write_region_file(path: str | os.PathLike, region: str, shard_map,
 
     With ``policy``, every shard's data class is checked against the region
     first: a shard that may not live there raises before anything is written.
+    ``attrs`` (e.g. :func:`~hpccloud.io.provenance.provenance`) become root
+    attributes; nested values are stored as JSON text.
     """
     if policy is not None:
         from hpccloud.errors import ResidencyError
@@ -217,10 +228,10 @@ def write_region_file(path: str | os.PathLike, region: str, shard_map,
                 raise ResidencyError(f"shard {sid} of data class {dc!r} may not be stored in "
                                      f"region {region!r}; nothing was written")
     with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        _set_attrs(f, attrs)
         f.attrs["region"] = region
         f.attrs["global_shape"] = np.array(shard_map.global_shape, dtype=np.int64)
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
+        f.attrs["n_shards"] = len(shards)
         grp = f.create_group("shards")
         for sid in sorted(shards):
             arr = shards[sid]
@@ -230,6 +241,14 @@ def write_region_file(path: str | os.PathLike, region: str, shard_map,
             ds.attrs["index"] = _index_attr(shard.index)
             ds.attrs["data_class"] = shard.data_class
             ds.attrs["xxh3"] = checksum(arr)
+
+
+def _set_attrs(obj, attrs: Mapping[str, object] | None) -> None:
+    from hpccloud.io.provenance import attr_value
+
+    for key, value in (attrs or {}).items():
+        if value is not None:
+            obj.attrs[key] = attr_value(value)
 
 
 def read_region_file(path: str | os.PathLike) -> dict[int, tuple[np.ndarray, tuple[slice, ...], str]]:
@@ -252,26 +271,87 @@ def read_region_file(path: str | os.PathLike) -> dict[int, tuple[np.ndarray, tup
 
 
 def write_catalogue(path: str | os.PathLike, shard_map, region_files: Mapping[str, str],
-                    shard_region: Mapping[int, str], dataset: str = "data",
-                    attrs: Mapping[str, object] | None = None) -> None:
+                    shard_region: Mapping[int, str], dataset: str = "data", *,
+                    attrs: Mapping[str, object] | None = None, axes=None,
+                    units: str | None = None, long_name: str | None = None) -> None:
     """Write a catalogue whose virtual dataset stitches the global array from region files.
 
-    ``region_files`` maps region → file path; ``shard_region`` maps shard id → region.
-    Source paths are stored relative to the catalogue's folder.
+    Parameters
+    ----------
+    path : path
+        The catalogue file (written atomically).
+    shard_map : ShardMap
+        The result's map: global shape, dtype and each shard's index.
+    region_files : mapping
+        Region → region file path; stored relative to the catalogue's folder.
+    shard_region : mapping
+        Shard id → the region whose file holds it.
+    dataset : str
+        Name of the virtual dataset.
+    attrs : mapping, optional
+        Root attributes (the run's provenance).
+    axes : sequence, optional
+        One :class:`~hpccloud.io.provenance.Axis` per dimension (name, coordinate
+        values, units, long name): each becomes a 1-D dataset made a dimension
+        scale and attached to ``dataset``'s dimension. Default: ``dim_0``, … with
+        the index as coordinate.
+    units, long_name : str, optional
+        CF attributes of ``dataset``.
+
+    Raises
+    ------
+    InvalidArgument
+        If an axis does not match the array's shape or two axes share a name.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    layout = h5py.VirtualLayout(shape=tuple(shard_map.global_shape), dtype=np.dtype(shard_map.dtype))
+    shape = tuple(int(n) for n in shard_map.global_shape)
+    axes = _checked_axes(axes, shape, dataset)
+    layout = h5py.VirtualLayout(shape=shape, dtype=np.dtype(shard_map.dtype))
     for shard in shard_map.shards:
         src = os.path.relpath(os.path.abspath(region_files[shard_region[shard.id]]), folder)
         layout[shard.index] = h5py.VirtualSource(src, f"shards/{shard.id}", shape=tuple(shard.shape))
     with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.create_virtual_dataset(dataset, layout, fillvalue=np.nan if np.dtype(shard_map.dtype).kind == "f" else 0)
+        ds = f.create_virtual_dataset(dataset, layout,
+                                      fillvalue=np.nan if np.dtype(shard_map.dtype).kind == "f" else 0)
+        _set_attrs(f, attrs)
         f.attrs["regions"] = np.array(sorted(region_files), dtype=h5py.string_dtype())
         f.attrs["files"] = np.array([os.path.relpath(os.path.abspath(region_files[r]), folder)
                                      for r in sorted(region_files)], dtype=h5py.string_dtype())
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
+        if units is not None:
+            ds.attrs["units"] = units
+        if long_name:
+            ds.attrs["long_name"] = long_name
+        for dim, ax in enumerate(axes):
+            coord = f.create_dataset(ax.name, data=np.asarray(ax.values))
+            if ax.units is not None:
+                coord.attrs["units"] = ax.units
+            if ax.long_name:
+                coord.attrs["long_name"] = ax.long_name
+            coord.make_scale(ax.name)
+            ds.dims[dim].attach_scale(coord)
+            ds.dims[dim].label = ax.name
+
+
+def _checked_axes(axes, shape: tuple[int, ...], dataset: str) -> list:
+    from hpccloud.errors import InvalidArgument
+    from hpccloud.io.provenance import Axis
+
+    if axes is None:
+        axes = [Axis(f"dim_{i}", np.arange(n)) for i, n in enumerate(shape)]
+    axes = list(axes)
+    if len(axes) != len(shape):
+        raise InvalidArgument(f"catalogue axes: {len(axes)} given for a {len(shape)}-D result "
+                              f"{shape}. Fix: give one Axis per dimension")
+    names = [ax.name for ax in axes]
+    if len(set(names)) != len(names) or dataset in names:
+        raise InvalidArgument(f"catalogue axes {names}: names must be distinct and differ from "
+                              f"the dataset {dataset!r}. Fix: rename the axes")
+    for ax, n in zip(axes, shape, strict=True):
+        if np.asarray(ax.values).shape != (n,):
+            raise InvalidArgument(f"catalogue axis {ax.name!r}: {np.asarray(ax.values).shape} "
+                                  f"coordinates for a dimension of {n}. Fix: one value per index")
+    return axes
 
 
 def read_catalogue(path: str | os.PathLike, dataset: str = "data") -> np.ndarray:

@@ -59,6 +59,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hpccloud.measure.links import matrix_from_rows
+
 #: reference message size of the per-link cost
 DEFAULT_REFERENCE_BYTES = 65536
 #: the smallest step between link classes (as a ratio) that counts as a region boundary
@@ -150,8 +152,8 @@ def discover_regions(alpha_s, beta_bytes_per_s, reference_bytes: int = DEFAULT_R
     """
     if min_gap_factor <= 1.0:
         raise ValueError(f"min_gap_factor must be > 1, got {min_gap_factor}")
-    alpha = _as_matrix(alpha_s)
-    beta = _as_matrix(beta_bytes_per_s)
+    alpha = matrix_from_rows(alpha_s)
+    beta = matrix_from_rows(beta_bytes_per_s)
     cost = link_cost_s(alpha, beta, reference_bytes)
     size = cost.shape[0]
     i, j = np.triu_indices(size, k=1)
@@ -219,11 +221,6 @@ def discover_from_pairs(size: int, a, b, cost_s, *, rank_node=None,
         rank_region=tuple(int(x) for x in labels), groups=groups, threshold_s=threshold_s,
         gap_factor=gap_factor, separation=separation, conclusive=bool(log_sorted.size >= 2),
         reference_bytes=int(reference_bytes), cost_s=None)
-
-
-def _as_matrix(m) -> np.ndarray:
-    rows = [[np.nan if x is None else float(x) for x in row] for row in m]
-    return np.array(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
 
 
 def connected_components(adjacent: np.ndarray) -> np.ndarray:

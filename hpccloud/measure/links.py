@@ -284,6 +284,19 @@ def json_matrix(m: np.ndarray) -> list[list[float | None]]:
     return [[None if not np.isfinite(x) else float(x) for x in row] for row in np.asarray(m, float)]
 
 
+def matrix_from_rows(rows) -> np.ndarray:
+    """Rows of numbers or ``None`` (JSON ``null``) as a float64 matrix, ``None`` -> NaN.
+
+    The one JSON → matrix conversion; raises ``TypeError``/``ValueError`` on
+    non-numeric entries (ragged rows give a 1-D object error from numpy).
+
+    >>> matrix_from_rows([[None, 1], [2, None]]).tolist()
+    [[nan, 1.0], [2.0, nan]]
+    """
+    rows = [[np.nan if x is None else float(x) for x in row] for row in rows]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), -1) if rows else np.zeros((0, 0))
+
+
 def matrix_from_json(doc: dict[str, Any], key: str, source: str) -> np.ndarray:
     """``doc[key]`` (rows of numbers or ``null``) as a float64 matrix, ``null`` -> NaN.
 
@@ -294,7 +307,7 @@ def matrix_from_json(doc: dict[str, Any], key: str, source: str) -> np.ndarray:
         raise ConfigError(f"{source}: missing key {key!r}. Fix: use a profile written "
                           "by `hpccloud probe --json`")
     try:
-        m = np.array([[np.nan if x is None else float(x) for x in row] for row in doc[key]], dtype=np.float64)
+        m = matrix_from_rows(doc[key])
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: {key} is not a numeric matrix ({exc}). "
                           "Fix: regenerate the profile with `hpccloud probe --json`") from None

@@ -20,9 +20,10 @@ Link probe
     :func:`messages_per_pair` point-to-point messages. Every other pair takes
     its level's median (see :mod:`hpccloud.measure.levels`); the job's own
     transfers refine the pairs they use (``LinkModel.add_sample``), as before.
-    ``full=True`` (and, by default, a job under 16 ranks that gives no regions,
-    as the runner does) measures every ordered pair in ``P − 1`` rounds (``P``
-    for odd ``P``), the circle method over ranks.
+    ``full=True`` (and, by default, a call that gives no regions, as the
+    runner's) measures every ordered pair in ``P − 1`` rounds (``P`` for odd
+    ``P``), the circle method over ranks: without regions a sample could miss
+    the pairs between two regions the planner later asks for.
 
     In each pair both directions are measured at every size: rank ``a`` sends
     ``n`` bytes, ``b`` answers with 8 bytes, and the one-way time is
@@ -59,8 +60,6 @@ _ACK_BYTES = 8
 _TAG = 7301
 #: sample pairs per level (on-node, node-to-node, region-to-region) of the sampled probe
 DEFAULT_PAIRS_PER_LEVEL = 2
-#: without regions (the runner's call) jobs below this many ranks measure every pair
-FULL_PROBE_MAX_RANKS = 16
 
 
 def round_robin_rounds(size: int) -> list[list[tuple[int, int]]]:
@@ -270,8 +269,8 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
     rank_region : region index of every rank (the topology's); default: one region.
     hosts : node name of every rank; default: each rank's ``MPI.Get_processor_name()``.
     pairs_per_level : sample pairs per level (see the module notes).
-    full : measure every ordered pair; default only without ``rank_region`` below
-        :data:`FULL_PROBE_MAX_RANKS` ranks (what the runner has always had).
+    full : measure every ordered pair; default: only when no ``rank_region`` is given
+        (what the runner has always had; pass the topology's regions to sample).
     """
     from hpccloud.threads import cores_available, ranks_on_this_node
 
@@ -281,7 +280,7 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
         fits = ranks_on_this_node(comm) <= cores_available()
         concurrent = bool(comm.allreduce(int(fits), op=_min_op()))
     if full is None:
-        full = rank_region is None and size < FULL_PROBE_MAX_RANKS
+        full = rank_region is None
     if hosts is None:
         from mpi4py import MPI
 

@@ -25,6 +25,7 @@ from hpccloud.runner.rebalance import rebalance
 from hpccloud.runner.setup import Job, prepare
 from hpccloud.runner.step import Stepper
 from hpccloud.runner.window import Window
+from hpccloud.trace import Tracer
 
 #: test mode: every rank checks every shard it holds against the policy at every step
 CHECK_EVERY_STEP_ENV = "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP"
@@ -90,7 +91,8 @@ def loop(job: Job) -> float:
             if check_every_step:
                 agree(job.comm, job.check_local)
             if stepper.checkpoint_written:  # every rank's files are written: publish
-                checkpointing.finish(job)  # its seconds go to job.checkpoints, not the step
+                with job.tracer.span("checkpoint finish", "io", step=step + 1):
+                    checkpointing.finish(job)  # its seconds go to job.checkpoints, not the step
                 stepper.restart_clock()
             progress.update(step, rec["step_s"])
             done = step + 1
@@ -103,13 +105,18 @@ def loop(job: Job) -> float:
                 t_rb = time.perf_counter()
                 record = rebalance(job, window, step, horizon)
                 window.reset()
+                t_wait = time.perf_counter()
                 sleeping_barrier(job.comm)
-                record["rebalance_wall_s"] = time.perf_counter() - t_rb
+                t_done = time.perf_counter()
+                job.tracer.add("barrier", "wait", t_wait, t_done)
+                job.tracer.add("rebalance", "step", t_rb, t_done, after_step=step)
+                record["rebalance_wall_s"] = t_done - t_rb
                 job.plans.append(record)
                 progress.log(record)
                 stepper.restart_clock()
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-                checkpointing.start(job, done, on_published=supervisor.checkpoint)
+                with job.tracer.span("checkpoint start", "io", step=done):
+                    checkpointing.start(job, done, on_published=supervisor.checkpoint)
                 stepper.restart_clock()
         checkpointing.close(job)
     finally:
@@ -124,10 +131,22 @@ def loop(job: Job) -> float:
 def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
     """Run one job collectively on ``comm``; return the report (the same dict on every rank)."""
     agree(comm, cfg.validate)
-    job = prepare(comm, topology, cfg)
+    tracer = Tracer(enabled=bool(cfg.trace))
+    if cfg.trace:
+        tracer.sync_clock(comm)
+    with tracer.span("setup", "step"):
+        job = prepare(comm, topology, cfg)
+    job.tracer = tracer
     try:
         total_s = loop(job)
-        output = write_output(job) if cfg.output else None
+        output = None
+        if cfg.output:
+            with tracer.span("write output", "io"):
+                output = write_output(job)
+        if cfg.trace:
+            regions = [topology.region_of(r) for r in range(job.size)]
+            tracer.gather_write(comm, cfg.trace, regions, {"run_id": job.run_id,
+                                                           "workload": job.wl.name})
         return build_report(job, total_s, output)
     finally:
         if job.claims is not None:

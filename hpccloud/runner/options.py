@@ -90,6 +90,11 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                                      '"report.json"')] = None
     plots: Annotated[str | None, _opt("write PNG plots of the report here", "DIR",
                                       '"plots"')] = None
+    trace: Annotated[str | None, _opt("write the per-rank timeline (kernel, halo, waits, "
+                                      "rebalance phases, transfers) as Chrome trace-event JSON "
+                                      "for Perfetto / chrome://tracing (FILE.json), or as an "
+                                      "OTF2 archive (DIR.otf2, needs the otf2 package)",
+                                      "FILE", '"trace.json"')] = None
     threads: Annotated[Positive | None, _opt("Numba threads per rank (default: cores of the "
                                              "node / ranks on it)", "N", "1")] = None
     quiet: Annotated[bool, _opt("print only the summary", example="true")] = False
@@ -278,7 +283,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                                   "the path")
     from hpccloud.io.atomic import check_writable
 
-    for name in ("json", "audit"):
+    for name in ("json", "audit", "trace"):
         if getattr(cfg, name):
             check_writable(getattr(cfg, name))
     cfg.validate()

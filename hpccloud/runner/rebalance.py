@@ -63,6 +63,8 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
 
     p = bcast_result(job.comm, make_plan)
     t_plan = time.perf_counter()
+    job.tracer.add("measure", "rebalance", t0, t_models, after_step=step)
+    job.tracer.add("plan", "rebalance", t_models, t_plan, after_step=step, moves=len(p.moves))
     record = {"after_step": step, **p.to_json(),
               "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
                                     for k, v in rates.items()}}
@@ -75,8 +77,11 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
                                          record["achieved_migration_s"],
                                          record["pack_s"] + record["unpack_s"], t_plan - t0)
     record["achieved_step_s_before"] = window.median_step_s()
+    t_end = time.perf_counter()
     record["phases_s"] = {"models": t_models - t0, "plan": t_plan - t_models,
-                          "move": time.perf_counter() - t_plan}
+                          "move": t_end - t_plan}
+    if p.moves:
+        job.tracer.add("move", "rebalance", t_plan, t_end, after_step=step)
     return record
 
 
@@ -89,13 +94,17 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
     payloads = {sid: wl.pack(job.shard_map.shards[sid], arr)
                 for sid, arr in job.local.items() if moving[sid]}
     pack_s = time.perf_counter() - t0
+    job.tracer.add("pack", "rebalance", t0, t0 + pack_s, shards=len(payloads))
+    t_wait = time.perf_counter()
     sleeping_barrier(comm)
     t0 = time.perf_counter()
+    job.tracer.add("barrier", "wait", t_wait, t0)
     new_map, new_payloads, records = execute(comm, job.shard_map, payloads, owners_after,
                                              job.policy, key=job.key, audit=job.cfg.audit,
                                              pool=job.pool)
     sleeping_barrier(comm)
     transport_s = time.perf_counter() - t0
+    job.tracer.add("transport", "rebalance", t0, t0 + transport_s)
     t0 = time.perf_counter()
     # stayed: keep the stored array (with its halo); arrived: rebuild it from the payload
     local = {sid: arr for sid, arr in job.local.items() if not moving[sid]}
@@ -110,8 +119,14 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
     job.local = local
     job.shard_map = new_map
     unpack_s = time.perf_counter() - t0
+    job.tracer.add("unpack", "rebalance", t0, t0 + unpack_s, shards=len(new_payloads))
     job.check_local()
     all_records = [r if isinstance(r, dict) else r.to_json() for r in records]  # same everywhere
+    for r in all_records:  # each transfer on the receiver's timeline, as the receiver timed it
+        if r["dst_rank"] == job.rank:
+            job.tracer.add_posix(f"shard {r['shard_id']}", "transfer", r["time"], r["seconds"],
+                                 shard=r["shard_id"], src_rank=r["src_rank"], nbytes=r["nbytes"],
+                                 cross_region=r["src_region"] != r["dst_region"])
     for r in all_records:
         job.links.add_sample(r["src_rank"], r["dst_rank"], r["nbytes"], r["seconds"])
     job.links.refit()

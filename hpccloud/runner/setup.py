@@ -17,7 +17,6 @@ Whatever reaches a rank is checked against the policy before it is kept
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -35,6 +34,7 @@ from hpccloud.policy import Policy
 from hpccloud.runner.calibrate import Calibrator
 from hpccloud.runner.options import RunConfig
 from hpccloud.runner.residency import check_held, halo_closed, place_resident
+from hpccloud.trace import Tracer
 from hpccloud.workloads import make_workload
 
 
@@ -64,6 +64,7 @@ class Job:
         self.wl.policy = self.policy
         self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
         self.key = None
+        self.tracer = Tracer(enabled=False)  # run() installs the --trace one
         self.local: dict[int, np.ndarray] = {}
         self.start_step = 0
         self.initial_placement: dict[str, Any] | None = None
@@ -170,10 +171,13 @@ def _links(job: Job):
 
     path = job.cfg.profile
     if not path:
-        return probe_links(job.comm, job.cfg.probe_sizes).model
+        names = list(job.topology.region_names)  # sampled per level (issue 16), not every pair
+        return probe_links(job.comm, job.cfg.probe_sizes,
+                           rank_region=[names.index(g) for g in job.topology.rank_region],
+                           hosts=list(job.topology.hosts)).model
 
     def load() -> dict[str, Any]:
-        from hpccloud.balance.profile import load_profile
+        from hpccloud.io.profile import load_profile, read_profile_doc
 
         prof = load_profile(path)  # every key checked, one message naming it
         if len(prof["rank_regions"]) != job.size:
@@ -185,8 +189,7 @@ def _links(job: Job):
                 raise ConfigError(f"{path}: ranks[{r}].region is {want!r} but "
                                   f"{job.topology.source} maps rank {r} to {got!r}. Fix: pass "
                                   "the --topology file the probe ran with, or probe again")
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_profile_doc(path)
 
     doc = bcast_result(job.comm, load)
     return agree(job.comm, lambda: LinkModel.from_json(doc, path))

@@ -52,9 +52,15 @@ class Stepper:
         figure is per rank and the same on every rank.
         """
         job, wl = self.job, self.job.wl
+        tr = job.tracer
         t0 = time.perf_counter()  # the previous step's allgather lined the ranks up
         halo_s = self._exchange() if wl.halo else 0.0
+        t1 = time.perf_counter()
+        if wl.halo:
+            tr.add("halo exchange", "halo", t0, t0 + halo_s, step=step)
         wl.begin_step(job.comm, job.shard_map, job.local, step)
+        t2 = time.perf_counter()
+        tr.add("begin_step", "collective", t1, t2, step=step)
         shard_s: dict[int, float] = {}
         units = 0.0
         c0 = time.process_time()
@@ -62,12 +68,17 @@ class Stepper:
             shard = job.shard_map.shards[sid]
             ts = time.perf_counter()
             job.local[sid], u = wl.compute(shard, job.local[sid], step)
-            shard_s[sid] = time.perf_counter() - ts
+            te = time.perf_counter()
+            shard_s[sid] = te - ts
+            tr.add(wl.kernel, "kernel", ts, te, step=step, shard=sid)
             units += u
         busy_cpu_s = time.process_time() - c0
         busy_s = sum(shard_s.values())
+        t3 = time.perf_counter()
         job.shard_map = wl.end_step(job.comm, job.shard_map, job.local, step)
-        step_s = time.perf_counter() - t0
+        t4 = time.perf_counter()
+        tr.add("end_step", "collective", t3, t4, step=step)
+        step_s = t4 - t0
         # whether this rank's checkpoint files are written rides on the step's one collective
         writer = job.ckpt_writer
         written = float(writer is not None and writer.ready())
@@ -75,6 +86,8 @@ class Stepper:
                                              len(shard_s), written))
         now = time.perf_counter()
         self.checkpoint_written = bool(rows[:, 6].all())
+        tr.add("step sync", "wait", t4, now, step=step)
+        tr.add(f"step {step}", "step", self.mark, now, step=step)
         rec = {
             "step": step,
             "step_s": now - self.mark,

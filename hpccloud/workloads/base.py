@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hpccloud.errors import InvalidArgument
+from hpccloud.io.provenance import Axis
 from hpccloud.shards import ShardMap
 
 #: what a rank holds before any data: the interpreter, Numba, MPI (~220 MB measured)
@@ -41,6 +42,9 @@ class Workload:
     recycle_departed: bool = False
     #: default parameters; ``params`` given by the user override them
     defaults: dict[str, Any] = {}
+    #: what the result array holds (CF ``long_name``) and its units (None: no physical unit)
+    result_long_name: str = ""
+    result_units: str | None = None
     #: allowed values per parameter: ``(low, high)`` inclusive for numbers (None: no
     #: bound; floats must also be finite), or a tuple of choices for strings
     limits: dict[str, Any] = {}
@@ -209,6 +213,13 @@ class Workload:
     def result(self, shard, arr: np.ndarray) -> np.ndarray:
         """The result array of one shard (shape of ``result_map``'s shard)."""
         return arr
+
+    def result_axes(self, shape: tuple[int, ...], steps: int) -> list[Axis]:
+        """Coordinates of the result's dimensions after ``steps`` steps (for the output's
+        dimension scales and XDMF geometry); by default the index along each axis."""
+        names = {1: ("i",), 2: ("y", "x"), 3: ("z", "y", "x")}.get(len(shape))
+        names = names or tuple(f"dim_{k}" for k in range(len(shape)))
+        return [Axis(name, np.arange(n), None, "index") for name, n in zip(names, shape, strict=True)]
 
     def state(self) -> dict[str, Any]:
         """Replicated state to checkpoint (JSON-able)."""

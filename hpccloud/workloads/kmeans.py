@@ -103,6 +103,8 @@ class KMeans(Workload):
         self.centroids = new
         return shard_map
 
+    result_long_name = "cluster index of each point"
+
     def result_map(self, shard_map):
         p = self.params
         m = rows_map(p["n"], None, p["shards"], "<i8", 1, shard_map.data_classes())

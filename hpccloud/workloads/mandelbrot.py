@@ -58,6 +58,18 @@ class Mandelbrot(Workload):
     def initial(self, shard):
         return np.zeros(shard.shape, dtype=np.int32)
 
+    result_long_name = "escape iterations"
+    result_units = "1"
+
+    def result_axes(self, shape, steps):
+        from hpccloud.io.provenance import Axis
+
+        # pixel centres of the last step's view, as the kernel computes them
+        x0, x1, y0, y1 = self.view(max(0, steps - 1))
+        ny, nx = shape
+        return [Axis("imag", y0 + (np.arange(ny) + 0.5) * (y1 - y0) / ny, "1", "imaginary part of c"),
+                Axis("real", x0 + (np.arange(nx) + 0.5) * (x1 - x0) / nx, "1", "real part of c")]
+
     def view(self, step: int) -> tuple[float, float, float, float]:
         p = self.params
         half = 1.5 * p["zoom"] ** step

@@ -152,6 +152,16 @@ class Particles(Workload):
             counts.update(part)
         return shard_map.with_shapes({sid: (c, _COLS) for sid, c in counts.items()})
 
+    result_long_name = "particles per bin"
+    result_units = "1"
+
+    def result_axes(self, shape, steps):
+        from hpccloud.io.provenance import Axis
+
+        # bin centres on the unit box
+        return [Axis(name, (np.arange(n) + 0.5) / n, "1", f"{name} position (bin centre)")
+                for name, n in zip(("y", "x"), shape, strict=True)]
+
     def result_map(self, shard_map):
         b = self.params["bins"]
         g = self.params["grid"]

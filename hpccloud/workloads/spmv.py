@@ -24,6 +24,7 @@ from hpccloud.workloads.base import Workload, rows_map
 class SpMV(Workload):
     name = "spmv"
     kernel = "spmv"
+    result_long_name = "power-iteration vector (unit 2-norm)"
     defaults = {
         "n": 200_000,      # rows (= columns)
         "shards": 32,

@@ -55,6 +55,8 @@ class Stencil2D(Workload):
         return self.params["n"] ** 2 * np.dtype(self.params["dtype"]).itemsize
 
     recycle_departed = True  # nothing here keeps a view of a tile that left
+    result_long_name = "Jacobi-relaxed field"
+    result_units = "1"   # dimensionless (CF)
 
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
@@ -130,3 +132,10 @@ class Stencil2D(Workload):
 
     def result(self, shard, arr):
         return np.ascontiguousarray(arr[1:-1, 1:-1])
+
+    def result_axes(self, shape, steps):
+        from hpccloud.io.provenance import Axis
+
+        # cell centres on the unit square, as `initial` places them
+        return [Axis(name, (np.arange(n) + 0.5) / n, "1", f"{name} (fraction of the domain side)")
+                for name, n in zip(("y", "x"), shape, strict=True)]

@@ -175,3 +175,27 @@ def test_plan_command_unreadable_profile(tmp_path, capsys):
     (tmp_path / "junk.json").write_text("{not json")
     assert main(["plan", "--profile", str(tmp_path / "junk.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def write_sampled_profile(path, pairs):
+    doc = {"ranks": [{"rank": r, "host": "localhost", "region": "eu-north" if r < 2 else "us-east"}
+                     for r in range(4)],
+           "regions": ["eu-north", "us-east"], "size": 4, "rank_region": [0, 0, 1, 1], "rank_node": [0, 0, 1, 1],
+           "pairs": pairs, "speed_units_per_s": [4e8, 1e8, 2e8, 2e8]}
+    path.write_text(json.dumps(doc))
+
+
+def test_plan_command_on_a_sampled_profile_infers_the_unmeasured_pairs(tmp_path, capsys):
+    # measured: one pair per node and one region pair each way, as `hpccloud probe` samples at 4 ranks
+    prof = tmp_path / "sampled.json"
+    write_sampled_profile(prof, [[0, 1, 2e-6, 8e9], [1, 0, 2e-6, 8e9], [2, 3, 2e-6, 8e9], [3, 2, 2e-6, 8e9],
+                                 [0, 2, 5e-3, 1.25e8], [2, 0, 5e-3, 1.25e8]])
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--profile", str(prof), "--shards", "400", "--planner", "all", "--json", str(out)]) == 0
+    plans = {d["planner"]: d for d in json.loads(out.read_text())["plans"]}
+    assert plans["topo"]["makespan_after_s"] < plans["static"]["makespan_after_s"]
+    # without any pair between the regions there is nothing to infer 1 -> 3 from: one clear error
+    write_sampled_profile(prof, [[0, 1, 2e-6, 8e9], [2, 3, 2e-6, 8e9]])
+    assert main(["plan", "--profile", str(prof)]) == 2
+    err = capsys.readouterr().err
+    assert "sampled.json" in err and "region pair" in err and "Fix:" in err

@@ -197,3 +197,19 @@ def test_level_table_prices_plans_like_the_dense_model(seed):
     loads, mig = _dense_reference(p, alpha.copy(), beta.copy(), after)
     np.testing.assert_allclose(loads_s(p, p.owners), loads, rtol=1e-12)
     assert migration_schedule(p, p.owners, after)[0] == pytest.approx(mig, rel=1e-12)
+
+
+def test_metis_remap_above_the_exact_size_is_a_bijection_that_keeps_data():
+    from hpccloud.balance import metis
+
+    rng = np.random.default_rng(0)
+    k, S = 3000, 30_000  # above EXACT_REMAP_MAX_PARTS: no k × k cost matrix
+    owners = np.repeat(np.arange(k), S // k)
+    perm = rng.permutation(k)
+    parts = perm[owners]
+    noise = rng.random(S) < 0.05
+    parts[noise] = rng.integers(0, k, int(noise.sum()))
+    args = (np.full(k, S / k * 1.1), np.ones(S), np.full(S, 100), np.ones(k), 1e-9, 10)
+    got = metis.remap(parts, owners, np.arange(k), *args)
+    assert k > metis.EXACT_REMAP_MAX_PARTS and sorted(got.tolist()) == list(range(k))
+    assert np.array_equal(got[perm], np.arange(k))  # every block goes back to where its data is

@@ -7,7 +7,14 @@ import pytest
 
 from hpccloud.comm.audit import read_audit
 from hpccloud.comm.topology import load_topology
-from hpccloud.comm.transport import CORRUPT_ENV, execute, load_key
+from hpccloud.comm.transport import (
+    CORRUPT_ENV,
+    CORRUPT_HEADER_ENV,
+    HOST_ENV,
+    VERIFY_ENV,
+    execute,
+    load_key,
+)
 from hpccloud.errors import ChecksumError, ResidencyError
 from hpccloud.policy import Policy
 from hpccloud.shards import block_1d, tile_2d
@@ -71,6 +78,8 @@ def test_random_plans_move_shards_bit_identical(comm, tmp_path_factory):
             for r in records:
                 assert r.src_rank == m.shards[r.shard_id].owner_rank and r.dst_rank == after[r.shard_id]
                 assert r.encrypted == (key is not None and r.src_region != r.dst_region)
+                # one host: sealed across regions with a key, else the header check only
+                assert r.protection == ("aes-gcm" if r.encrypted else "header")
                 assert policy.may_live(r.data_class, r.dst_region)
             total_moves += moving
             m = m2
@@ -83,7 +92,9 @@ def test_random_plans_move_shards_bit_identical(comm, tmp_path_factory):
     if rank == 0:
         lines = read_audit(audit)
         assert len(lines) == total_moves
-        assert {"time", "shard_id", "data_class", "src_region", "dst_region", "nbytes", "checksum"} <= set(lines[0])
+        assert {"time", "shard_id", "data_class", "src_region", "dst_region", "nbytes", "checksum",
+                "protection"} <= set(lines[0])
+        assert {ln["protection"] for ln in lines} == {"aes-gcm", "header"}
 
 
 @pytest.mark.hpccloud_mpi(ranks=[2, 3, 4], timeout=120)
@@ -130,42 +141,117 @@ def _relabel(m, sid, data_class, policy):
 
 @pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
 def test_corrupted_payload_detected_and_rejected(comm):
-    for how in ("kwarg", "env", "encrypted"):
+    """Hashed (verify="all", or bytes leaving the host) and sealed routes catch a flipped byte."""
+    for how in ("all-kwarg", "all-env", "cross-host", "sealed"):
         _corrupt_once(comm, how)
 
 
-def _corrupt_once(comm, how):
-    policy, g, m, local, rng = _setup(comm, 21, grid=(2, 3))
+def _cross_region_public_plan(comm, seed=21):
+    """Every public shard moves to the next rank; the victim's move crosses a region border."""
+    policy, g, m, local, rng = _setup(comm, seed, grid=(2, 3))
     classes = m.data_classes()
-    # move every public shard to the next rank: at least one cross-region move
     after = m.owners().copy()
-    public = [s for s, c in enumerate(classes) if c == "public"] or [0]
+    public = [s for s, c in enumerate(classes) if c == "public"]
+    if not public:
+        public = [int(np.flatnonzero(m.owners() == 0)[0])]
+        m = _relabel(m, public[0], "public", policy)
     for s in public:
         after[s] = (after[s] + 1) % comm.Get_size()
-        classes[s] = "public"
-    m = _relabel(m, public[0], "public", policy)
-    victim = public[-1]
+    region = policy.topology.region_of
+    crossing = [s for s in public if region(int(m.owners()[s])) != region(int(after[s]))]
+    assert crossing, "test set-up: no cross-region move"
+    return policy, g, m, local, after, crossing[-1]
+
+
+def _corrupt_once(comm, how):
+    policy, g, m, local, after, victim = _cross_region_public_plan(comm)
     before = {sid: a.copy() for sid, a in local.items()}
-    kwargs = {}
-    if how == "kwarg":
-        kwargs["corrupt"] = [victim]
-    elif how == "env":
-        os.environ[CORRUPT_ENV] = str(victim)
+    kwargs, env = {}, {}
+    if how == "all-kwarg":
+        kwargs.update(corrupt=[victim], verify="all")
+    elif how == "all-env":
+        env.update({CORRUPT_ENV: str(victim), VERIFY_ENV: "all"})
+    elif how == "cross-host":  # every rank on its own "host": the default policy hashes
+        env.update({CORRUPT_ENV: str(victim), HOST_ENV: f"fake-host-{comm.Get_rank()}"})
     else:
-        kwargs["corrupt"] = [victim]
-        kwargs["key"] = bytes(range(32))
+        kwargs.update(corrupt=[victim], key=bytes(range(32)))
+    expect = {"sealed": "aes-gcm"}.get(how, "xxh3-64")
+    os.environ.update(env)
+    run_comm = comm.Dup()  # host keys are read once per communicator
     try:
         with pytest.raises(ChecksumError) as info:
-            execute(comm, m, local, after, policy, **kwargs)
+            execute(run_comm, m, local, after, policy, **kwargs)
+        messages = run_comm.allgather(str(info.value))
+        assert len(set(messages)) == 1 and f"shard {victim}" in messages[0], messages
+        assert f"({expect})" in messages[0], messages
+        for sid in before:
+            assert np.array_equal(local[sid], before[sid])
+        # without the hook the same plan goes through, with the route's protection
+        for name in (CORRUPT_ENV,):
+            os.environ.pop(name, None)
+        kwargs.pop("corrupt", None)
+        m2, local2, recs = execute(run_comm, m, local, after, policy, **kwargs)
+        assert recs[[r.shard_id for r in recs].index(victim)].protection == expect
+        if how != "sealed":
+            assert all(r.protection == "xxh3-64" and len(r.checksum) == 16 for r in recs), recs
+        assert np.array_equal(_reassemble(run_comm, m2, local2, g.shape), g)
     finally:
-        os.environ.pop(CORRUPT_ENV, None)
-    messages = comm.allgather(str(info.value))
-    assert len(set(messages)) == 1 and f"shard {victim}" in messages[0]
-    for sid in before:
-        assert np.array_equal(local[sid], before[sid])
-    # without the hook the same plan goes through
-    m2, local2, recs = execute(comm, m, local, after, policy, key=kwargs.get("key"))
-    assert np.array_equal(_reassemble(comm, m2, local2, g.shape), g)
+        for name in env:
+            os.environ.pop(name, None)
+        run_comm.Free()
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
+def test_same_host_header_checked_without_hashing(comm):
+    """Same host, default policy: bytes are not hashed, but a wrong header is never accepted."""
+    policy, g, m, local, rng = _setup(comm, 31, grid=(2, 3))
+    after = np.array([(o + 1) % comm.Get_size() if c == "public" else o
+                      for o, c in zip(m.owners(), m.data_classes(), strict=True)])
+    if not (after != m.owners()).any():
+        m = _relabel(m, 0, "public", policy)
+        after[0] = (after[0] + 1) % comm.Get_size()
+    victim = int(np.flatnonzero(after != m.owners())[-1])
+    before = {sid: a.copy() for sid, a in local.items()}
+    for field in ("shard_id", "nbytes", "map_version", "env:map_version"):
+        kwargs = {}
+        if field.startswith("env:"):
+            os.environ[CORRUPT_HEADER_ENV] = f"{victim}:{field[4:]}"
+        else:
+            kwargs["corrupt_header"] = {victim: field}
+        try:
+            with pytest.raises(ChecksumError) as info:
+                execute(comm, m, local, after, policy, **kwargs)
+        finally:
+            os.environ.pop(CORRUPT_HEADER_ENV, None)
+        messages = comm.allgather(str(info.value))
+        assert len(set(messages)) == 1, messages
+        assert f"shard {victim}" in messages[0] and field.split(":")[-1] in messages[0], messages
+        assert "(header)" in messages[0], messages
+        assert sorted(local) == sorted(before)
+        for sid in before:
+            assert np.array_equal(local[sid], before[sid])
+    # the payload itself is not looked at on this route: a flipped byte arrives as sent
+    m2, local2, recs = execute(comm, m, local, after, policy, corrupt=[victim])
+    assert all(r.protection == "header" and r.checksum == "" for r in recs), recs
+    out = _reassemble(comm, m2, local2, g.shape)
+    diff = out.view(np.uint8) != g.view(np.uint8)
+    assert diff.sum() == 1, "the hook flips one byte, and nothing hashed it"
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_cached_plan_does_not_skip_residency(comm):
+    """A plan seen before is reused only for the same data classes: a relabelled map is re-checked."""
+    policy = Policy.from_topology(load_topology(None, comm))
+    m = block_1d(64, 2, "<f8", 2).with_owners(np.array([0, 0]))
+    local = {s.id: np.arange(32.0) + s.id for s in m.shards_on(comm.Get_rank())}
+    after = np.array([0, 1])
+    assert policy.topology.region_of(0) != policy.topology.region_of(1)
+    m1, local1, _ = execute(comm, m, local, after, policy)  # public: allowed, and now cached
+    m_eu = _relabel(m, 1, "eu-personal", policy)
+    with pytest.raises(ResidencyError):
+        execute(comm, m_eu, local, after, policy)
+    m2, _, recs = execute(comm, m, local, after, policy)  # the cached plan again
+    assert [r.shard_id for r in recs] == [1] and m2.version == m.version + 1
 
 
 @pytest.mark.slow
@@ -210,12 +296,16 @@ def test_pooled_moves_and_known_checksums(comm):
     # the caller's bigger array was never recycled into a receive buffer
     assert np.array_equal(big[:n], np.random.default_rng(3).standard_normal(2 * n)[:n])
     # a known checksum skips the sender's hashing; a stale one is caught by the receiver
+    after = np.array([(int(m.owners()[0]) + 1) % size])
+    m, local, recs = execute(comm, m, local, after, policy, pool=pool, verify="all")
+    assert recs[0].protection == "xxh3-64"
     owner = int(m.owners()[0])
     after = np.array([(owner + 1) % size])
     good = {0: int(recs[0].checksum, 16)} if rank == owner else None
-    m2, local2, _ = execute(comm, m, local, after, policy, checksums=good, pool=pool)
+    m2, local2, _ = execute(comm, m, local, after, policy, checksums=good, pool=pool, verify="all")
     assert (rank != int(after[0])) or np.array_equal(local2[0], big[:n])
     stale = {0: int(recs[0].checksum, 16) ^ 1} if rank == int(after[0]) else None
     with pytest.raises(ChecksumError):
-        execute(comm, m2, local2, np.array([owner]), policy, checksums=stale, pool=pool)
+        execute(comm, m2, local2, np.array([owner]), policy, checksums=stale, pool=pool,
+                verify="all")
     assert (rank != int(after[0])) or np.array_equal(local2[0], big[:n])
