@@ -1,4 +1,5 @@
-"""The ``hpccloud`` console script: ``probe``, ``run``, ``plan``, ``simulate``, ``bench``, ``info``, ``report``.
+"""The ``hpccloud`` console script: ``probe``, ``run``, ``plan``, ``simulate``, ``bench``, ``info``,
+``report``, ``checkpoint``, ``supervise``.
 
 Each command lives in ``hpccloud/commands/<name>.py`` with ``add_parser(sub)``
 and ``run(args) -> int``; modules import MPI and Numba only inside ``run`` so
@@ -30,6 +31,8 @@ COMMANDS = {
     "plan": "hpccloud.commands.plan",
     "simulate": "hpccloud.commands.simulate",
     "bench": "hpccloud.commands.bench",
+    "checkpoint": "hpccloud.commands.checkpoint",
+    "supervise": "hpccloud.commands.supervise",
 }
 
 

@@ -66,6 +66,7 @@ def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str
         "setup_s": job.setup_s,
         "steps": job.steps,
         "plans": job.plans,
+        "checkpoints": job.checkpoints,
         "audit": job.audit,
         "total_s": total_s,
         "overhead_per_step": overhead(job.steps),

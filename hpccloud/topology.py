@@ -45,7 +45,7 @@ import re
 import reprlib
 import socket
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -492,8 +492,57 @@ def read_topology_text(path: str | os.PathLike | None) -> tuple[str, str]:
                             "(TOML files must be UTF-8).") from None
 
 
-def topology_from_text(text: str, source: str, size: int, hosts: list[str] | None = None) -> Topology:
-    """Parse and resolve topology text (pure: the collective loader is
-    :func:`hpccloud.comm.topology.load_topology`)."""
-    return resolve_topology(parse_toml(text, source), size, hosts, source)
+def topology_from_text(text: str, source: str, size: int, hosts: list[str] | None = None,
+                       exclude_regions: tuple[str, ...] = ()) -> Topology:
+    """Parse and resolve topology text, without ``exclude_regions`` (pure: the collective
+    loader is :func:`hpccloud.comm.topology.load_topology`)."""
+    doc = parse_toml(text, source)
+    if not exclude_regions:
+        return resolve_topology(doc, size, hosts, source)
+    topo = resolve_topology(without_regions(doc, exclude_regions, source), size, hosts, source)
+    # the data classes keep the excluded regions: residency is what the file says, and a
+    # class that may live only there is refused naming them, not an empty list
+    regions = doc["regions"]
+    classes = _data_classes(source, doc.get("data_classes"), [r["name"] for r in regions],
+                            {r["name"]: r["jurisdiction"] for r in regions})
+    return replace(topo, data_classes=classes)
+
+
+def without_regions(doc: dict[str, Any], names, source: str = "<topology>") -> dict[str, Any]:
+    """The parsed document without the regions ``names`` (pure; ``--exclude-region``).
+
+    Data classes lose those regions, and jurisdictions no remaining region is
+    in (:func:`topology_from_text` gives the resolved topology the file's own
+    classes back, so residency never widens and a class left with nowhere to
+    live is refused naming its regions).
+
+    >>> d = without_regions(parse_toml(read_topology_text(None)[0], "d"), ["us-east"])
+    >>> [r["name"] for r in d["regions"]], d["data_classes"]["public"]["regions"]
+    (['eu-north'], ['*'])
+    """
+    regions = doc.get("regions")
+    known = [r.get("name") for r in regions] if isinstance(regions, list) else []
+    for n in names:
+        if n not in known:
+            raise _fail(source, "--exclude-region", f"unknown region {n!r}", f"use one of {known}")
+    kept = [r for r in regions if r.get("name") not in set(names)]
+    if not kept:
+        raise _fail(source, "--exclude-region", f"excluding {sorted(names)} leaves no region",
+                    "keep at least one region")
+    juris = {r.get("jurisdiction") for r in kept}
+    classes = {}
+    for cname, spec in (doc.get("data_classes") or {}).items():
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            if isinstance(spec.get("regions"), list):
+                spec["regions"] = [x for x in spec["regions"] if x not in set(names)]
+            if isinstance(spec.get("jurisdictions"), list):
+                spec["jurisdictions"] = [j for j in spec["jurisdictions"] if j in juris]
+            if not spec.get("regions") and not spec.get("jurisdictions"):
+                continue  # nowhere left to live: topology_from_text restores the file's class
+        classes[cname] = spec
+    out = {**doc, "regions": kept}
+    if "data_classes" in doc:
+        out["data_classes"] = classes
+    return out
 

@@ -54,7 +54,15 @@ def raise_if_any(comm, exc: BaseException | None) -> None:
 
     A non-hpccloud exception is re-raised unchanged on the rank where it
     happened (so its traceback is kept) and as :class:`PeerFailed` elsewhere.
+    The common case — nobody failed — is one sleeping allgather of a flag
+    (so ranks waiting here leave shared cores alone, and the stall watchdog
+    sees the wait); the error records are gathered only when a rank failed.
     """
+    from hpccloud.comm.wait import sleeping_allgather
+
+    flags = sleeping_allgather(comm, [0.0 if exc is None else 1.0])
+    if not flags.any():
+        return
     raise_gathered(comm.allgather(error_record(exc, comm.Get_rank())), exc)
 
 

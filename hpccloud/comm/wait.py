@@ -17,13 +17,23 @@ POLL_S = 20e-6
 
 
 def sleeping_waitall(requests, poll_s: float = POLL_S) -> None:
-    """``MPI.Request.Waitall`` that sleeps between polls."""
+    """``MPI.Request.Waitall`` that sleeps between polls.
+
+    While a :class:`~hpccloud.comm.watchdog.Watchdog` is installed, a wait
+    that lasts too long asks the peers whether they are alive (stall detection).
+    """
     from mpi4py import MPI
 
-    if not requests:
+    from hpccloud.comm import watchdog
+
+    if not requests or MPI.Request.Testall(requests):
         return
+    wd = watchdog.installed()
+    t0 = time.monotonic()
     while not MPI.Request.Testall(requests):
         time.sleep(poll_s)
+        if wd is not None:
+            wd.check(time.monotonic() - t0)
 
 
 def sleeping_barrier(comm, poll_s: float = POLL_S) -> None:

@@ -51,7 +51,7 @@ def run(args) -> int:
     log.setup(comm.Get_rank(), comm.Get_size(), log.verbosity_of(args), args.log_dir,
               args.log_all_ranks)
     cfg = agree(comm, lambda: build_config(args))
-    topo = load_topology(args.topology, comm)
+    topo = load_topology(args.topology, comm, exclude_regions=tuple(cfg.exclude_region))
     agree(comm, lambda: configure_threads(comm, cfg.threads))
     rep = run_job(comm, topo, cfg)
     log.flush_warnings(comm)

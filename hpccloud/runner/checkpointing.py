@@ -20,18 +20,104 @@ import numpy as np
 
 from hpccloud.comm.agree import agree, bcast_result
 from hpccloud.errors import ConfigError
-from hpccloud.io.checkpoint import read_checkpoint_shards, read_manifest, write_checkpoint
+from hpccloud.io.checkpoint import (
+    CheckpointWriter,
+    parse_backup_dirs,
+    read_checkpoint_shards,
+    read_manifest,
+)
 from hpccloud.measure.speed import SpeedModel
 from hpccloud.shards import ShardMap, assign_owners
 
+#: "1": publish each checkpoint before the next step (no overlap; for comparisons)
+SYNC_ENV = "HPCCLOUD_SYNC_CHECKPOINTS"
 
-def write(job, next_step: int) -> str:
-    """Collective: checkpoint the job as it stands before ``next_step``; return the folder."""
-    payloads = {sid: job.wl.pack(job.shard_map.shards[sid], arr) for sid, arr in job.local.items()}
+
+def start(job, next_step: int, on_published=None) -> None:
+    r"""Collective: start the checkpoint of the job as it stands before ``next_step``.
+
+    The payloads are handed to a writer thread (copies where the workload's
+    pack returns the live array, which the next steps change); the loop goes on
+    and :func:`finish` publishes the checkpoint once every rank's files are
+    written (signed with ``--key-file``, copied to the ``--backup-dir``\ s the
+    data classes allow). ``job.checkpoints`` records the seconds the loop spent.
+    """
+    t0 = time.perf_counter()
+    if job.ckpt_writer is None:
+        backups = agree(job.comm, lambda: parse_backup_dirs(job.cfg.backup_dir,
+                                                            job.topology.region_names))
+        job.ckpt_writer = CheckpointWriter(job.comm, job.cfg.checkpoint_dir, key=job.key,
+                                           backups=backups, policy=job.policy,
+                                           on_published=on_published)
+    payloads = {}
+    for sid, arr in job.local.items():
+        payload = job.wl.pack(job.shard_map.shards[sid], arr)
+        payloads[sid] = payload.copy() if np.may_share_memory(payload, arr) else payload
     state = {"workload": job.wl.name, "params": job.wl.params, "run_id": job.run_id,
-             "workload_state": job.wl.state(), "speed": job.speed.to_json()}
-    return write_checkpoint(job.comm, job.cfg.checkpoint_dir, next_step, job.shard_map.to_json(),
-                            payloads, state)
+             "workload_state": job.wl.state(), "speed": job.speed.to_json(),
+             "links": job.links.to_json(), "hosts": list(job.topology.hosts),
+             "rank_region": list(job.topology.rank_region)}
+    job.ckpt_writer.start(next_step, job.shard_map.to_json(), payloads, state,
+                          background=os.environ.get(SYNC_ENV) != "1")
+    job.checkpoints.append({"step": next_step, "start_s": time.perf_counter() - t0})
+    if os.environ.get(SYNC_ENV) == "1":
+        finish(job, wait=True)
+
+
+def finish(job, wait: bool = False) -> str | None:
+    """Collective: publish the pending checkpoint (after every rank's writer is done)."""
+    if job.ckpt_writer is None or not job.ckpt_writer.pending:
+        return None
+    t0 = time.perf_counter()
+    path = job.ckpt_writer.finish(wait_publish=wait)
+    rec = job.checkpoints[-1]
+    rec["finish_s"] = time.perf_counter() - t0
+    rec["finished_after_step"] = job.steps[-1]["step"] + 1 if job.steps else None
+    return path
+
+
+def close(job) -> None:
+    """Collective: publish what is pending and wait for the last publish (end of the loop)."""
+    if job.ckpt_writer is None:
+        return
+    t0 = time.perf_counter()
+    finish(job)
+    job.ckpt_writer.close()
+    if job.checkpoints:
+        job.checkpoints[-1]["close_s"] = time.perf_counter() - t0
+
+
+def write(job, next_step: int) -> str | None:
+    """Collective: checkpoint the job before ``next_step`` and publish it now; return the folder."""
+    start(job, next_step)
+    path = finish(job, wait=True)
+    job.ckpt_writer.close()
+    return path
+
+
+def saved_links(job):
+    """Collective: the checkpoint's link model if this job has the same ranks on the same
+    hosts and regions (a restart then skips the link probe), else None.
+
+    A manifest that does not verify gives None here; :func:`restart` then refuses it.
+    """
+    from hpccloud.errors import HpccloudError
+    from hpccloud.measure.links import LinkModel
+
+    def load():
+        try:
+            st = read_manifest(os.path.abspath(job.cfg.restart), job.key)["state"]
+        except HpccloudError:
+            return None
+        same = (st.get("hosts") == list(job.topology.hosts)
+                and st.get("rank_region") == list(job.topology.rank_region))
+        return st.get("links") if same else None
+
+    doc = bcast_result(job.comm, load)
+    if doc is None:
+        return None
+    model = agree(job.comm, lambda: LinkModel.from_json(doc, f"{job.cfg.restart}: state.links"))
+    return model if model.size == job.size else None
 
 
 def restart_map(job, manifest: dict[str, Any], source: str) -> ShardMap:
@@ -60,7 +146,7 @@ def restart(job) -> None:
     """Collective: place the checkpoint on this job, then each rank reads and checks its shards."""
     t0 = time.perf_counter()
     path = os.path.abspath(job.cfg.restart)
-    manifest = bcast_result(job.comm, lambda: read_manifest(path))
+    manifest = bcast_result(job.comm, lambda: read_manifest(path, job.key))
     step = int(manifest["step"])
     if step >= job.cfg.steps:
         raise _collective(ConfigError(

@@ -56,22 +56,44 @@ def next_rebalance(cfg: RunConfig, step: int) -> int | None:
 
 
 def loop(job: Job) -> float:
-    """Collective: run the steps from ``job.start_step``; return the loop's wall time."""
+    """Collective: run the steps from ``job.start_step``; return the loop's wall time.
+
+    A :class:`~hpccloud.comm.watchdog.Watchdog` watches the waits (``--stall-timeout``);
+    rank 0 tells a supervisor each completed step and published checkpoint
+    (:class:`~hpccloud.supervise.ProgressWriter`); checkpoints are written while
+    the next steps run and published once every rank's files are written.
+    """
+    from hpccloud.comm import watchdog
+    from hpccloud.supervise import ProgressWriter
+    from hpccloud.testing.faults import maybe_fault
+
     cfg = job.cfg
     stepper = Stepper(job)
     window = Window()
     check_every_step = os.environ.get(CHECK_EVERY_STEP_ENV) == "1"
     progress = Progress(job.rank == 0 and not cfg.quiet, cfg.steps, job.start_step)
+    supervisor = ProgressWriter() if job.rank == 0 else ProgressWriter("")
+    supervisor.start(job.start_step)
+    wd = watchdog.Watchdog(job.comm, cfg.stall_timeout or watchdog.DEFAULT_STALL_TIMEOUT_S,
+                           lambda r: f"host {job.topology.hosts[r]}, region {job.topology.region_of(r)}")
+    watchdog.install(wd)
     sleeping_barrier(job.comm)
     t_start = time.perf_counter()
     stepper.restart_clock()
     try:
         for step in range(job.start_step, cfg.steps):
+            maybe_fault(job.rank, step)
             rec, shard_s = stepper.step(step)
             job.steps.append(rec)
             window.add(rec, shard_s)
+            wd.progress(step, rec["step_s"])
+            supervisor.step(step + 1)
             if check_every_step:
                 agree(job.comm, job.check_local)
+            if stepper.checkpoint_written:  # every rank's files are written: publish
+                with job.tracer.span("checkpoint finish", "io", step=step + 1):
+                    checkpointing.finish(job)  # its seconds go to job.checkpoints, not the step
+                stepper.restart_clock()
             progress.update(step, rec["step_s"])
             done = step + 1
             nxt = next_rebalance(cfg, step)
@@ -93,12 +115,15 @@ def loop(job: Job) -> float:
                 progress.log(record)
                 stepper.restart_clock()
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
-                with job.tracer.span("checkpoint", "io", step=done):
-                    checkpointing.write(job, done)
-                    sleeping_barrier(job.comm)
+                with job.tracer.span("checkpoint start", "io", step=done):
+                    checkpointing.start(job, done, on_published=supervisor.checkpoint)
                 stepper.restart_clock()
+        checkpointing.close(job)
     finally:
         stepper.close()
+        watchdog.install(None)
+        supervisor.close()
+    wd.free()
     progress.close()
     return time.perf_counter() - t_start
 

@@ -39,6 +39,7 @@ def _opt(help: str, metavar: str | None = None, example: str | None = None) -> M
 
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
 
 
 class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -97,6 +98,16 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     threads: Annotated[Positive | None, _opt("Numba threads per rank (default: cores of the "
                                              "node / ranks on it)", "N", "1")] = None
     quiet: Annotated[bool, _opt("print only the summary", example="true")] = False
+    stall_timeout: Annotated[PositiveSeconds | None, _opt(
+        "a rank that makes no progress for S seconds ends the job with exit code 75 and one "
+        "message naming it (default 60, and at least 10x the slowest step)", "S", "60")] = None
+    backup_dir: Annotated[tuple[str, ...], _opt(
+        "also copy each checkpoint to PATH, storage in REGION: a rank file goes there only if "
+        "every data class in it may live in REGION (flag repeatable)", "REGION=PATH",
+        '["eu-north=/backup/ckpt"]')] = ()
+    exclude_region: Annotated[tuple[str, ...], _opt(
+        "run without this region of the topology, e.g. after losing it (flag repeatable)",
+        "NAME", '["us-east"]')] = ()
     overwrite: Annotated[bool, _opt("replace the results of another run in --output (refused "
                                     "otherwise)", example="true")] = False
     allow_nonfinite: Annotated[bool, _opt("accept NaN and infinite values in --input (refused "
@@ -111,6 +122,9 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.checkpoint_every and not self.checkpoint_dir:
             raise InvalidArgument("--checkpoint-every needs --checkpoint-dir DIR. Fix: add "
                                   "--checkpoint-dir, or set checkpoint_every = 0")
+        if self.backup_dir and not self.checkpoint_every:
+            raise InvalidArgument("--backup-dir copies checkpoints: it needs --checkpoint-every N "
+                                  "--checkpoint-dir DIR")
         names = balancer_names()
         if self.balancer not in names:
             raise InvalidArgument(f"--balancer {self.balancer!r}: no such planner. Fix: use one "
@@ -119,6 +133,8 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 #: flags that are not option fields of their own
 _NOT_FLAGS = {"params", "probe_sizes"}
+#: repeatable flags (one value each), lists in a config file
+_APPEND = {"backup_dir", "exclude_region"}
 
 
 def balancer_names() -> tuple[str, ...]:
@@ -166,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kw: dict[str, Any] = {"dest": name, "default": None, "help": meta.description}
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif name in _APPEND:
+            kw.update(action="append", type=str, metavar=meta.extra["metavar"])
         else:
             kw["type"] = kind
             kw["metavar"] = meta.extra["metavar"]

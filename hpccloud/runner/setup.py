@@ -73,6 +73,8 @@ class Job:
         self.plans: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
         self.setup_s: dict[str, float] = {}
+        self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
+        self.ckpt_writer = None  # io.checkpoint.CheckpointWriter, made at the first checkpoint
         self.claims = None  # the validation pass's run id, config digest and folder locks
 
     def use_map(self, shard_map) -> None:
@@ -106,7 +108,12 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
 
     job.cores = discover_cores(comm, numba.get_num_threads())
     job.calibrator = Calibrator(job.cores.hosts, topology.rank_region)
-    job.links = _links(job)
+    job.links = None
+    if cfg.restart and not cfg.profile:  # the same ranks on the same hosts: the saved links
+        from hpccloud.runner.checkpointing import saved_links
+
+        job.links = saved_links(job)
+    job.links = job.links or _links(job)
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:
         from hpccloud.runner.checkpointing import restart

@@ -26,6 +26,7 @@ class Stepper:
         self.job = job
         self._hx: HaloExchange | None = None
         self._hx_version = -1
+        self.checkpoint_written = False  # every rank's pending checkpoint files are written
         self.mark = time.perf_counter()
 
     def restart_clock(self) -> None:
@@ -78,9 +79,13 @@ class Stepper:
         t4 = time.perf_counter()
         tr.add("end_step", "collective", t3, t4, step=step)
         step_s = t4 - t0
+        # whether this rank's checkpoint files are written rides on the step's one collective
+        writer = job.ckpt_writer
+        written = float(writer is not None and writer.ready())
         rows = sleeping_allgather(job.comm, (busy_s, halo_s, units, step_s, busy_cpu_s,
-                                             len(shard_s)))
+                                             len(shard_s), written))
         now = time.perf_counter()
+        self.checkpoint_written = bool(rows[:, 6].all())
         tr.add("step sync", "wait", t4, now, step=step)
         tr.add(f"step {step}", "step", self.mark, now, step=step)
         rec = {
