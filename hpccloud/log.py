@@ -163,8 +163,8 @@ def setup(rank: int, size: int, verbosity: int = 0, log_dir: str | os.PathLike |
         fh.emit(logging.makeLogRecord({
             "name": ROOT, "levelno": logging.INFO, "levelname": "INFO",
             "msg": f"rank {rank} of {size}, host {socket.gethostname()}, pid {os.getpid()}"}))
-    for h in handlers:
-        logger.addHandler(h)
+    for handler in handlers:
+        logger.addHandler(handler)
     _CURRENT = JobLog(rank, handlers, once, pending, path)
     return _CURRENT
 

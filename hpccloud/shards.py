@@ -245,7 +245,7 @@ def assign_owners(work_units: np.ndarray, size: int, speeds=None) -> np.ndarray:
     return np.minimum(np.searchsorted(bounds, mid, side="left"), size - 1).astype(np.int64)
 
 
-def _classes(spec: DataClassSpec, indices: list[tuple[slice, ...]]) -> list[str]:
+def _classes(spec: DataClassSpec, indices: Sequence[tuple[slice, ...]]) -> list[str]:
     if isinstance(spec, str):
         return [spec] * len(indices)
     if callable(spec):

@@ -8,6 +8,7 @@ one). ``HPCCLOUD_THREADS`` or ``--threads`` override it.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from hpccloud.errors import InvalidArgument
 
@@ -56,6 +57,7 @@ def configure_threads(comm=None, requested: int | None = None) -> int:
         requested = default_threads(local, cores_available())
     if requested < 1:
         raise InvalidArgument(f"threads per rank must be >= 1, got {requested}. Fix: use 1 or more")
-    threads = min(requested, numba.config.NUMBA_NUM_THREADS)
+    # numba.core.config sets NUMBA_NUM_THREADS through globals(): invisible to a type checker
+    threads = min(requested, cast(Any, numba.config).NUMBA_NUM_THREADS)
     numba.set_num_threads(threads)
     return threads

@@ -9,6 +9,7 @@ and the fix.
 from __future__ import annotations
 
 import numbers
+from typing import Literal, cast, overload
 
 import numpy as np
 
@@ -79,6 +80,15 @@ def no_overlap(kernel: str, out: np.ndarray, inputs: dict[str, np.ndarray]) -> N
                 "that would already be overwritten. Fix: pass a separate output array")
 
 
+@overload
+def scalar(kernel: str, arg: str, value, *, integer: Literal[True], positive: bool = False,
+           minimum=None) -> int: ...
+@overload
+def scalar(kernel: str, arg: str, value, *, integer: Literal[False] = False, positive: bool = False,
+           minimum=None) -> float: ...
+@overload
+def scalar(kernel: str, arg: str, value, *, integer: bool = False, positive: bool = False,
+           minimum=None) -> float | int: ...
 def scalar(kernel: str, arg: str, value, *, integer: bool = False, positive: bool = False,
            minimum=None) -> float | int:
     kind = numbers.Integral if integer else numbers.Real
@@ -86,7 +96,7 @@ def scalar(kernel: str, arg: str, value, *, integer: bool = False, positive: boo
         want = "an integer" if integer else "a real number"
         raise InvalidArgument(f"{kernel}: {arg} must be {want}, got {value!r}")
     if integer:
-        value = int(value)
+        value = int(cast(numbers.Integral, value))  # kind was Integral
     else:
         value = float(value)
         if not np.isfinite(value):

@@ -31,6 +31,8 @@ larger of the two. With no residency limits the first is exactly ``Σw / Σv``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from scipy.optimize import linprog
 
@@ -62,7 +64,7 @@ def residency_rules(p: Problem, work_units: np.ndarray | None = None):
     rule_of_class[present] = inv
     rule_work = np.bincount(inv, weights=class_work[present], minlength=rule_groups.shape[0])
     if not np.all(rule_groups.any(axis=1)):
-        bad = present[np.flatnonzero(~rule_groups.any(axis=1)[inv])[0]]
+        bad = present[np.flatnonzero(~cast(np.ndarray, rule_groups.any(axis=1))[inv])[0]]
         raise ResidencyError(f"data class {p.class_names[bad]!r} may live on no rank")
     return rule_of_class, rule_groups, rule_work, group_speed, group_of_rank
 

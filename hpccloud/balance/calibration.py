@@ -41,9 +41,12 @@ array([0.0114, 0.0212])
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import nnls
 
 from hpccloud.balance.problem import Problem
@@ -88,7 +91,7 @@ class Calibration:
                                   f"({', '.join(ROUTES)}), got {self.route_s_per_byte!r}")
 
     # ------------------------------------------------------------------ the step
-    def step_s(self, compute_s: np.ndarray, halo_s: np.ndarray, n_shards: np.ndarray) -> np.ndarray:
+    def step_s(self, compute_s: ArrayLike, halo_s: ArrayLike, n_shards: ArrayLike) -> np.ndarray:
         """Predicted step time of every rank, float64 [P]."""
         return (self.step_fixed_s + self.per_shard_s * np.asarray(n_shards, dtype=np.float64)
                 + self.compute_scale * np.asarray(compute_s) + self.halo_scale * np.asarray(halo_s))
@@ -194,7 +197,7 @@ class MigrationSample:
         np.add.at(per, (dst, route), nbytes)
         calls = np.bincount(src, minlength=P) + np.bincount(dst, minlength=P)
         r = int(np.argmax(per.sum(axis=1))) if src.size else 0
-        return cls(tuple(float(x) for x in per[r]), int(calls[r]), float(achieved_s),
+        return cls(cast("tuple[float, float, float]", tuple(float(x) for x in per[r])), int(calls[r]), float(achieved_s),
                    total_bytes=float(nbytes.sum()), **kw)
 
 
@@ -222,7 +225,7 @@ def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarra
     return x / scale
 
 
-def fit(steps: list[StepSample] = (), migrations: list[MigrationSample] = (),
+def fit(steps: Sequence[StepSample] = (), migrations: Sequence[MigrationSample] = (),
         prior: Calibration = IDENTITY) -> Calibration:
     """Least-squares refit of the calibration's terms from a run's records.
 

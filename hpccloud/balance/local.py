@@ -102,8 +102,8 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
         order_rl = np.lexsort((end_lat, end_rank))
         rk, lv = end_rank[order_rl], end_lat[order_rl]
         first = np.flatnonzero(np.concatenate([[True], (rk[1:] != rk[:-1]) | (lv[1:] != lv[:-1])]))
-        counts = np.diff(np.concatenate([first, [rk.size]]))
-        for r, lt, c in zip(rk[first].tolist(), lv[first].tolist(), counts.tolist(), strict=True):
+        runs = np.diff(np.concatenate([first, [rk.size]]))
+        for r, lt, c in zip(rk[first].tolist(), lv[first].tolist(), runs.tolist(), strict=True):
             lat_count[r][lt] = c
     top_arr = np.zeros(P)
     np.maximum.at(top_arr, end_rank, end_lat)

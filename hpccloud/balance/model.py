@@ -72,12 +72,13 @@ def cut_edges(p: Problem, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return o[p.edge_u[cut]], o[p.edge_v[cut]], cut
 
 
-def halo_s(p: Problem, owners: np.ndarray, cut: tuple | None = None) -> np.ndarray:
+def halo_s(p: Problem, owners: np.ndarray,
+           cut: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Halo-exchange time per rank and step, float64 [P] (see the module notes)."""
-    a, b, cut = cut_edges(p, owners) if cut is None else cut
-    if cut.size == 0:
+    a, b, edges = cut_edges(p, owners) if cut is None else cut
+    if edges.size == 0:
         return np.zeros(p.n_ranks)
-    lat, xfer = edge_halo_terms(p, a, b, cut)
+    lat, xfer = edge_halo_terms(p, a, b, edges)
     return _overlapped(a, b, lat, xfer, p.n_ranks)
 
 
@@ -203,11 +204,11 @@ def resource_cost(p: Problem, owners: np.ndarray, loads: np.ndarray, horizon_ste
     """
     compute = float((p.price_per_core_hour * loads).sum()) * horizon_steps / 3600.0
     egress = p.egress_per_gb
-    a, b, cut = cut_edges(p, owners) if cut is None else cut
+    a, b, edges = cut_edges(p, owners) if cut is None else cut
     halo = 0.0
-    if cut.size:
+    if edges.size:
         ga, gb = p.rank_region[a], p.rank_region[b]
-        n = p.edge_bytes[cut]
+        n = p.edge_bytes[edges]
         halo = float((n * (egress[ga, gb] + egress[gb, ga])).sum()) / GB * horizon_steps
     move = 0.0
     if owners_before is not None:

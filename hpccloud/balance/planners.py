@@ -36,6 +36,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -151,8 +152,8 @@ class MigrationPlan:
     plan_seconds: float
     horizon_steps: int = 100
     provenance: str = "measured"
-    loads_before_s: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-    loads_after_s: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    loads_before_s: np.ndarray | None = field(default=None, repr=False)
+    loads_after_s: np.ndarray | None = field(default=None, repr=False)
     calibration: Calibration | None = None
 
     @property
@@ -592,7 +593,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     min_gain_s = opts.min_gain * t_now
 
     cal = opts.calibration
-    local_terms = {} if cal is None else {"compute_scale": cal.compute_scale, "halo_scale": cal.halo_scale,
+    local_terms: dict[str, Any] = {} if cal is None else {"compute_scale": cal.compute_scale, "halo_scale": cal.halo_scale,
                                           "per_shard_s": cal.per_shard_s}
 
     def polished(owners: np.ndarray) -> _Eval:

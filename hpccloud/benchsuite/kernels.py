@@ -36,6 +36,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from typing import Any, cast
 
 import numpy as np
 
@@ -159,7 +160,7 @@ def run(args) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise InvalidArgument(f"--threads must be >= 1, got {args.threads}")
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(args.threads, cast(Any, numba.config).NUMBA_NUM_THREADS))
     names = kernels.names() if not args.kernels else [s.strip() for s in args.kernels.split(",")
                                                       if s.strip()]
     dtype = np.dtype(args.dtype)

@@ -54,6 +54,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 
 DEFAULT_SIZES_MIB = (1, 4, 16, 64, 256)
 
@@ -203,7 +204,7 @@ def run(args) -> int:
         state = {"map": m0, "local": {s.id: src[s.index].copy() for s in m0.shards} if rank == 0 else {}}
 
         pool = BufferPool()
-        protection = {}
+        protection: dict[tuple[bool, str], str] = {}
 
         def move(enc: bool, pooled: bool, verify="route", state=state, pool=pool,
                  protection=protection):
@@ -226,7 +227,7 @@ def run(args) -> int:
                 bare_move(comm, a, src[k * n:(k + 1) * n], dst[k * n:(k + 1) * n], CHUNK_BYTES,
                           *hashes)
 
-        variants = {
+        variants: dict[str, Callable[..., object]] = {
             "raw": lambda: raw(0, False) or raw(1, False),
             "plain": lambda: move(False, True) or move(False, True),
             "enc": lambda: move(True, True) or move(True, True),

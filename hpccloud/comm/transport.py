@@ -57,9 +57,13 @@ import platform
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import xxhash
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 from hpccloud.comm.agree import error_record, raise_gathered
 from hpccloud.comm.audit import AuditLog, TransferRecord
@@ -381,7 +385,8 @@ def _send(pcomm, plan: MovePlan, local, version, aes, known, pool, MPI):
         if m.protection == HASHED and sid not in known:
             h = xxhash.xxh3_64()
             for a, b, _, _ in m.layout:
-                h.update(flat[a:b])
+                # an ndarray is a Buffer (numpy's stubs say so only for Python >= 3.12)
+                h.update(cast("Buffer", flat[a:b]))
             header = m.header(version, h.intdigest())
             keep.append(header)
             reqs.append(pcomm.Isend(header, dst, TAG_HEADER))

@@ -24,7 +24,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hpccloud.comm.agree import agree, bcast_result
 from hpccloud.io.publish import FolderLock, claim_folder
@@ -58,7 +58,7 @@ def config_digest(cfg) -> str:
     if isinstance(cfg, msgspec.Struct):
         doc = msgspec.to_builtins(cfg)
     elif dataclasses.is_dataclass(cfg):
-        doc = dataclasses.asdict(cfg)
+        doc = dataclasses.asdict(cast(Any, cfg))  # an instance, as before (a class raises)
     else:
         doc = dict(vars(cfg))
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()

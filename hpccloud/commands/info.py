@@ -42,6 +42,7 @@ def run(args) -> int:
     topo = load_topology(args.topology, comm)
     threads = configure_threads(comm, args.threads)
     numba.njit(lambda x: x + 1)(1)  # initialise the threading layer so it can be named
+    layer: str
     try:
         layer = numba.threading_layer()
     except ValueError:

@@ -161,6 +161,7 @@ def run(args) -> int:
     if comm.Get_rank() == 0:
         model = links.model
         ranks = list(range(topo.size))
+        assert links.schedule is not None  # probe_links always returns its schedule
         sched = links.schedule.to_json()
         print(f"hpccloud probe: {topo.size} ranks, topology {topo.name!r} ({topo.source}), "
               f"{len(sizes)} sizes {min(sizes)} B … {max(sizes)} B, "

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.optimize import nnls
 
 from hpccloud.errors import ConfigError, InvalidArgument
@@ -279,7 +280,7 @@ class LinkModel:
         return model
 
 
-def json_matrix(m: np.ndarray) -> list[list[float | None]]:
+def json_matrix(m: ArrayLike) -> list[list[float | None]]:
     """A float matrix as JSON rows, ``null`` for NaN/inf."""
     return [[None if not np.isfinite(x) else float(x) for x in row] for row in np.asarray(m, float)]
 

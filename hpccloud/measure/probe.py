@@ -168,10 +168,10 @@ def link_probe_schedule(rank_region, rank_node, pairs_per_level: int = DEFAULT_P
     P = region.size
     level_code = {(0, 0): "on-node", (0, 1): "on-node", (1, 1): "node-to-node", (1, 0): "region-to-region"}
     if full:
-        rounds = tuple(tuple(r) for r in round_robin_rounds(P))
-        lv = {(a, b): level_code[(int(node[a] != node[b]), int(region[a] == region[b]))]
-              for rnd in rounds for a, b in rnd}
-        return ProbeSchedule(rounds, lv, region, node, True)
+        all_rounds = tuple(tuple(r) for r in round_robin_rounds(P))
+        all_lv = {(a, b): level_code[(int(node[a] != node[b]), int(region[a] == region[b]))]
+                  for rnd in all_rounds for a, b in rnd}
+        return ProbeSchedule(all_rounds, all_lv, region, node, True)
     k = max(1, int(pairs_per_level))
     order = np.argsort(node, kind="stable")
     n_nodes = int(node.max()) + 1 if P else 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -90,7 +90,8 @@ class Calibrator:
         if not records:
             return
         k = int(np.argmax(per.sum(axis=1)))
-        self.migrations.append(MigrationSample(tuple(float(x) for x in per[k]), int(calls[k]),
+        by_route = cast("tuple[float, float, float]", tuple(float(x) for x in per[k]))
+        self.migrations.append(MigrationSample(by_route, int(calls[k]),
                                                float(achieved_s), pack_s=float(pack_s),
                                                plan_s=float(plan_s), total_bytes=total))
 

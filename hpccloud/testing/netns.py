@@ -62,6 +62,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 from hpccloud.testing.procs import pid_alive
 
@@ -261,6 +262,7 @@ class RegionalNet:
             self._shape(rank, ns)
 
         if need_nfq:
+            assert helper is not None  # compiled above when need_nfq
             self._start_delay_helpers(helper)
 
     def _other_regions(self, rank: int) -> list[int]:
@@ -288,11 +290,13 @@ class RegionalNet:
 
     def _start_delay_helpers(self, helper: Path) -> None:
         delay_us = str(round(self.delay_ms * 1000))
+        tmp = self._tmp
+        assert tmp is not None  # up() made it before compiling the helper
         ready = []
         for rank, ns in enumerate(self.namespaces):
             for region in self._other_regions(rank):
-                ready_file = self._tmp / f"ready-{rank}-{region}"
-                log = open(self._tmp / f"helper-{rank}-{region}.log", "wb")  # noqa: SIM115
+                ready_file = tmp / f"ready-{rank}-{region}"
+                log = open(tmp / f"helper-{rank}-{region}.log", "wb")  # noqa: SIM115
                 # own session, no terminal, no inherited pipe: a background helper that
                 # kept our stdout open would hang whoever reads it to EOF
                 proc = subprocess.Popen(
@@ -307,9 +311,9 @@ class RegionalNet:
         for ready_file, proc, rank, region in ready:
             while not ready_file.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self._tmp / f"helper-{rank}-{region}.log").read_text(errors="replace")
+                    text = (tmp / f"helper-{rank}-{region}.log").read_text(errors="replace")
                     raise NetnsError(f"nfq_delay for rank {rank} <- region {region} did not "
-                                     f"start (exit {proc.poll()}): {log.strip()}")
+                                     f"start (exit {proc.poll()}): {text.strip()}")
                 time.sleep(0.01)
         # rules only once every queue has a listener: NFQUEUE drops packets nobody reads
         for rank, ns in enumerate(self.namespaces):
@@ -500,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 130
     except subprocess.TimeoutExpired as exc:
         sys.stdout.write(exc.output or "")
-        sys.stderr.write((exc.stderr or "") + f"\nMPI run timed out after {args.timeout:.0f} s\n")
+        sys.stderr.write(cast(str, exc.stderr or "") + f"\nMPI run timed out after {args.timeout:.0f} s\n")
         rc = 124
     except NetnsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -63,12 +63,12 @@ def measure(comm, small_bytes: int = 8, large_bytes: int = 1 << 20, small_reps: 
     rank, size = comm.Get_rank(), comm.Get_size()
     small = np.zeros(small_bytes, dtype=np.uint8)
     large = np.zeros(large_bytes, dtype=np.uint8)
-    lat = [[None] * size for _ in range(size)]
-    bw = [[None] * size for _ in range(size)]
+    lat: list[list[float | None]] = [[None] * size for _ in range(size)]
+    bw: list[list[float | None]] = [[None] * size for _ in range(size)]
     for i in range(size):
         for j in range(i + 1, size):
             _sleeping_barrier(comm)
-            result = None
+            result: tuple[float, float] | None = None
             if rank in (i, j):
                 peer = j if rank == i else i
                 t_small = _one_way_s(comm, peer, small, small_reps, rank == i)
@@ -81,6 +81,7 @@ def measure(comm, small_bytes: int = 8, large_bytes: int = 1 << 20, small_reps: 
                 elif rank == 0:
                     result = comm.recv(source=i, tag=8)
             if rank == 0:
+                assert result is not None  # rank 0 measured the pair (i == 0) or received it
                 lat[i][j] = lat[j][i] = result[0]
                 bw[i][j] = bw[j][i] = result[1]
     _sleeping_barrier(comm)
