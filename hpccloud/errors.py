@@ -12,6 +12,8 @@ class HpccloudError(Exception):
     """Base class of every error hpccloud raises on purpose."""
 
     exit_code = 1
+    #: set True on an error raised on every rank (the CLI prints it once); often unset
+    collective: bool
 
 
 class ConfigError(HpccloudError, ValueError):

@@ -48,7 +48,7 @@ NO_RETRY = (2,)
 
 def _flag_value(cmd: Sequence[str], names: Sequence[str]) -> tuple[int, str | None]:
     """Index and value of the last ``--name V`` / ``--name=V`` in ``cmd`` (``(-1, None)`` if absent)."""
-    found = (-1, None)
+    found: tuple[int, str | None] = (-1, None)
     for i, a in enumerate(cmd):
         for n in names:
             if a == n and i + 1 < len(cmd):

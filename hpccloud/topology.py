@@ -520,7 +520,7 @@ def without_regions(doc: dict[str, Any], names, source: str = "<topology>") -> d
     >>> [r["name"] for r in d["regions"]], d["data_classes"]["public"]["regions"]
     (['eu-north'], ['*'])
     """
-    regions = doc.get("regions")
+    regions: Any = doc.get("regions")
     known = [r.get("name") for r in regions] if isinstance(regions, list) else []
     for n in names:
         if n not in known:

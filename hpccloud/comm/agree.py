@@ -9,7 +9,7 @@ for a peer that already gave up.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hpccloud.errors import ERRORS_BY_NAME, HpccloudError, PeerFailed
 
@@ -79,6 +79,7 @@ def agree(comm, fn: Callable[[], T]) -> T:
 
 def bcast_result(comm, fn: Callable[[], T], root: int = 0) -> T:
     """Run ``fn()`` on ``root`` only and broadcast the result or the error."""
+    payload: tuple[str, Any] | None
     if comm.Get_rank() == root:
         try:
             payload = ("ok", fn())

@@ -47,7 +47,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -55,6 +55,9 @@ import numpy as np
 from hpccloud.errors import ChecksumError, ConfigError, InvalidArgument
 from hpccloud.io.atomic import fsync_path, write_bytes_atomic
 from hpccloud.io.hdf5 import checksum, open_readonly
+
+if TYPE_CHECKING:
+    import threading
 
 MANIFEST = "manifest.json"
 FORMAT = "hpccloud-checkpoint-2"
@@ -263,7 +266,7 @@ class CheckpointWriter:
         self.policy, self.on_published = policy, on_published
         self.token = comm.bcast(uuid.uuid4().hex[:8] if comm.Get_rank() == 0 else None, root=0)
         self._pending: dict[str, Any] | None = None
-        self._publisher = None     # rank 0's publish thread
+        self._publisher: threading.Thread | None = None     # rank 0's publish thread
         self._publish_box: dict[str, Any] = {}
 
     @property
@@ -569,7 +572,7 @@ def newest_verified(root: str, key: bytes | None = None, full: bool = True
 
     ``full=False`` checks the manifests only (not every shard).
     """
-    rejected = []
+    rejected: list[tuple[str, str]] = []
     for _, path in reversed(list_checkpoints(root)):
         try:
             if full:

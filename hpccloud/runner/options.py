@@ -165,6 +165,11 @@ def _fields() -> dict[str, tuple[type, Meta]]:
     return out
 
 
+def _extra(meta: Meta) -> dict[str, Any]:
+    """``meta.extra``: every RunConfig field sets it (metavar, example)."""
+    return typing.cast("dict[str, Any]", meta.extra)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -183,10 +188,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif name in _APPEND:
-            kw.update(action="append", type=str, metavar=meta.extra["metavar"])
+            kw.update(action="append", type=str, metavar=_extra(meta)["metavar"])
         else:
             kw["type"] = kind
-            kw["metavar"] = meta.extra["metavar"]
+            kw["metavar"] = _extra(meta)["metavar"]
         flag = _flag(name) if name != "horizon_steps" else "--horizon"
         parser.add_argument(flag, **kw)
 
@@ -224,7 +229,7 @@ def convert(doc: dict[str, Any], source: str, error=ConfigError,
 
 
 def _example(key: str) -> str | None:
-    return _fields()[key][1].extra["example"] if key in RunConfig.__struct_fields__ else None
+    return _extra(_fields()[key][1])["example"] if key in RunConfig.__struct_fields__ else None
 
 
 def config_from_mapping(doc: dict[str, Any], source: str) -> RunConfig:

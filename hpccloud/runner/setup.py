@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,13 @@ from hpccloud.runner.options import RunConfig
 from hpccloud.runner.residency import check_held, halo_closed, place_resident
 from hpccloud.trace import Tracer
 from hpccloud.workloads import make_workload
+
+if TYPE_CHECKING:
+    from hpccloud.comm.validate import RunClaims
+    from hpccloud.io.checkpoint import CheckpointWriter
+    from hpccloud.measure.cores import CoreShares
+    from hpccloud.measure.links import LinkModel
+    from hpccloud.shards import ShardMap
 
 
 class Job:
@@ -63,7 +70,7 @@ class Job:
         self.wl.pool = self.pool    # ... and warm arrays for the shards that arrive
         self.wl.policy = self.policy
         self.speed = SpeedModel(self.size, reference_kernel=self.wl.kernel)
-        self.key = None
+        self.key: bytes | None = None
         self.tracer = Tracer(enabled=False)  # run() installs the --trace one
         self.local: dict[int, np.ndarray] = {}
         self.start_step = 0
@@ -74,8 +81,14 @@ class Job:
         self.audit: list[dict[str, Any]] = []
         self.setup_s: dict[str, float] = {}
         self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
-        self.ckpt_writer = None  # io.checkpoint.CheckpointWriter, made at the first checkpoint
-        self.claims = None  # the validation pass's run id, config digest and folder locks
+        self.ckpt_writer: CheckpointWriter | None = None  # made at the first checkpoint
+        self.claims: RunClaims | None = None  # the validation pass's run id, config digest and folder locks
+        # set by use_map and prepare (declared here, assigned there)
+        self.shard_map: ShardMap
+        self.compile_s: dict[str, float]
+        self.cores: CoreShares
+        self.calibrator: Calibrator
+        self.links: LinkModel | None
 
     def use_map(self, shard_map) -> None:
         """Adopt a shard map with declared classes: effective halo classes, this topology's
@@ -97,10 +110,11 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     agree(comm, lambda: job.use_map(job.wl.shard_map(job.size)))
     # everything that can be checked before any work: input, memory, output targets, disk
     job.claims = validate_run(comm, cfg, job.wl, run_id=job.run_id, shard_map=job.shard_map)
-    if cfg.key_file:
+    key_file = cfg.key_file
+    if key_file:
         from hpccloud.keys import load_key
 
-        job.key = agree(comm, lambda: load_key(cfg.key_file, warn=job.rank == 0))
+        job.key = agree(comm, lambda: load_key(key_file, warn=job.rank == 0))
     from hpccloud.compile import warm_up
 
     job.compile_s = warm_up([job.wl.kernel], comm=comm)
@@ -202,7 +216,9 @@ def _read_input(job: Job) -> None:
         if job.wl.name not in ("stencil2d", "kmeans", "spmv"):
             raise InvalidArgument(f"--input: workload {job.wl.name!r} does not read an input "
                                   "array. Fix: use stencil2d, kmeans or spmv")
-        return read_shards(job.cfg.input, job.cfg.input_dataset, job.shard_map, job.rank,
+        path = job.cfg.input
+        assert path is not None  # prepare reads an input only when --input is given
+        return read_shards(path, job.cfg.input_dataset, job.shard_map, job.rank,
                            allow_nonfinite=job.cfg.allow_nonfinite)
 
     data = agree(job.comm, read)
