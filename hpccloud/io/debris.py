@@ -20,7 +20,7 @@ import re
 import shutil
 
 PATTERNS = (
-    re.compile(r"\.(?!hpccloud\.lock$).+\.[a-z0-9_]{8}(\.[A-Za-z0-9]{1,8})?\.tmp"),
+    re.compile(r"\.(?!hpccloud\.lock$).+\.[a-z0-9_]{8,12}(\.[A-Za-z0-9]{1,8})?\.tmp"),
     re.compile(r"\.step-\d{8}\.[0-9a-f]{8}\.tmp"),
     re.compile(r"step-\d{8}\.old-[0-9a-f]{8}"),
 )

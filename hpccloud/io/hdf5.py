@@ -354,12 +354,30 @@ def _checked_axes(axes, shape: tuple[int, ...], dataset: str) -> list:
     return axes
 
 
-def read_catalogue(path: str | os.PathLike, dataset: str = "data") -> np.ndarray:
+def read_catalogue(path: str | os.PathLike, dataset: str = "data", verify: bool = True) -> np.ndarray:
     """Read the stitched global array through the catalogue's virtual dataset.
 
     HDF5 resolves the relative source paths against the catalogue's folder, so
-    the output folder can be moved or copied as a whole.
+    the output folder can be moved or copied as a whole. With ``verify`` (the
+    default) a folder published by ``hpccloud run`` is checked whole first
+    against its ``manifest.json`` (every file's size and xxh3, the run id and
+    step of every HDF5 file; :func:`hpccloud.io.publish.verify_output`), and a
+    run's catalogue without its manifest — a run that did not finish — is
+    refused instead of being read as a mix of runs.
     """
     path = os.fspath(path)
+    if verify:
+        from hpccloud.io.publish import MANIFEST, verify_output
+
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.exists(os.path.join(folder, MANIFEST)):
+            verify_output(folder)
+        else:
+            with open_readonly(path) as f:
+                run_id = f.attrs.get("run_id")
+            if run_id is not None:
+                raise ChecksumError(f"{path}: written by run {run_id!s}, but its folder has no "
+                                    f"{MANIFEST}: the run did not finish publishing. Fix: rerun "
+                                    "the job (or read with verify=False to look at the pieces)")
     with open_readonly(path) as f:
         return f[dataset][()]

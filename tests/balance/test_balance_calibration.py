@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from balance_testutil import problems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import problems
 from hpccloud.balance import PlanOptions, lower_bound_s, plan_problem
 from hpccloud.balance.calibration import (
     IDENTITY,

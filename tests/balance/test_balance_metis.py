@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
+from balance_testutil import problems
 from hypothesis import HealthCheck, given, settings
 
-from conftest import problems
 from hpccloud.balance import PLANNERS, PlanOptions, plan_problem
 from hpccloud.balance.metis import metis_owners, partition, remap, repair_residency
 from hpccloud.balance.problem import Problem

@@ -189,7 +189,7 @@ def _dense_reference(p, alpha, beta, owners_after):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_level_table_prices_plans_like_the_dense_model(seed):
-    from conftest import random_problem
+    from balance_testutil import random_problem
 
     p = random_problem(seed, n_shards=60, n_ranks=7, n_regions=3, n_classes=1)
     alpha, beta = p.links.dense()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from balance_testutil import problems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import problems
 from hpccloud.balance import PLANNERS, PlanOptions, plan_problem
 from hpccloud.balance.bound import lp_bound_s, residency_rules
 from hpccloud.balance.model import loads_s, migration_lower_bound_s

@@ -148,3 +148,32 @@ def test_atomic_temp_names_are_recognised(tmp_path):
             seen.append(os.path.basename(tmp))
             open(tmp, "w").close()
     assert all(is_debris(n) for n in seen), seen
+
+
+def test_read_catalogue_checks_the_published_folder_whole(tmp_path):
+    """A reader of a run's output sees the whole run or an error, never a mix of runs."""
+    import sys
+
+    import h5py
+
+    from hpccloud.errors import ChecksumError
+    from hpccloud.io.hdf5 import read_catalogue
+    from hpccloud.testing.mpi_pytest import run_mpi
+
+    out = tmp_path / "out"
+    res = run_mpi([sys.executable, "-m", "hpccloud", "run", "--steps", "2", "--param", "n=64",
+                   "--param", "grid=4", "--quiet", "--output", str(out)], 2, 180)
+    assert res.returncode == 0, res.stderr
+    cat = out / "catalogue.h5"
+    assert read_catalogue(cat).shape == (64, 64)
+    # a region file changed after publication: refused, naming the file
+    victim = next(p for p in out.glob("*.h5") if p.name != "catalogue.h5")
+    with h5py.File(victim, "r+") as f:
+        f.attrs["touched"] = 1
+    with pytest.raises(ChecksumError, match=victim.name):
+        read_catalogue(cat)
+    # the manifest gone (a run that crashed before publishing): refused
+    (out / "manifest.json").unlink()
+    with pytest.raises(ChecksumError, match="did not finish"):
+        read_catalogue(cat)
+    assert read_catalogue(cat, verify=False).shape == (64, 64)

@@ -1,4 +1,7 @@
-"""Shared builders for the balancer tests: random small problems as hypothesis strategies."""
+"""Shared builders for the balancer tests: random small problems as hypothesis strategies.
+
+A plain module, not a conftest: with several conftest.py files in the suite, `from conftest
+import ...` picks whichever was imported last."""
 
 from __future__ import annotations
 
