@@ -55,7 +55,7 @@ def test_stopped_rank_is_detected_and_recovered(tmp_path, reference):
     folder = str(tmp_path)
     fault = f"stop:1:7:{folder}/fault"
     res = supervised_run(["--checkpoint-every", "3", "--checkpoint-dir", f"{folder}/ckpt",
-                          "--stall-timeout", "3"], 4, folder, "run",
+                          "--stall-timeout", "8"], 4, folder, "run",
                          env={"HPCCLOUD_TEST_FAULT": fault})
     assert res.returncode == 0, f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     stalled = [ln for ln in res.stderr.splitlines() if "stalled:" in ln]
