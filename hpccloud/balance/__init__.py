@@ -28,7 +28,9 @@ def plan(shard_map, link_model, speed_model, policy, options: PlanOptions | None
 
     Parameters
     ----------
-    shard_map, link_model, speed_model, policy : the runtime objects (see INTERFACES.md).
+    shard_map, link_model, speed_model, policy : the runtime objects (:class:`~hpccloud.shards.ShardMap`,
+        :class:`~hpccloud.measure.links.LinkModel`, :class:`~hpccloud.measure.speed.SpeedModel`,
+        :class:`~hpccloud.policy.Policy`).
     options : :class:`PlanOptions` (horizon for the gate, tolerance, ...).
     planner : one of :data:`PLANNERS` — ``"topo"`` (default), ``"greedy"``, ``"even"``, ``"static"``.
     kernel : whose measured speed to use (default: the speed model's reference kernel).

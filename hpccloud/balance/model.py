@@ -1,6 +1,6 @@
 """The cost model: per-rank load, makespan, migration-schedule time, resource cost.
 
-All formulas are those of the design notes (``DESIGN.md``, "The models"):
+All formulas are those of the design notes (``docs/architecture.md``, "The models"):
 
 * link (Hockney): ``t_ij(n) = α_ij + n / β_ij``; 0 when ``i == j``; α and β come from
   the problem's level table (:meth:`Problem.link_terms`), never a rank × rank matrix;

@@ -8,7 +8,7 @@ few lines without MPI, a topology file or a shard map.
 
 :func:`problem_from` builds a Problem from the objects the runtime holds
 (``ShardMap``, ``LinkModel``, ``SpeedModel``, ``Policy``); it only reads the
-attribute names pinned in INTERFACES.md.
+attribute names of :mod:`hpccloud.shards`, :mod:`hpccloud.measure` and :mod:`hpccloud.policy`.
 
 >>> import numpy as np
 >>> p = Problem.uniform(work_units=np.ones(4), owners=np.array([0, 0, 0, 1]), speed_units_per_s=np.ones(2))
@@ -281,7 +281,7 @@ def topology_arrays(topo) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.n
 
 
 def problem_from(shard_map, link_model, speed_model, policy, *, kernel: str | None = None) -> Problem:
-    """Build a :class:`Problem` from the runtime objects (names as pinned in INTERFACES.md).
+    """Build a :class:`Problem` from the runtime objects (ShardMap, LinkModel, SpeedModel, Policy).
 
     Parameters
     ----------
