@@ -4,8 +4,9 @@ Each tile is stored locally as an array of shape ``(ny + 2, nx + 2)``: its
 interior ``[1:-1, 1:-1]`` plus a one-cell halo. One exchange fills every halo
 face that touches a neighbouring tile with that tile's edge row or column:
 a copy when both tiles are on this rank, an MPI message otherwise. Messages
-are contiguous buffers (columns are packed into a contiguous array), every
-receive and send is posted at once, then one ``Waitall``.
+are contiguous buffers kept for the plan's life (columns are packed into
+them), on persistent requests: every receive is started, then every send,
+the local copies run while the messages fly, then one wait.
 
 Physical boundary: fixed. Halo faces on the edge of the global domain are
 never written, so they keep whatever the caller initialised them to (zeros
@@ -34,14 +35,20 @@ _DIRS = ((-1, 0), (0, -1), (0, 1), (1, 0))  # up, left, right, down
 TAG_BASE = 1000
 
 
+# index tuples, built once: a tile's interior edge that the neighbour in direction d
+# needs, and its own halo face on side d (a view to write into)
+_EDGE = ((1, slice(1, -1)), (slice(1, -1), 1), (slice(1, -1), -2), (-2, slice(1, -1)))
+_HALO = ((0, slice(1, -1)), (slice(1, -1), 0), (slice(1, -1), -1), (-1, slice(1, -1)))
+
+
 def _edge(tile: np.ndarray, d: int) -> np.ndarray:
     """The interior edge of ``tile`` that the neighbour in direction ``d`` needs."""
-    return (tile[1, 1:-1], tile[1:-1, 1], tile[1:-1, -2], tile[-2, 1:-1])[d]
+    return tile[_EDGE[d]]
 
 
 def _halo(tile: np.ndarray, d: int) -> np.ndarray:
     """The halo face of ``tile`` on side ``d`` (a view to write into)."""
-    return (tile[0, 1:-1], tile[1:-1, 0], tile[1:-1, -1], tile[-1, 1:-1])[d]
+    return tile[_HALO[d]]
 
 
 def tiles_from_global(shard_map, global_array: np.ndarray, rank: int,
@@ -90,16 +97,36 @@ class HaloExchange:
                     self.recvs.append((s.id, d, peer, TAG_BASE + 4 * s.id + d))
                     self.sends.append((s.id, d, peer, TAG_BASE + 4 * n + (3 - d)))
         self._comm = comm.Dup() if comm is not None else None
+        # persistent requests on buffers kept for the plan's life: a step only packs the
+        # edges, starts the requests and unpacks (no allocation, no request set-up)
+        dtype = np.dtype(shard_map.dtype)
+
+        def face(sid: int, d: int) -> np.ndarray:
+            ny, nx = shard_map.shards[sid].shape
+            return np.empty(nx if d in (0, 3) else ny, dtype)
+
+        self._rbufs = [face(dst, d) for dst, d, _, _ in self.recvs]
+        self._sbufs = [face(src, d) for src, d, _, _ in self.sends]
+        self._requests: list = []
+        if self._comm is not None:
+            self._requests = ([self._comm.Recv_init(b, peer, tag)
+                               for b, (_, _, peer, tag) in zip(self._rbufs, self.recvs, strict=True)]
+                              + [self._comm.Send_init(b, peer, tag)
+                                 for b, (_, _, peer, tag) in zip(self._sbufs, self.sends, strict=True)])
 
     def free(self) -> None:
+        for req in self._requests:
+            req.Free()
+        self._requests = []
         if self._comm is not None:
             self._comm.Free()
             self._comm = None
 
     def exchange_local(self, tiles: dict[int, np.ndarray]) -> None:
         """Only the copies between tiles on this rank."""
+        # ~1.5 µs a face: index tuples built once, one view on each side
         for dst, src, d in self.copies:
-            _halo(tiles[dst], d)[...] = _edge(tiles[src], 3 - d)
+            tiles[dst][_HALO[d]] = tiles[src][_EDGE[3 - d]]
 
     def exchange(self, tiles: dict[int, np.ndarray]) -> None:
         """Fill every interior halo face of this rank's tiles; collective over ``comm``."""
@@ -109,21 +136,20 @@ class HaloExchange:
             self.exchange_local(tiles)
             return
 
-        dtype = np.dtype(self.shard_map.dtype)
-        rbufs, reqs = [], []
-        for dst, d, peer, tag in self.recvs:
-            buf = np.empty(_halo(tiles[dst], d).shape, dtype)
-            rbufs.append((dst, d, buf))
-            reqs.append(self._comm.Irecv(buf, peer, tag))
-        sbufs = []  # kept alive until Waitall
-        for src, d, peer, tag in self.sends:
-            buf = np.ascontiguousarray(_edge(tiles[src], d))
-            sbufs.append(buf)
-            reqs.append(self._comm.Isend(buf, peer, tag))
+        from mpi4py import MPI
+
+        reqs = self._requests
+        n_recv = len(self.recvs)
+        if n_recv:
+            MPI.Prequest.Startall(reqs[:n_recv])  # every receive first
+        for (src, d, _, _), buf in zip(self.sends, self._sbufs, strict=True):
+            buf[...] = tiles[src][_EDGE[d]]
+        if self.sends:
+            MPI.Prequest.Startall(reqs[n_recv:])
         self.exchange_local(tiles)  # overlaps with the messages in flight
-        sleeping_waitall(reqs)  # ranks sharing a core: do not spin while peers work
-        for dst, d, buf in rbufs:
-            _halo(tiles[dst], d)[...] = buf
+        sleeping_waitall(reqs)  # ranks sharing a core: do not spin long while peers work
+        for (dst, d, _, _), buf in zip(self.recvs, self._rbufs, strict=True):
+            tiles[dst][_HALO[d]] = buf
 
 
 def exchange_halos(comm, shard_map, tiles: dict[int, np.ndarray]) -> None:

@@ -1,4 +1,4 @@
-"""Waits that sleep instead of spinning.
+"""Waits that sleep instead of spinning, after a short spin.
 
 MPICH's blocking waits poll the network at full speed. When ranks share a
 core (more ranks than cores, or ranks pinned together), a rank spinning in a
@@ -6,32 +6,66 @@ wait steals the core from the very rank it waits for until the scheduler
 preempts it, milliseconds later. These waits poll with ``Test`` and sleep in
 between, so a waiting rank leaves the core to the one still working. Polling
 still drives MPI's progress, so messages keep moving.
+
+Sleeping from the first poll is expensive when the wait is short, and one
+poll per wake-up is expensive when it is long: MPICH needs several polls on
+both sides to complete a set of eager messages, and every sleep lasts ~125 µs
+here, not the 20 µs asked. Measured on 2 ranks, 9 sends and 9 receives of
+2 KiB each (the default job's halo exchange), wait beyond the peer's arrival:
+one poll per sleep ~1.1 ms; back-to-back polls (blocking ``Waitall``) ~0.05 ms.
+So a wait polls back to back for up to :data:`SPIN_S` first, then sleeps, and
+after every sleep polls back to back again for up to :data:`BURST_S`. Between
+back-to-back polls it yields the core (``sched_yield``: a core-mate that is
+ready to run gets the core; an idle core polls on). Waiting the same way
+with bursts of 50 µs cost ~0.05 ms beyond the peer's arrival.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
-#: poll interval; Linux timer slack makes the real sleep ~50-100 µs
+#: poll interval; Linux timer slack makes the real sleep ~50-125 µs
 POLL_S = 20e-6
+#: how long a wait polls back to back (yielding the core) before it starts sleeping
+SPIN_S = 200e-6
+#: how long it polls back to back after every sleep
+BURST_S = 50e-6
+
+_yield = getattr(os, "sched_yield", lambda: None)
 
 
-def sleeping_waitall(requests, poll_s: float = POLL_S) -> None:
-    """``MPI.Request.Waitall`` that sleeps between polls.
+def _poll(requests, seconds: float) -> bool:
+    """Poll back to back (yielding the core in between) for up to ``seconds``; True: all done."""
+    from mpi4py import MPI
+
+    until = time.perf_counter() + seconds
+    while True:
+        if MPI.Request.Testall(requests):
+            return True
+        if time.perf_counter() >= until:
+            return False
+        _yield()
+
+
+def sleeping_waitall(requests, poll_s: float = POLL_S, spin_s: float = SPIN_S,
+                     burst_s: float = BURST_S) -> None:
+    """``MPI.Request.Waitall`` that polls for ``spin_s``, then sleeps ``poll_s`` between bursts
+    of polls of ``burst_s``.
 
     While a :class:`~hpccloud.comm.watchdog.Watchdog` is installed, a wait
     that lasts too long asks the peers whether they are alive (stall detection).
     """
-    from mpi4py import MPI
-
     from hpccloud.comm import watchdog
 
-    if not requests or MPI.Request.Testall(requests):
+    if not requests or _poll(requests, spin_s):
         return
     wd = watchdog.installed()
     t0 = time.monotonic()
-    while not MPI.Request.Testall(requests):
+    while True:
         time.sleep(poll_s)
+        if _poll(requests, burst_s):
+            return
         if wd is not None:
             wd.check(time.monotonic() - t0)
 

@@ -1,0 +1,45 @@
+"""The sleeping waits under real mpiexec: they complete, move the bytes, and sleep while they wait."""
+
+import time
+
+import numpy as np
+import pytest
+
+from hpccloud.comm.wait import sleeping_allgather, sleeping_barrier, sleeping_waitall
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
+def test_sleeping_waitall_moves_the_messages_of_a_late_peer(comm):
+    rank, size = comm.Get_rank(), comm.Get_size()
+    right, left = (rank + 1) % size, (rank - 1) % size
+    for delay in (0.0, 0.002, 0.05):  # inside the spin, a few sleeps, many sleeps
+        send = np.full(300, rank + delay)
+        recv = np.empty(300)
+        sleeping_barrier(comm)
+        if rank == 0:
+            time.sleep(delay)  # rank 0 is late: the others wait in their sleeping phase
+        reqs = [comm.Irecv(recv, left, 7), comm.Isend(send, right, 7)]
+        sleeping_waitall(reqs)
+        assert np.array_equal(recv, np.full(300, left + delay))
+    rows = sleeping_allgather(comm, [rank, 2.0 * rank])
+    assert rows.tolist() == [[r, 2.0 * r] for r in range(size)]
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_a_long_wait_sleeps_instead_of_spinning(comm):
+    """Rank 1 waits ~0.4 s for rank 0: the wait's CPU time stays well under its wall time
+    (polls back to back only briefly after each sleep). A loaded machine only lowers
+    the ratio (longer sleeps), so the margin holds there too."""
+    rank = comm.Get_rank()
+    buf = np.zeros(8)
+    sleeping_barrier(comm)
+    if rank == 0:
+        time.sleep(0.4)
+        comm.Send(buf, 1, 3)
+        ratio = 0.0
+    else:
+        c0, t0 = time.process_time(), time.perf_counter()
+        sleeping_waitall([comm.Irecv(buf, 0, 3)])
+        ratio = (time.process_time() - c0) / (time.perf_counter() - t0)
+    ratio = comm.bcast(ratio, root=1)
+    assert ratio < 0.7, f"the waiting rank used {ratio:.0%} of a core while it waited"
