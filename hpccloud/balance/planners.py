@@ -534,6 +534,21 @@ PORTFOLIO_MAX_RANKS = 4096
 PORTFOLIO_GAP = 0.05
 
 
+def _portfolio_may_pay(gap_s: float, horizon: int, cal: Calibration | None) -> bool:
+    """Whether pricing the portfolio can pay for itself.
+
+    No candidate ends below T*, so the most it can save is ``gap_s`` (topo's
+    plan − T*) per step over the horizon. In a run the calibration knows what a
+    rebalance's planning costs (``plan_fixed_s``, measured; pricing the
+    candidates is most of it on small problems): when the whole possible saving
+    is smaller, the candidates are not priced. Without a calibration (simulate,
+    plan) they always are.
+    """
+    if cal is None or cal.plan_fixed_s <= 0.0:
+        return True
+    return gap_s * horizon > cal.plan_fixed_s
+
+
 def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: float, polished) -> _Eval | None:
     """More candidates for ``topo``, priced on the same model and passed through the same gate.
 
@@ -624,7 +639,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
                                                   halo_aware=opts.halo_aware)))
     best = min(candidates, key=lambda e: e.total_s(H))
     if (opts.portfolio and p.n_ranks <= PORTFOLIO_MAX_RANKS
-            and best.makespan_s > (1.0 + PORTFOLIO_GAP) * bound):
+            and best.makespan_s > (1.0 + PORTFOLIO_GAP) * bound
+            and _portfolio_may_pay(best.makespan_s - bound, H, cal)):
         # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
         best = _portfolio(p, opts, best, full, bound, polished) or best
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)

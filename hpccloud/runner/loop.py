@@ -111,6 +111,8 @@ def loop(job: Job) -> float:
                 job.tracer.add("barrier", "wait", t_wait, t_done)
                 job.tracer.add("rebalance", "step", t_rb, t_done, after_step=step)
                 record["rebalance_wall_s"] = t_done - t_rb
+                if cfg.calibrate:
+                    job.calibrator.add_rebalance(record)
                 job.plans.append(record)
                 progress.log(record)
                 stepper.restart_clock()
