@@ -11,10 +11,11 @@ the calibrated figures. Nothing here is configured: every term comes from this
 run's own records (until a term is measured it stays at the identity prior,
 i.e. the raw model).
 
-The step's sync — the part of a step's wall time after the slowest rank
-finished, measured as ``step_s − active_s`` — is added to the fitted per-rank
-fixed cost, since the model predicts the slowest rank and the job also waits
-for the sync.
+The per-rank fit sees each rank's own time before the step's sync; the job
+pays the slowest rank *of each step* plus the sync, which is more than the
+slowest rank on average when ranks share cores or the machine is busy. So
+the fitted terms are then mapped through ``step_s ≈ a + b · max_r t_r``,
+fitted on the same steps' wall times (:func:`~hpccloud.balance.calibration.fit_makespan`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hpccloud.balance.calibration import (
     MigrationSample,
     StepSample,
     fit,
+    fit_makespan,
     relative_error,
 )
 
@@ -56,11 +58,12 @@ class Calibrator:
         self.rank_region = tuple(rank_region)
         self.calibration = Calibration(rank_host=self.rank_host)
         self.steps: deque[StepSample] = deque(maxlen=STEP_SAMPLES)
-        self.sync_s: deque[float] = deque(maxlen=STEP_SAMPLES)
+        self.step_wall_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # beside self.steps
         self.migrations: deque[MigrationSample] = deque(maxlen=MIGRATION_SAMPLES)
         # a rebalance's wall time outside its move (window models, planning, agreement,
         # the closing barrier); the first rebalance's is kept apart: it pays the planners'
-        # first calls (compilation, imports) and is used only until another is measured
+        # first calls (compilation, imports: 40-200 ms against 15-50 ms later), so it is
+        # recorded but not fitted
         self.plan_s: deque[float] = deque(maxlen=MIGRATION_SAMPLES)
         self.first_plan_s: float | None = None
         # every transfer as its receiver timed it, per route class: (bytes, seconds)
@@ -81,7 +84,12 @@ class Calibrator:
             compute = np.where(rate > 0, units / np.maximum(rate, 1e-300), 0.0)
             self.steps.append(StepSample(compute, halo, np.asarray(rec["n_shards"], np.float64),
                                          np.asarray(rec["rank_step_s"], np.float64)))
-            self.sync_s.append(max(0.0, rec["step_s"] - rec["active_s"]))
+            self.step_wall_s.append(float(rec["step_s"]))
+
+    @property
+    def knows_planning(self) -> bool:
+        """Whether a rebalance's cost outside the move has been measured (after the first)."""
+        return bool(self.plan_s)
 
     def add_rebalance(self, record: dict[str, Any]) -> None:
         """A finished rebalance's record (with ``rebalance_wall_s``): its time outside the move."""
@@ -177,12 +185,11 @@ class Calibrator:
             cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
                                       migration_fixed_s=fixed, pack_s_per_byte=mig.pack_s_per_byte,
                                       samples=cal.samples + len(migrations))
-        if self.sync_s:
-            cal = dataclasses.replace(cal, step_fixed_s=cal.step_fixed_s
-                                      + float(np.median(self.sync_s)))
-        plan = np.median(self.plan_s) if self.plan_s else self.first_plan_s
-        if plan is not None:
-            cal = dataclasses.replace(cal, plan_fixed_s=float(plan))
+        if self.steps:  # the step as the job pays it: the slowest rank of each step + sync
+            pred = [float(cal.step_s(st.compute_s, st.halo_s, st.n_shards).max()) for st in self.steps]
+            cal = cal.through_makespan(*fit_makespan(pred, list(self.step_wall_s)))
+        if self.plan_s:
+            cal = dataclasses.replace(cal, plan_fixed_s=float(np.median(self.plan_s)))
         self.calibration = cal
         return cal
 
