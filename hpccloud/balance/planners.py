@@ -73,6 +73,11 @@ class PlanOptions:
     calibration : the measured step and rebalance terms
         (:class:`~hpccloud.balance.calibration.Calibration`); when given, every
         predicted step time, migration time and the gate use them.
+    recent_work : work units per shard measured in earlier windows (most recent
+        first; the problem's own ``work_units`` are the latest). When given,
+        ``topo`` plans on a motion-compensated forecast of the next window's
+        work (:func:`~hpccloud.balance.forecast.forecast_work`): a load that
+        moves is planned for where it is going, not where it was.
     """
 
     horizon_steps: int = 100
@@ -83,6 +88,7 @@ class PlanOptions:
     cross_region: bool = True
     calibration: Calibration | None = None
     portfolio: bool = True
+    recent_work: tuple[np.ndarray, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -155,6 +161,7 @@ class MigrationPlan:
     loads_before_s: np.ndarray | None = field(default=None, repr=False)
     loads_after_s: np.ndarray | None = field(default=None, repr=False)
     calibration: Calibration | None = None
+    forecast_shift: int = 0  # topo planned on the work moved by this many shards (0: as measured)
 
     @property
     def horizon_total_s(self) -> float:
@@ -183,6 +190,7 @@ class MigrationPlan:
             "horizon_steps": self.horizon_steps,
             "horizon_total_s": self.horizon_total_s,
             "plan_seconds": self.plan_seconds,
+            "forecast_shift": self.forecast_shift,
             "moves": [list(m) for m in self.moves],
         }
         if self.calibration is not None:
@@ -671,6 +679,14 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         raise InvalidArgument(f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
     opts = options or PlanOptions()
     t0 = time.perf_counter()
+    forecast_shift = 0
+    if planner == "topo" and opts.recent_work:
+        from hpccloud.balance.forecast import forecast_work
+
+        f = forecast_work(p.work_units, opts.recent_work[0])
+        if f is not None:
+            work, forecast_shift = f
+            p = p.with_work_units(work)
     cal = opts.calibration
     before = _evaluate(p, p.owners, cal=cal)
     bound = p.memo("lower_bound_s", lower_bound_s)
@@ -693,4 +709,5 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         migration_s=after.migration_s, migration_bytes=after.migration_bytes,
         imbalance_before=model.imbalance(before.loads), imbalance_after=model.imbalance(after.loads),
         resource_cost=cost, gate_passed=gate, plan_seconds=elapsed, horizon_steps=opts.horizon_steps,
-        provenance=p.provenance, loads_before_s=before.loads, loads_after_s=after.loads, calibration=cal)
+        provenance=p.provenance, loads_before_s=before.loads, loads_after_s=after.loads, calibration=cal,
+        forecast_shift=forecast_shift)

@@ -27,6 +27,7 @@ previous epoch's work, as a real step loop does).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -186,8 +187,11 @@ def simulate(scenario: str, ranks: int, regions: int, shards: int, *, steps: int
         makespans, bounds = [], []
         for e in range(n_epochs):
             seen = p0.with_work_units(works[max(e - 1, 0)]).with_owners(owners)
+            # what a run knows: the last window's work and the one before (every planner
+            # gets it; topo prices its candidates on both)
+            recent = (works[e - 2],) if e >= 2 else ()
             t0 = time.perf_counter()
-            mp = plan_problem(seen, name, opts)
+            mp = plan_problem(seen, name, dataclasses.replace(opts, recent_work=recent))
             plan_s += time.perf_counter() - t0
             owners = mp.owners_after
             actual = p0.with_work_units(works[e])

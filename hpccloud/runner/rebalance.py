@@ -36,6 +36,10 @@ def measured_models(job, window: Window) -> dict[str, np.ndarray]:
     job.speed.set_rates(job.wl.kernel, rate)
     work = window.shard_work(job.comm, len(job.shard_map), job.shard_map.owners(), rates["wall"],
                              rate)
+    # the previous window's work goes to the planner beside this one's (topo prices its
+    # candidates on both: a load that moves must not be chased to where it was)
+    job.recent_work = [job.shard_map.work_units()] if job.measured_work else []
+    job.measured_work = True
     job.shard_map = job.shard_map.with_work_units(work)
     return rates
 
@@ -59,7 +63,8 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
             job.calibrator.add_window(problem, window.steps)
             cal = job.calibrator.refit()
         return plan_problem(problem, job.cfg.balancer,
-                            PlanOptions(horizon_steps=horizon, calibration=cal))
+                            PlanOptions(horizon_steps=horizon, calibration=cal,
+                                        recent_work=tuple(job.recent_work)))
 
     knew_planning = job.cfg.calibrate and job.calibrator.knows_planning
     p = bcast_result(job.comm, make_plan)

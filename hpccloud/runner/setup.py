@@ -81,6 +81,8 @@ class Job:
         self.audit: list[dict[str, Any]] = []
         self.setup_s: dict[str, float] = {}
         self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
+        self.measured_work = False  # the map's work units are a window's measurement
+        self.recent_work: list[np.ndarray] = []  # the window before's work units, for topo
         self.ckpt_writer: CheckpointWriter | None = None  # made at the first checkpoint
         self.claims: RunClaims | None = None  # the validation pass's run id, config digest and folder locks
         # set by use_map and prepare (declared here, assigned there)

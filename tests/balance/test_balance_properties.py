@@ -69,3 +69,26 @@ def test_topo_moves_only_when_the_gate_says_yes(p, horizon):
     else:
         assert not mp.moves and mp.migration_s == 0 and np.array_equal(mp.owners_after, p.owners)
         assert mp.makespan_after_s == mp.makespan_before_s
+
+
+@SETTINGS
+@given(p=problems, horizon=st.sampled_from([1, 20, 10_000]), shift=st.integers(-3, 3),
+       seed=st.integers(0, 2**31 - 1))
+def test_topo_with_recent_windows_keeps_shards_and_residency_and_its_gate(p, horizon, shift, seed):
+    """With an earlier window's work (a load that moved, or noise), topo still places every
+    shard once where its class may live, and moves only when the gain it predicts — on the
+    work it planned for, forecast or measured — pays for the migration within the horizon."""
+    rng = np.random.default_rng(seed)
+    recent = (np.roll(p.work_units, -shift) * rng.uniform(0.9, 1.1, p.n_shards),)
+    mp = plan_problem(p, "topo", PlanOptions(horizon_steps=horizon, recent_work=recent))
+    after = mp.owners_after
+    assert np.all(p.allowed[p.class_id, after])
+    replay = p.owners.copy()
+    for s, src, dst in mp.moves:
+        assert replay[s] == src and src != dst
+        replay[s] = dst
+    assert np.array_equal(replay, after)
+    assert abs(mp.forecast_shift) < p.n_shards
+    if mp.moves:
+        assert mp.gate_passed
+        assert (mp.makespan_before_s - mp.makespan_after_s) * horizon > mp.migration_s - 1e-12
