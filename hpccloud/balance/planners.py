@@ -670,8 +670,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
 
     def polished(owners: np.ndarray) -> _Eval:
         if opts.local_moves:
-            owners = local.improve(p, owners, _evaluate(p, owners, cal=cal).loads, max_moves=opts.local_moves,
-                                   **local_terms)
+            ev = _evaluate(p, owners, cal=cal)
+            owners = local.improve(p, owners, ev.loads, max_moves=opts.local_moves, cut=ev.cut, **local_terms)
         return _evaluate(p, owners, p.owners, cal)
 
     candidates = []
