@@ -404,8 +404,11 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     # ---- step 2: groups first
     if cross_region and K > 1:
         M = rule_groups.shape[0]
-        shard_rule = rule_of_class[p.class_id]
-        current = np.bincount(shard_rule * K + shard_group, weights=w, minlength=M * K).reshape(M, K)
+        # one compiled pass: work per (rule, group), shards by (rule, group) bucket (a stable
+        # counting sort: O(S), instead of a scan of all S per flow; a flow's source group only
+        # loses shards, surplus and deficit groups being disjoint), position sums per group
+        current, by_bucket, b_start, pos_sum, n_in = _group_step_sums(
+            rule_of_class, p.class_id, shard_group, w, M, K)
         t_star = fractional_bound_s(rule_groups, rule_work, group_speed)
         target = group_targets(rule_groups, rule_work, group_speed, current, t_star)
         mean_bytes = float(p.nbytes.mean()) if S else 0.0
@@ -413,23 +416,15 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
         min_amount = 0.5 * float(w.min()) if S else 0.0
         flows = _decompose_flows(current, target, cost, min_amount)
         if flows:
-            # shards by (rule, group) bucket once, O(S), instead of a scan of all S per flow: a
-            # flow's source group only loses shards (surplus and deficit groups are disjoint)
-            bucket = shard_rule * K + shard_group
-            by_bucket = np.argsort(bucket, kind="stable")
-            b_start = np.searchsorted(bucket[by_bucket], np.arange(M * K + 1))
-            pos_sum = np.bincount(shard_group, weights=np.arange(S, dtype=np.float64), minlength=K)
-            n_in = np.bincount(shard_group, minlength=K).astype(np.float64)
             gone = np.zeros(S, bool)
-            pos = np.arange(S, dtype=np.float64)
         for m, a, b, amount in flows:
             centre_b = float(pos_sum[b] / n_in[b]) if n_in[b] else float(S)
             cand = by_bucket[b_start[m * K + a]:b_start[m * K + a + 1]]
             cand = cand[~gone[cand]]
-            taken = _take_by_work(cand, np.abs(pos[cand] - centre_b), w, amount)
+            taken = _take_by_work(cand, np.abs(cand - centre_b), w, amount)
             new_group[taken] = b
             gone[taken] = True
-            moved_pos = float(pos[taken].sum())
+            moved_pos = float(taken.astype(np.float64).sum())
             pos_sum[a] -= moved_pos
             pos_sum[b] += moved_pos
             n_in[a] -= taken.size
@@ -483,6 +478,34 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
 
 
 @njit(cache=True, nogil=True)
+def _group_step_sums(rule_of_class, class_id, shard_group, w, n_rules, n_groups):  # pragma: no cover - compiled
+    # step 2's inputs in two passes over the shards, summed in shard order (the bits of
+    # np.bincount): work per (rule, group) [M, K]; shards by bucket rule * K + group in
+    # shard order with the bucket starts; position sums and shard counts (float) per group
+    K = n_groups
+    current = np.zeros(n_rules * K)
+    ptr = np.zeros(n_rules * K + 1, np.int64)
+    pos_sum = np.zeros(K)
+    n_in = np.zeros(K)
+    for s in range(w.size):
+        g = shard_group[s]
+        b = rule_of_class[class_id[s]] * K + g
+        current[b] += w[s]
+        ptr[b + 1] += 1
+        pos_sum[g] += float(s)
+        n_in[g] += 1.0
+    for b in range(n_rules * K):
+        ptr[b + 1] += ptr[b]
+    fill = ptr[:n_rules * K].copy()
+    by_bucket = np.empty(w.size, np.int64)
+    for s in range(w.size):
+        b = rule_of_class[class_id[s]] * K + shard_group[s]
+        by_bucket[fill[b]] = s
+        fill[b] += 1
+    return current.reshape(n_rules, K), by_bucket, ptr, pos_sum, n_in
+
+
+@njit(cache=True, nogil=True)
 def _rank_step_sums(owners, new_group, shard_group, w, n_groups, n_ranks):  # pragma: no cover - compiled
     # the bincounts of _rebalance's rank step in one pass, summed in shard order (same bits)
     group_work = np.zeros(n_groups)
@@ -525,24 +548,30 @@ def _shed(owners, new_group, shard_group, w, centre, side, target, shedding):  #
     in_pool = new_group != shard_group
     kept = np.zeros(P)
     scale = 4.0 * S + 4.0
+    longest = 0
+    for r in range(P):
+        longest = max(longest, start[r + 1] - start[r])
+    key_buf = np.empty(longest)
+    order_buf = np.empty(longest, np.int64)
     cum = 0.0
     for r in range(P):
         lo = start[r]
         hi = start[r + 1]
-        if hi == lo:
+        n = hi - lo
+        if n == 0:
             continue
-        key = np.empty(hi - lo)
+        key = key_buf[:n]
         c = centre[r]
         sd = side[r]
-        for i in range(hi - lo):
+        for i in range(n):
             rel = float(act[lo + i]) - c
             kk = abs(rel) if sd == 0 else sd * rel
             key[i] = r * scale + (kk + S + 1.0)
-        order = np.argsort(key, kind="mergesort")
+        order = _stable_order(key, order_buf[:n])
         base = cum
         lim = target[r] + 1e-12 * target[r]
         acc = 0.0
-        for i in range(hi - lo):
+        for i in range(n):
             s = act[lo + order[i]]
             ws = w[s]
             cum += ws
@@ -552,6 +581,30 @@ def _shed(owners, new_group, shard_group, w, centre, side, target, shedding):  #
                 in_pool[s] = True
         kept[r] = acc
     return kept, in_pool
+
+
+@njit(cache=True, nogil=True)
+def _stable_order(key, out):  # pragma: no cover - compiled
+    # np.argsort(key, kind="stable") for keys that fall then rise (a block's shards by distance
+    # from its centre, or by position: one run): merge the two runs in O(n); any other shape
+    # is sorted in full. Ties go to the lower index, as in a stable sort.
+    n = key.size
+    t = 1
+    while t < n and key[t] < key[t - 1]:  # [0, t) strictly falling
+        t += 1
+    for i in range(t + 1, n):  # [t, n) must not fall
+        if key[i] < key[i - 1]:
+            return np.argsort(key, kind="mergesort")
+    i = t - 1
+    j = t
+    for k in range(n):
+        if j >= n or (i >= 0 and key[i] <= key[j]):
+            out[k] = i
+            i -= 1
+        else:
+            out[k] = j
+            j += 1
+    return out
 
 
 @njit(cache=True, nogil=True)
