@@ -78,12 +78,17 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     load = np.asarray(loads_s, dtype=np.float64).tolist()
 
     pair_terms = p.links.scalar_terms
+    pair_cache: dict[tuple[int, int], tuple[float, float]] = {}
 
     def terms(x: int, y: int, e: int) -> tuple[float, float]:
-        # (latency, transfer) of a cut edge, as in model.edge_halo_terms, scaled
-        a_xy, i_xy = pair_terms(x, y)
-        a_yx, i_yx = pair_terms(y, x)
-        return (halo_scale * max(a_xy, a_yx), halo_scale * ebytes[e] * max(i_xy, i_yx))
+        # (latency, transfer) of a cut edge, as in model.edge_halo_terms, scaled; the link
+        # figures of each rank pair looked up once
+        xy = pair_cache.get((x, y))
+        if xy is None:
+            a_xy, i_xy = pair_terms(x, y)
+            a_yx, i_yx = pair_terms(y, x)
+            xy = pair_cache[(x, y)] = (halo_scale * max(a_xy, a_yx), max(i_xy, i_yx))
+        return xy[0], halo_scale * ebytes[e] * xy[1]
 
     # the cut edges' ends grouped by rank: boundary shards per rank (extended as moves
     # create new ones) and the latency of each end's edge
