@@ -80,7 +80,7 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     pair_terms = p.links.scalar_terms
     pair_cache: dict[tuple[int, int], tuple[float, float]] = {}
 
-    def terms(x: int, y: int, e: int) -> tuple[float, float]:
+    def terms(x: int, y: int, nbytes: float) -> tuple[float, float]:
         # (latency, transfer) of a cut edge, as in model.edge_halo_terms, scaled; the link
         # figures of each rank pair looked up once
         xy = pair_cache.get((x, y))
@@ -88,7 +88,7 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
             a_xy, i_xy = pair_terms(x, y)
             a_yx, i_yx = pair_terms(y, x)
             xy = pair_cache[(x, y)] = (halo_scale * max(a_xy, a_yx), max(i_xy, i_yx))
-        return xy[0], halo_scale * ebytes[e] * xy[1]
+        return xy[0], halo_scale * nbytes * xy[1]
 
     # the cut edges' ends grouped by rank: boundary shards per rank (extended as moves
     # create new ones) and the latency of each end's edge
@@ -129,6 +129,14 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
             t = max(left) if left else 0.0
         return max(t, max(added)) if added else t
 
+    allowed_rows: dict[int, list[bool]] = {}
+
+    def allowed_of(c: int) -> list[bool]:
+        row = allowed_rows.get(c)
+        if row is None:
+            row = allowed_rows[c] = allowed[c].tolist()
+        return row
+
     def boundary_of(a: int) -> list[int]:
         seen = dict.fromkeys(ends[start[a]:start[a + 1]].tolist())
         seen.update(dict.fromkeys(extra.get(a, ())))
@@ -160,23 +168,24 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
         for s in boundary_of(a)[:candidates]:
             lo, hi = indptr[s], indptr[s + 1]
             nb_owner = owners[nbr[lo:hi]].tolist()
-            es = edge[lo:hi].tolist()
-            ws = w[s]
+            eb = ebytes[edge[lo:hi]].tolist()
+            ws = float(w[s])  # Python floats: the same doubles, faster arithmetic than numpy scalars
+            ok = allowed_of(int(cls[s]))
             for b in set(nb_owner):
-                if b == a or not allowed[cls[s], b]:
+                if b == a or not ok[b]:
                     continue
                 delta = {a: -ws * inv_v[a] - per_shard_s, b: ws * inv_v[b] + per_shard_s}
                 gone: dict[int, list[float]] = {}
                 added: dict[int, list[float]] = {}
-                for o, e in zip(nb_owner, es, strict=True):
+                for o, n_e in zip(nb_owner, eb, strict=True):
                     if o != a:  # edge (a, o) was cut: a and o stop paying it
-                        lt, xf = terms(a, o, e)
+                        lt, xf = terms(a, o, n_e)
                         delta[a] -= xf
                         delta[o] = delta.get(o, 0.0) - xf
                         gone.setdefault(a, []).append(lt)
                         gone.setdefault(o, []).append(lt)
                     if o != b:  # edge (b, o) is cut now
-                        lt, xf = terms(b, o, e)
+                        lt, xf = terms(b, o, n_e)
                         delta[b] += xf
                         delta[o] = delta.get(o, 0.0) + xf
                         added.setdefault(b, []).append(lt)
