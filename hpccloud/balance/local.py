@@ -75,7 +75,8 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
     cls = p.class_id
     w = p.work_units
     inv_v = (compute_scale / p.speed_units_per_s).tolist()
-    load = np.asarray(loads_s, dtype=np.float64).tolist()
+    neg_load = -np.asarray(loads_s, dtype=np.float64)
+    load = (-neg_load).tolist()
 
     pair_terms = p.links.scalar_terms
     pair_cache: dict[tuple[int, int], tuple[float, float]] = {}
@@ -144,8 +145,8 @@ def improve(p: Problem, owners: np.ndarray, loads_s: np.ndarray, *, max_moves: i
 
     # a max-heap of (-load, rank): the ranks in initial load order (a sorted list is a
     # heap already consumed in order) merged with a heap of the loads moves change
-    by_load = np.lexsort((np.arange(P), -np.asarray(load)))
-    init_neg, init_rank = (-np.asarray(load)[by_load]).tolist(), by_load.tolist()
+    by_load = np.argsort(neg_load, kind="stable")  # ties: lower rank first, as (-load, rank) tuples
+    init_neg, init_rank = neg_load[by_load].tolist(), by_load.tolist()
     nxt = 0
     heap: list[tuple[float, int]] = []
     moves = 0
