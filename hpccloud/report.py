@@ -4,8 +4,11 @@
 every rank; ``hpccloud run --json`` writes it); :func:`print_summary` prints it
 for people; :class:`Progress` is rank 0's live line while the job runs;
 :func:`write_plots` draws the link heat-map, the per-rank load before and after
-and the step-time timeline. ``hpccloud report r.json`` renders the summary and
-plots again from the JSON alone. Nothing here talks MPI.
+and the step-time timeline (per rank pair and per rank up to
+:data:`PER_RANK_PLOT_MAX_RANKS` ranks; above, where the report keeps no dense
+link matrix, per region pair and as the spread over ranks). ``hpccloud report
+r.json`` renders the summary and plots again from the JSON alone. Nothing here
+talks MPI.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import numpy as np
 from hpccloud.errors import ConfigError
 
 KIND = "hpccloud-run"
+#: plots show every rank (link matrix per rank pair, a bar and a line per rank) up to this
+#: many ranks: the report's link document holds the dense P × P view only that far
+#: (``hpccloud.measure.links.DENSE_JSON_MAX_RANKS``)
+PER_RANK_PLOT_MAX_RANKS = 256
 
 
 def _fill_achieved(steps: list[dict[str, Any]], plans: list[dict[str, Any]]) -> None:
@@ -220,6 +227,48 @@ def _matrix(rows) -> np.ndarray:
     return np.array([[np.nan if x is None else x for x in row] for row in rows], dtype=float)
 
 
+def _link_matrices(links: dict[str, Any], ranks: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(α [s], β [bytes/s], "rank" | "region")`` matrices for ``links.png``.
+
+    Per ordered rank pair when the link document has the dense view (``alpha_s``,
+    ``beta_bytes_per_s``: up to 256 ranks) and the run is small enough to read it;
+    otherwise per ordered region pair: the median over the measured rank pairs
+    (``pairs``) between those regions, NaN (blank) where none was measured.
+
+    >>> a, b, unit = _link_matrices({"size": 3, "rank_region": [0, 0, 1],
+    ...     "pairs": [[0, 1, 1e-6, 1e10], [0, 2, 3e-5, 1e8], [1, 2, 5e-5, 3e8]]}, 3)
+    >>> unit, a.tolist(), b[0].tolist()
+    ('region', [[1e-06, 4e-05], [nan, nan]], [10000000000.0, 200000000.0])
+    """
+    if ranks <= PER_RANK_PLOT_MAX_RANKS and "alpha_s" in links and "beta_bytes_per_s" in links:
+        return _matrix(links["alpha_s"]), _matrix(links["beta_bytes_per_s"]), "rank"
+    try:
+        region = np.asarray(links.get("rank_region") or np.zeros(ranks), dtype=np.int64)
+        rows = np.array([[np.nan if x is None else x for x in row] for row in links.get("pairs") or []],
+                        dtype=np.float64).reshape(-1, 4)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"links: rank_region/pairs are malformed ({exc}). Fix: pass the JSON "
+                          "written by `hpccloud run --json`") from None
+    G = int(region.max()) + 1 if region.size else 1
+    alpha = np.full((G, G), np.nan)
+    beta = np.full((G, G), np.nan)
+    src, dst = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64)
+    ok = (src >= 0) & (src < region.size) & (dst >= 0) & (dst < region.size)
+    rows, src, dst = rows[ok], src[ok], dst[ok]
+    key = region[src] * G + region[dst]
+    order = np.argsort(key, kind="stable")
+    key, rows = key[order], rows[order]
+    if key.size == 0:
+        return alpha, beta, "region"
+    bounds = np.flatnonzero(np.diff(key)) + 1
+    for k, part in zip(key[np.concatenate([[0], bounds])], np.split(rows, bounds), strict=True):
+        for out, col in ((alpha, 2), (beta, 3)):
+            vals = part[:, col][np.isfinite(part[:, col])]
+            if vals.size:
+                out.flat[k] = float(np.median(vals))
+    return alpha, beta, "region"
+
+
 def write_plots(rep: dict, folder: str) -> list[str]:
     """Write the report's PNG plots into ``folder``; return their paths."""
     import matplotlib
@@ -246,17 +295,22 @@ def write_plots(rep: dict, folder: str) -> list[str]:
         plt.close(fig)
         paths.append(path)
 
-    # link heat-map: measured bandwidth and latency per ordered rank pair
+    # link heat-map: measured bandwidth and latency per ordered rank pair (or region pair, see
+    # _link_matrices)
+    per_rank = ranks <= PER_RANK_PLOT_MAX_RANKS
+    alpha, beta, unit = _link_matrices(links, ranks)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, key, scale, title in ((axes[0], "beta_bytes_per_s", 1e-9, "bandwidth β [GB/s]"),
-                                  (axes[1], "alpha_s", 1e6, "latency α [µs]")):
-        m = _matrix(links[key]) * scale
+    for ax, m, title in ((axes[0], beta * 1e-9, "bandwidth β [GB/s]"), (axes[1], alpha * 1e6, "latency α [µs]")):
         im = ax.imshow(m, cmap="viridis")
-        ax.set_title(f"{title} ({links.get('provenance', '?')})")
-        ax.set_xlabel("receiver rank")
-        ax.set_ylabel("sender rank")
-        ax.set_xticks(range(ranks))
-        ax.set_yticks(range(ranks))
+        if unit == "rank":
+            ax.set_title(f"{title} ({links.get('provenance', '?')})")
+        else:
+            ax.set_title(f"{title} ({links.get('provenance', '?')}, median per region pair)", fontsize=9)
+        ax.set_xlabel(f"receiver {unit}")
+        ax.set_ylabel(f"sender {unit}")
+        if m.shape[0] <= 64:
+            ax.set_xticks(range(m.shape[0]))
+            ax.set_yticks(range(m.shape[0]))
         fig.colorbar(im, ax=ax, shrink=0.8)
     save(fig, "links.png")
 
@@ -269,12 +323,16 @@ def write_plots(rep: dict, folder: str) -> list[str]:
     x = np.arange(ranks)
     before = np.mean([s["busy_s"] for s in first], axis=0) * 1e3
     after = np.mean([s["busy_s"] for s in last], axis=0) * 1e3
-    ax.bar(x - 0.2, before, 0.4, label="before first rebalance")
-    ax.bar(x + 0.2, after, 0.4, label="after last rebalance")
+    if per_rank:
+        ax.bar(x - 0.2, before, 0.4, label="before first rebalance")
+        ax.bar(x + 0.2, after, 0.4, label="after last rebalance")
+        ax.set_xticks(x)
+    else:  # thousands of bars draw as noise (and slowly): one line each
+        ax.plot(x, before, lw=0.6, label="before first rebalance")
+        ax.plot(x, after, lw=0.6, label="after last rebalance")
     ax.set_xlabel("rank")
     ax.set_ylabel("busy time per step [ms]")
     ax.set_title(f"per-rank load ({rep['config']['balancer']})")
-    ax.set_xticks(x)
     ax.legend()
     save(fig, "load.png")
 
@@ -282,8 +340,13 @@ def write_plots(rep: dict, folder: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(9, 4))
     st = np.array([s["step"] for s in steps])
     ax.plot(st, [s["step_s"] * 1e3 for s in steps], "k-", lw=2, label="step time")
-    for r in range(ranks):
-        ax.plot(st, busy[:, r] * 1e3, lw=0.8, alpha=0.8, label=f"rank {r} busy")
+    if per_rank:
+        for r in range(ranks):
+            ax.plot(st, busy[:, r] * 1e3, lw=0.8, alpha=0.8, label=f"rank {r} busy")
+    else:  # the spread over ranks instead of a line per rank
+        ax.fill_between(st, busy.min(axis=1) * 1e3, busy.max(axis=1) * 1e3, alpha=0.3,
+                        label=f"busy, min–max over {ranks} ranks")
+        ax.plot(st, np.median(busy, axis=1) * 1e3, lw=0.8, label="busy, median rank")
     for p in plans:
         ax.axvline(p["after_step"] + 0.5, color="red", ls="--", lw=0.8)
         ax.plot([p["after_step"] + 1], [p["makespan_after_s"] * 1e3], "rv")

@@ -144,12 +144,14 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     if moved.size == 0:
         return 0.0, 0, moved
     P = p.n_ranks
-    src = owners_before[moved]
-    dst = owners_after[moved]
-    nbytes = p.nbytes_f64[moved]
-    pair, inv = np.unique(src * P + dst, return_inverse=True)
-    count = np.bincount(inv, minlength=pair.size)
-    pair_bytes = np.bincount(inv, weights=nbytes, minlength=pair.size)
+    # moved shards come in runs with one (src, dst) (blocks move together): the unique pairs
+    # of the runs, not of every shard. Byte counts are integers, so the sums are exact in any order.
+    run_pair, run_count, run_bytes = _pair_runs(moved, np.ascontiguousarray(owners_before, dtype=np.int64),
+                                                np.ascontiguousarray(owners_after, dtype=np.int64),
+                                                p.nbytes_f64, P)
+    pair, inv = np.unique(run_pair, return_inverse=True)
+    count = np.bincount(inv, weights=run_count, minlength=pair.size).astype(np.int64)
+    pair_bytes = np.bincount(inv, weights=run_bytes, minlength=pair.size)
     s, d = np.divmod(pair, P)
     if pair_s is None:
         alpha, inv_beta = p.link_terms(s, d)
@@ -159,6 +161,25 @@ def migration_schedule(p: Problem, owners_before: np.ndarray, owners_after: np.n
     order = np.argsort(-dur, kind="stable")
     end = _list_schedule(s[order], d[order], dur[order], P)
     return end, int(p.nbytes[moved].sum()), moved
+
+
+@njit(cache=True, nogil=True)
+def _pair_runs(moved, before, after, nbytes, n_ranks):  # pragma: no cover - compiled
+    # runs of consecutive moved shards with the same src * P + dst: (key, shards, bytes) per run
+    n = moved.size
+    key = np.empty(n, np.int64)
+    count = np.zeros(n)
+    total = np.zeros(n)
+    k = -1
+    for i in range(n):
+        s = moved[i]
+        pk = before[s] * n_ranks + after[s]
+        if k < 0 or pk != key[k]:
+            k += 1
+            key[k] = pk
+        count[k] += 1.0
+        total[k] += nbytes[s]
+    return key[:k + 1], count[:k + 1], total[:k + 1]
 
 
 @njit(cache=True, nogil=True)

@@ -406,15 +406,17 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     owners = p.owners
     rule_of_class, rule_groups, rule_work, group_speed, group_of_rank = residency_rules(p)
     K = group_speed.size
-    pos = np.arange(S, dtype=np.float64)
     shard_group = group_of_rank[owners]
     new_group = shard_group.copy()
 
     # ---- step 2: groups first
     if cross_region and K > 1:
         M = rule_groups.shape[0]
-        shard_rule = rule_of_class[p.class_id]
-        current = np.bincount(shard_rule * K + shard_group, weights=w, minlength=M * K).reshape(M, K)
+        # one compiled pass: work per (rule, group), shards by (rule, group) bucket (a stable
+        # counting sort: O(S), instead of a scan of all S per flow; a flow's source group only
+        # loses shards, surplus and deficit groups being disjoint), position sums per group
+        current, by_bucket, b_start, pos_sum, n_in = _group_step_sums(
+            rule_of_class, p.class_id, shard_group, w, M, K)
         t_star = fractional_bound_s(rule_groups, rule_work, group_speed)
         target = group_targets(rule_groups, rule_work, group_speed, current, t_star)
         mean_bytes = float(p.nbytes.mean()) if S else 0.0
@@ -422,22 +424,15 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
         min_amount = 0.5 * float(w.min()) if S else 0.0
         flows = _decompose_flows(current, target, cost, min_amount)
         if flows:
-            # shards by (rule, group) bucket once, O(S), instead of a scan of all S per flow: a
-            # flow's source group only loses shards (surplus and deficit groups are disjoint)
-            bucket = shard_rule * K + shard_group
-            by_bucket = np.argsort(bucket, kind="stable")
-            b_start = np.searchsorted(bucket[by_bucket], np.arange(M * K + 1))
-            pos_sum = np.bincount(shard_group, weights=pos, minlength=K)
-            n_in = np.bincount(shard_group, minlength=K).astype(np.float64)
             gone = np.zeros(S, bool)
         for m, a, b, amount in flows:
             centre_b = float(pos_sum[b] / n_in[b]) if n_in[b] else float(S)
             cand = by_bucket[b_start[m * K + a]:b_start[m * K + a + 1]]
             cand = cand[~gone[cand]]
-            taken = _take_by_work(cand, np.abs(pos[cand] - centre_b), w, amount)
+            taken = _take_by_work(cand, np.abs(cand - centre_b), w, amount)
             new_group[taken] = b
             gone[taken] = True
-            moved_pos = float(pos[taken].sum())
+            moved_pos = float(taken.astype(np.float64).sum())
             pos_sum[a] -= moved_pos
             pos_sum[b] += moved_pos
             n_in[a] -= taken.size
@@ -445,7 +440,9 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
 
     # ---- step 3: ranks inside each group
     v = p.speed_units_per_s
-    group_work = np.bincount(new_group, weights=w, minlength=K)
+    # one compiled pass over the shards: work per group after step 2; shards, position sums
+    # and the work that stays in its group, per rank
+    group_work, count, pos_sum, stay_work = _rank_step_sums(owners, new_group, shard_group, w, K, P)
     h = before.halo if halo_aware else np.zeros(P)
     # equal finishing time T_g inside a group: (T_g - h_r) v_r summed = W_g
     t_group = (group_work + np.bincount(group_of_rank, weights=h * v, minlength=K)) / group_speed
@@ -454,10 +451,7 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     with np.errstate(invalid="ignore", divide="ignore"):
         target *= np.where(tsum > 0, group_work / tsum, 0.0)[group_of_rank]
 
-    count = np.bincount(owners, minlength=P)
-    centre = np.bincount(owners, weights=pos, minlength=P) / np.maximum(count, 1)
-    stay = np.flatnonzero(new_group == shard_group)
-    o = owners[stay]
+    centre = pos_sum / np.maximum(count, 1)
     # ranks of a group in spatial order (by the centre of their blocks; empty ranks last)
     empty_centre = np.where(count > 0, centre, S + np.arange(P))
     ranks_sorted = np.lexsort((empty_centre, group_of_rank))
@@ -467,7 +461,6 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     # which end should a rank shed from? Picture the group's ranks on a line: the
     # work that must cross the boundary left of rank k is the deficit of the ranks
     # before it; shed on the side that pulls harder, keep the other end.
-    stay_work = np.bincount(o, weights=w[stay], minlength=P)
     diff = (target - stay_work)[ranks_sorted]
     cdiff = np.cumsum(diff)
     cdiff_in = cdiff - np.concatenate([[0.0], cdiff])[g_start][grp_sorted]
@@ -476,49 +469,181 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
     side_sorted = np.sign(right_pull - left_pull)  # +1 shed high positions, -1 low, 0 both ends
     side = np.empty(P)
     side[ranks_sorted] = side_sorted
-    # only ranks above target shed; the shards of the others all stay (about half the work)
+    # only ranks above target shed; the shards of the others all stay (about half the work).
+    # A shedding rank keeps its shards in keep-key order until its target is met; the rest,
+    # and the shards step 2 sent to another group, form the pool (compiled: _shed)
     shedding = stay_work > target * (1.0 + 1e-12)
-    active = shedding[o]
-    stay = stay[active]
-    o = o[active]
-    rel = pos[stay] - centre[o]
-    keep_key = np.where(side[o] == 0, np.abs(rel), side[o] * rel)
-    # inside each owner, keep shards in keep_key order until the target is met
-    key = o * (4.0 * S + 4.0) + (keep_key + S + 1.0)
-    # stable = timsort: each owner's block is already one or two sorted runs, so this is ~O(S)
-    order = np.argsort(key, kind="stable")
-    st = stay[order]
-    os_ = owners[st]
-    ws = w[st]
-    cum = np.cumsum(ws)
-    first = np.searchsorted(os_, np.arange(P), side="left")  # os_ is sorted
-    base = np.concatenate([[0.0], cum])[first]
-    cum_in_owner = cum - base[os_]
-    keep = (cum_in_owner - 0.5 * ws) < target[os_] + 1e-12 * target[os_]
+    kept_shed, in_pool = _shed(owners, new_group, shard_group, w, centre, side, target, shedding)
     new_owners = owners.copy()
-    pool = np.concatenate([st[~keep], np.flatnonzero(new_group != shard_group)])
-    if pool.size == 0:
-        return new_owners
-    kept = np.where(shedding, np.bincount(os_[keep], weights=ws[keep], minlength=P), stay_work)
+    kept = np.where(shedding, kept_shed, stay_work)
     deficit = np.maximum(target - kept, 0.0)
 
     # fill deficits group by group, in spatial order on both sides
     cum_def = np.cumsum(deficit[ranks_sorted])
     def_before = np.concatenate([[0.0], cum_def])[g_start]
-
-    pg = new_group[pool]
-    porder = np.argsort(pg * (2.0 * S + 2.0) + pos[pool], kind="stable")
-    pool = pool[porder]
-    pg = pg[porder]
-    pw = w[pool]
-    pcum = np.cumsum(pw)
-    pfirst = np.searchsorted(pg, np.arange(K), side="left")
-    pbase = np.concatenate([[0.0], pcum])[pfirst]
-    val = def_before[pg] + (pcum - pbase[pg]) - 0.5 * pw
-    idx = np.searchsorted(cum_def, val, side="right")
-    idx = np.clip(idx, g_start[pg], g_end[pg] - 1)
-    new_owners[pool] = ranks_sorted[idx]
+    _fill(in_pool, new_group, w, def_before, cum_def, g_start, g_end, ranks_sorted, new_owners)
     return new_owners
+
+
+@njit(cache=True, nogil=True)
+def _group_step_sums(rule_of_class, class_id, shard_group, w, n_rules, n_groups):  # pragma: no cover - compiled
+    # step 2's inputs in two passes over the shards, summed in shard order (the bits of
+    # np.bincount): work per (rule, group) [M, K]; shards by bucket rule * K + group in
+    # shard order with the bucket starts; position sums and shard counts (float) per group
+    K = n_groups
+    current = np.zeros(n_rules * K)
+    ptr = np.zeros(n_rules * K + 1, np.int64)
+    pos_sum = np.zeros(K)
+    n_in = np.zeros(K)
+    for s in range(w.size):
+        g = shard_group[s]
+        b = rule_of_class[class_id[s]] * K + g
+        current[b] += w[s]
+        ptr[b + 1] += 1
+        pos_sum[g] += float(s)
+        n_in[g] += 1.0
+    for b in range(n_rules * K):
+        ptr[b + 1] += ptr[b]
+    fill = ptr[:n_rules * K].copy()
+    by_bucket = np.empty(w.size, np.int64)
+    for s in range(w.size):
+        b = rule_of_class[class_id[s]] * K + shard_group[s]
+        by_bucket[fill[b]] = s
+        fill[b] += 1
+    return current.reshape(n_rules, K), by_bucket, ptr, pos_sum, n_in
+
+
+@njit(cache=True, nogil=True)
+def _rank_step_sums(owners, new_group, shard_group, w, n_groups, n_ranks):  # pragma: no cover - compiled
+    # the bincounts of _rebalance's rank step in one pass, summed in shard order (same bits)
+    group_work = np.zeros(n_groups)
+    count = np.zeros(n_ranks, np.int64)
+    pos_sum = np.zeros(n_ranks)
+    stay_work = np.zeros(n_ranks)
+    for s in range(owners.size):
+        r = owners[s]
+        group_work[new_group[s]] += w[s]
+        count[r] += 1
+        pos_sum[r] += float(s)
+        if new_group[s] == shard_group[s]:
+            stay_work[r] += w[s]
+    return group_work, count, pos_sum, stay_work
+
+
+@njit(cache=True, nogil=True)
+def _shed(owners, new_group, shard_group, w, centre, side, target, shedding):  # pragma: no cover - compiled
+    # Each shedding rank's staying shards, sorted by keep key (distance from the block's
+    # centre, or signed towards the side it keeps), are kept while the work before a shard
+    # plus half its own is below the target. Returns (kept work of each shedding rank, pool
+    # mask: shards that leave their rank). The key and the running sum are those of one
+    # stable argsort over all shedding ranks, rank by rank, so the answer is the same bits.
+    S = owners.size
+    P = centre.size
+    start = np.zeros(P + 1, np.int64)
+    for s in range(S):
+        r = owners[s]
+        if new_group[s] == shard_group[s] and shedding[r]:
+            start[r + 1] += 1
+    for r in range(P):
+        start[r + 1] += start[r]
+    fill = start[:P].copy()
+    act = np.empty(start[P], np.int64)
+    for s in range(S):
+        r = owners[s]
+        if new_group[s] == shard_group[s] and shedding[r]:
+            act[fill[r]] = s
+            fill[r] += 1
+    in_pool = new_group != shard_group
+    kept = np.zeros(P)
+    scale = 4.0 * S + 4.0
+    longest = 0
+    for r in range(P):
+        longest = max(longest, start[r + 1] - start[r])
+    key_buf = np.empty(longest)
+    order_buf = np.empty(longest, np.int64)
+    cum = 0.0
+    for r in range(P):
+        lo = start[r]
+        hi = start[r + 1]
+        n = hi - lo
+        if n == 0:
+            continue
+        key = key_buf[:n]
+        c = centre[r]
+        sd = side[r]
+        for i in range(n):
+            rel = float(act[lo + i]) - c
+            kk = abs(rel) if sd == 0 else sd * rel
+            key[i] = r * scale + (kk + S + 1.0)
+        order = _stable_order(key, order_buf[:n])
+        base = cum
+        lim = target[r] + 1e-12 * target[r]
+        acc = 0.0
+        for i in range(n):
+            s = act[lo + order[i]]
+            ws = w[s]
+            cum += ws
+            if (cum - base) - 0.5 * ws < lim:
+                acc += ws
+            else:
+                in_pool[s] = True
+        kept[r] = acc
+    return kept, in_pool
+
+
+@njit(cache=True, nogil=True)
+def _stable_order(key, out):  # pragma: no cover - compiled
+    # np.argsort(key, kind="stable") for keys that fall then rise (a block's shards by distance
+    # from its centre, or by position: one run): merge the two runs in O(n); any other shape
+    # is sorted in full. Ties go to the lower index, as in a stable sort.
+    n = key.size
+    t = 1
+    while t < n and key[t] < key[t - 1]:  # [0, t) strictly falling
+        t += 1
+    for i in range(t + 1, n):  # [t, n) must not fall
+        if key[i] < key[i - 1]:
+            return np.argsort(key, kind="mergesort")
+    i = t - 1
+    j = t
+    for k in range(n):
+        if j >= n or (i >= 0 and key[i] <= key[j]):
+            out[k] = i
+            i -= 1
+        else:
+            out[k] = j
+            j += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _fill(in_pool, new_group, w, def_before, cum_def, g_start, g_end, ranks_sorted, new_owners):  # pragma: no cover
+    # pooled shards, group by group in shard (spatial) order, go to the rank whose slice of the
+    # group's cumulative deficit holds the middle of the shard's slice of the pool's work
+    K = def_before.size
+    ptr = np.zeros(K + 1, np.int64)
+    for s in range(in_pool.size):
+        if in_pool[s]:
+            ptr[new_group[s] + 1] += 1
+    for g in range(K):
+        ptr[g + 1] += ptr[g]
+    fill = ptr[:K].copy()
+    pool = np.empty(ptr[K], np.int64)
+    for s in range(in_pool.size):
+        if in_pool[s]:
+            g = new_group[s]
+            pool[fill[g]] = s
+            fill[g] += 1
+    pcum = 0.0
+    for g in range(K):
+        base = pcum
+        for i in range(ptr[g], ptr[g + 1]):
+            s = pool[i]
+            pw = w[s]
+            pcum += pw
+            val = def_before[g] + (pcum - base) - 0.5 * pw
+            idx = np.searchsorted(cum_def, val, side="right")
+            idx = min(max(idx, g_start[g]), g_end[g] - 1)
+            new_owners[s] = ranks_sorted[idx]
 
 
 def _group_finish_s(p: Problem, shard_group: np.ndarray, halo_s: np.ndarray) -> np.ndarray:
@@ -621,8 +746,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
 
     def polished(owners: np.ndarray) -> _Eval:
         if opts.local_moves:
-            owners = local.improve(p, owners, _evaluate(p, owners, cal=cal).loads, max_moves=opts.local_moves,
-                                   **local_terms)
+            ev = _evaluate(p, owners, cal=cal)
+            owners = local.improve(p, owners, ev.loads, max_moves=opts.local_moves, cut=ev.cut, **local_terms)
         return _evaluate(p, owners, p.owners, cal)
 
     candidates = []
