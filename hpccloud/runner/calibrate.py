@@ -170,6 +170,12 @@ class Calibrator:
         """
         migrations = list(self.migrations)
         prior = Calibration(rank_host=self.rank_host)
+        first = self.first_migration
+        if not migrations and first is not None and np.isfinite(first.pack_s) \
+                and first.total_bytes > 0:
+            # packing is a copy per byte, not a one-time cost: the first migration's is
+            # already a fair figure (its transfers are not: see add_migration)
+            prior = dataclasses.replace(prior, pack_s_per_byte=first.pack_s / first.total_bytes)
         cal = fit(list(self.steps), [], prior=prior)
         if migrations:
             routes = self.route_s_per_byte()

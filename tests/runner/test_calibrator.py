@@ -36,6 +36,7 @@ def test_migration_terms_from_the_transfers_and_what_the_moves_leave_over():
     assert c.first_migration is not None and not c.migrations
     first = c.refit()
     assert first.per_call_s == 0.0 and all(x != x for x in first.route_s_per_byte)
+    assert first.pack_s_per_byte == pytest.approx(0.0012 / 6e6)  # a copy per byte: kept
     # later migrations: the truth is 1e-10 s/B on the host, 1e-9 across, 1 ms a call
     for _ in range(3):
         c.add_migration(recs(1.0), achieved_s=4e-4 + 2e-3 + 2 * 1e-3, pack_s=0.0012)
