@@ -78,7 +78,14 @@ def agree(comm, fn: Callable[[], T]) -> T:
 
 
 def bcast_result(comm, fn: Callable[[], T], root: int = 0) -> T:
-    """Run ``fn()`` on ``root`` only and broadcast the result or the error."""
+    """Run ``fn()`` on ``root`` only and broadcast the result or the error.
+
+    The other ranks wait in a sleeping broadcast: with ranks sharing a core, a
+    spinning MPI wait took the core from ``root`` while it planned (a default-job
+    plan at 4 ranks on 2 cores took ~65 ms against ~15 ms at 2 ranks).
+    """
+    from hpccloud.comm.wait import sleeping_bcast
+
     payload: tuple[str, Any] | None
     if comm.Get_rank() == root:
         try:
@@ -89,7 +96,7 @@ def bcast_result(comm, fn: Callable[[], T], root: int = 0) -> T:
             payload = ("err", ("PeerFailed", f"rank {root}: {type(exc).__name__}: {exc}"))
     else:
         payload = None
-    kind, value = comm.bcast(payload, root=root)
+    kind, value = sleeping_bcast(comm, payload, root=root)
     if kind == "err":
         name, message = value
         err = ERRORS_BY_NAME.get(name, HpccloudError)(message)

@@ -83,3 +83,24 @@ def sleeping_allgather(comm, values, poll_s: float = POLL_S):
     recv = np.empty((comm.Get_size(), send.size), dtype=np.float64)
     sleeping_waitall([comm.Iallgather(send, recv)], poll_s)
     return recv
+
+
+def sleeping_bcast(comm, obj, root: int = 0):
+    """``comm.bcast(obj, root)`` whose waits sleep: the pickled length, then the bytes.
+
+    The ranks waiting for ``root`` (e.g. while rank 0 plans a rebalance) leave
+    shared cores to it, and the stall watchdog sees the wait. ``root`` gets
+    ``obj`` itself back, the others an unpickled copy (as ``comm.bcast``).
+    """
+    import pickle
+
+    import numpy as np
+
+    is_root = comm.Get_rank() == root
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if is_root else b""
+    n = np.array([len(data)], np.int64)
+    sleeping_waitall([comm.Ibcast(n, root=root)])
+    buf = np.frombuffer(bytearray(data), np.uint8) if is_root else np.empty(int(n[0]), np.uint8)
+    if buf.size:
+        sleeping_waitall([comm.Ibcast(buf, root=root)])
+    return obj if is_root else pickle.loads(buf.tobytes())

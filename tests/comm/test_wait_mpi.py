@@ -43,3 +43,16 @@ def test_a_long_wait_sleeps_instead_of_spinning(comm):
         ratio = (time.process_time() - c0) / (time.perf_counter() - t0)
     ratio = comm.bcast(ratio, root=1)
     assert ratio < 0.7, f"the waiting rank used {ratio:.0%} of a core while it waited"
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
+def test_sleeping_bcast_is_bcast(comm):
+    from hpccloud.comm.wait import sleeping_bcast
+
+    rank = comm.Get_rank()
+    for root in range(comm.Get_size()):
+        obj = {"root": root, "a": np.arange(1000.0), "s": "é" * 10} if rank == root else None
+        got = sleeping_bcast(comm, obj, root=root)
+        assert got["root"] == root and got["s"] == "é" * 10
+        assert np.array_equal(got["a"], np.arange(1000.0))
+    assert sleeping_bcast(comm, b"" if rank == 0 else None) == b""
