@@ -21,7 +21,7 @@ import pytest
 
 from hpccloud.measure.discover import compare_regions, discover_regions
 from hpccloud.testing import netns
-from hpccloud.testing.mpi_pytest import child_env
+from hpccloud.testing.mpi_pytest import child_env, json_records
 
 DELAY_MS = 5.0
 RATE_MBIT = 100.0
@@ -53,9 +53,9 @@ def regional_net():
 
 
 def _json_line(stdout: str) -> dict:
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    assert lines, f"no JSON line in output:\n{stdout[-3000:]}"
-    return json.loads(lines[-1])
+    records = json_records(stdout)
+    assert records, f"no JSON line in output:\n{stdout[-3000:]}"
+    return records[-1]
 
 
 def _run(net, cmd):

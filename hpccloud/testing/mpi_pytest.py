@@ -95,6 +95,31 @@ def child_env(nranks: int, extra: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
+def json_records(text: str) -> list[dict]:
+    """Every JSON object the ranks printed, even when two ranks' lines ran together.
+
+    The launcher forwards each rank's output as it comes; with
+    ``PYTHONUNBUFFERED`` a ``print`` is two writes (the text, then the newline),
+    so one rank's object can land on the end of another's line. Objects are
+    read where they start, not line by line.
+
+    >>> json_records('noise\\n{"rank": 1}{"rank": 0}\\n\\n')
+    [{'rank': 1}, {'rank': 0}]
+    """
+    decoder = json.JSONDecoder()
+    out, i = [], 0
+    while (i := text.find("{", i)) >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            i += 1
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        i = end
+    return out
+
+
 def run_group(argv: list[str], timeout_s: float, env: dict[str, str] | None = None,
               cwd: str | None = None) -> subprocess.CompletedProcess:
     """Run ``argv`` in its own process group with a hard timeout.

@@ -39,7 +39,8 @@ def main() -> int:
         out["protection"].append(recs[0].protection)
         if rank == int(after[0]):
             out["intact"] = bool(np.array_equal(local[0], data))
-    print(json.dumps(out), flush=True)
+    sys.stdout.write(json.dumps(out) + "\n")  # one write: a line of its own
+    sys.stdout.flush()
     return 0
 
 

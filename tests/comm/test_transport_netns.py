@@ -8,7 +8,6 @@ flight must be caught on every rank on both routes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hpccloud.testing import netns
-from hpccloud.testing.mpi_pytest import child_env
+from hpccloud.testing.mpi_pytest import child_env, json_records
 
 CHILD = Path(__file__).with_name("netns_transport_child.py")
 
@@ -29,7 +28,7 @@ def test_cross_host_moves_are_hashed_and_corruption_caught_everywhere():
     with netns.RegionalNet((1, 1), delay_ms=0.0, rate_mbit=2000.0) as net:
         res = net.run_mpi([sys.executable, str(CHILD)], timeout_s=120, env=child_env(2))
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    lines = [json.loads(ln) for ln in res.stdout.splitlines() if ln.startswith("{")]
+    lines = json_records(res.stdout)
     assert sorted(d["rank"] for d in lines) == [0, 1], res.stdout
     for d in lines:
         assert d["protection"] == ["xxh3-64", "aes-gcm"], d
