@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             if rank == 0:
                 sys.stderr.write(f"hpccloud: error: {exc}\n")
             return exc.exit_code
-        sys.stderr.write(f"hpccloud: error on rank {rank}: {exc}\n")
-        sys.stderr.flush()
-        world.Abort(exc.exit_code)
+        from hpccloud.comm.abort import abort_job
+
+        abort_job(exc.exit_code, f"hpccloud: error on rank {rank}: {exc}", world)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         world = _mpi_world()
         if world is not None and world.Get_size() > 1:
-            world.Abort(1)
+            from hpccloud.comm.abort import abort_job
+
+            abort_job(1, None, world)
         return 1
 
 

@@ -19,11 +19,12 @@ step seen (see :meth:`Watchdog.progress`), so a long step is not a stall.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+from hpccloud.comm.abort import abort_job
 
 #: exit code of a job ended by stall detection (sysexits' EX_TEMPFAIL: try again)
 STALL_EXIT_CODE = 75
@@ -77,8 +78,6 @@ class Watchdog:
     # ------------------------------------------------------------------ called by the waits
     def check(self, waited_s: float) -> None:
         """Called from a sleeping wait that has lasted ``waited_s`` so far."""
-        from mpi4py import MPI
-
         now = time.monotonic()
         if now - self._last_check < _CHECK_EVERY_S:
             return
@@ -92,11 +91,9 @@ class Watchdog:
                 return  # everyone is alive and waiting: the next progress() resets the query
             alive = [self.rank] + [int(r) for r in np.flatnonzero(self.heard)]
             if self.rank == min(alive):
-                sys.stderr.write(self.message(silent, waited_s) + "\n")
-                sys.stderr.flush()
-                MPI.COMM_WORLD.Abort(STALL_EXIT_CODE)
+                abort_job(STALL_EXIT_CODE, self.message(silent, waited_s))
             elif now - self.sent_at > 3 * self.grace_s + 5:  # the reporter itself stopped
-                MPI.COMM_WORLD.Abort(STALL_EXIT_CODE)
+                abort_job(STALL_EXIT_CODE, self.message(silent + [min(alive)], waited_s))
 
     def message(self, silent: list[int], waited_s: float) -> str:
         who = "; ".join(f"rank {r} ({self.describe(r)})" for r in silent)
