@@ -68,6 +68,7 @@ def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str
         "speed": job.speed.to_json(),
         "cores": job.cores.to_json(),
         "initial_placement": job.initial_placement,
+        "transport_probe": None if job.transport_probe is None else job.transport_probe.to_json(),
         "restarted_from": job.restarted_from,
         "compile_s": job.compile_s,
         "setup_s": job.setup_s,

@@ -37,3 +37,24 @@ def test_link_probe_measures_every_ordered_pair(comm):
     # one positive median per size on every link (how they compare is a benchmark's business)
     for (i, j), times in res.one_way_s.items():
         assert len(times) == len(res.sizes) and min(times) > 0, (i, j, times)
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
+def test_transport_probe_times_one_call_on_every_rank(comm, tmp_path):
+    from hpccloud.comm.audit import AuditLog  # noqa: F401  (the probe writes no audit)
+    from hpccloud.comm.topology import load_topology
+    from hpccloud.measure.probe import PROBE_CLASS, probe_transport
+
+    topo = load_topology(None, comm)
+    assert PROBE_CLASS not in topo.data_classes  # the job's classes are left as they are
+    res = probe_transport(comm, topo, rounds=4, warmup=1)
+    assert len(res.rounds_s) == 4 and res.warmup == 1
+    assert all(np.isfinite(t) and t > 0 for t in res.rounds_s)
+    assert res.fixed_s == pytest.approx(float(np.median(res.rounds_s)))
+    # the slowest rank's time of each round: the same figures on every rank
+    assert all(r == res.rounds_s for r in comm.allgather(res.rounds_s))
+    assert res.to_json()["provenance"] == "measured"
+    # sealed (the job's key): still one figure, and the job's classes untouched
+    sealed = probe_transport(comm, topo, key=bytes(range(32)), rounds=2, warmup=0)
+    assert np.isfinite(sealed.fixed_s) and sealed.fixed_s > 0
+    assert PROBE_CLASS not in topo.data_classes

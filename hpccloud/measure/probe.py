@@ -365,6 +365,74 @@ def probe_speed(comm, kernel: str = "stencil2d", n_units: int = 1 << 20,
     return model
 
 
+#: data class of the transport probe's synthetic shards: a name no topology file can
+#: declare ('+' is reserved), allowed in every region (the bytes are the probe's own)
+PROBE_CLASS = "probe+transport"
+
+
+@dataclass(frozen=True)
+class TransportProbeResult:
+    """What one ``execute`` costs on this job's ranks when (almost) nothing moves.
+
+    ``fixed_s`` is the median over rounds of the slowest rank's wall time of a
+    call that moves one 8-byte shard per rank around the ring (the plan's
+    agreement, the data round, the verdict, the Python around them, and on
+    ranks that share cores the waits for a core between those rounds);
+    ``rounds_s`` are the rounds themselves (after ``warmup`` untimed ones).
+    """
+
+    fixed_s: float
+    rounds_s: tuple[float, ...]
+    warmup: int
+    provenance: str = "measured"
+
+    def to_json(self) -> dict:
+        return {"fixed_s": self.fixed_s, "rounds_s": list(self.rounds_s), "warmup": self.warmup,
+                "provenance": self.provenance, "what": "slowest rank's wall time of one transport "
+                "call moving 8 bytes per rank around the ring, median of the rounds"}
+
+
+def probe_transport(comm, topology, *, key=None, rounds: int = 5,
+                    warmup: int = 2) -> TransportProbeResult:
+    """Time the shard transport's per-call cost on this job's ranks; collective.
+
+    Every rank holds one 8-byte shard of the synthetic class :data:`PROBE_CLASS`
+    and passes it to the next rank, ``warmup + rounds`` times (the first calls
+    also set up what the transport keeps per communicator, so a job's first
+    real migration does not pay for it). The bytes are the probe's own, so the
+    class may live anywhere; the job's residency rules never see them, and
+    they are not written to the audit log. With ``key`` the moves that cross a
+    region border are sealed, as the job's will be.
+    """
+    import dataclasses
+
+    from mpi4py import MPI
+
+    from hpccloud.comm.transport import execute
+    from hpccloud.policy import Policy
+    from hpccloud.shards import block_1d
+    from hpccloud.topology import DataClass
+
+    size, rank = comm.Get_size(), comm.Get_rank()
+    regions = frozenset(topology.rank_region)
+    policy = Policy(dataclasses.replace(
+        topology, data_classes={PROBE_CLASS: DataClass(PROBE_CLASS, regions, False)}))
+    shard_map = block_1d(size, size, "<f8", size, data_class=PROBE_CLASS)
+    shard_map = shard_map.with_owners(np.arange(size, dtype=np.int64), version=0)
+    local = {rank: np.full(1, float(rank))}
+    times = np.zeros(warmup + rounds)
+    for i in range(warmup + rounds):
+        after = (shard_map.owners() + 1) % size
+        sleeping_barrier(comm)
+        t0 = time.perf_counter()
+        shard_map, local, _ = execute(comm, shard_map, local, after, policy, key=key)
+        times[i] = time.perf_counter() - t0
+    slowest = np.empty_like(times)
+    comm.Allreduce(times, slowest, op=MPI.MAX)
+    timed = slowest[warmup:]
+    return TransportProbeResult(float(np.median(timed)), tuple(float(x) for x in timed), warmup)
+
+
 def _min_op():
     from mpi4py import MPI
 

@@ -53,10 +53,13 @@ def host_labels(hosts) -> tuple[int, ...]:
 class Calibrator:
     """The run's calibration and the samples it was fitted from (kept on every rank)."""
 
-    def __init__(self, hosts, rank_region):
+    def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0):
         self.rank_host = host_labels(hosts)
         self.rank_region = tuple(rank_region)
-        self.calibration = Calibration(rank_host=self.rank_host)
+        # the transport probe's measured cost of one call (setup): a migration's fixed cost
+        # until three migrations let the fit tell it from the per-call cost
+        self.migration_fixed_prior_s = float(migration_fixed_s)
+        self.calibration = self._prior()
         self.steps: deque[StepSample] = deque(maxlen=STEP_SAMPLES)
         self.step_wall_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # beside self.steps
         self.migrations: deque[MigrationSample] = deque(maxlen=MIGRATION_SAMPLES)
@@ -138,6 +141,10 @@ class Calibrator:
                 self.transfers[self.route(int(r["src_rank"]), int(r["dst_rank"]))].append(
                     (float(r["nbytes"]), float(secs)))
 
+    def _prior(self) -> Calibration:
+        """What is known before any sample: the hosts, and the transport probe's call cost."""
+        return Calibration(rank_host=self.rank_host, migration_fixed_s=self.migration_fixed_prior_s)
+
     def route(self, a: int, b: int) -> int:
         """Route class of a transfer from rank ``a`` to ``b`` (index into ``ROUTES``)."""
         if self.rank_region[a] != self.rank_region[b]:
@@ -169,7 +176,7 @@ class Calibrator:
         cost outside the move.
         """
         migrations = list(self.migrations)
-        prior = Calibration(rank_host=self.rank_host)
+        prior = self._prior()
         first = self.first_migration
         if not migrations and first is not None and np.isfinite(first.pack_s) \
                 and first.total_bytes > 0:
@@ -184,10 +191,11 @@ class Calibrator:
                         if np.isfinite(r))),
                         bytes_by_route=(0.0, 0.0, 0.0)) for m in migrations]
             mig = fit([], rest, prior=prior)
-            fixed = mig.migration_fixed_s if len(migrations) >= 3 else 0.0
+            fixed = mig.migration_fixed_s if len(migrations) >= 3 else prior.migration_fixed_s
             per_call = mig.per_call_s
             if len(migrations) < 3:  # a constant from one or two samples would absorb everything
-                per_call = float(np.median([m.achieved_s / max(m.calls, 1) for m in rest]))
+                per_call = float(np.median([max(0.0, m.achieved_s - fixed) / max(m.calls, 1)
+                                            for m in rest]))
             cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
                                       migration_fixed_s=fixed, pack_s_per_byte=mig.pack_s_per_byte,
                                       samples=cal.samples + len(migrations))

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from hpccloud.io.checkpoint import CheckpointWriter
     from hpccloud.measure.cores import CoreShares
     from hpccloud.measure.links import LinkModel
+    from hpccloud.measure.probe import TransportProbeResult
     from hpccloud.shards import ShardMap
 
 
@@ -75,6 +76,7 @@ class Job:
         self.local: dict[int, np.ndarray] = {}
         self.start_step = 0
         self.initial_placement: dict[str, Any] | None = None
+        self.transport_probe: TransportProbeResult | None = None
         self.restarted_from: dict[str, Any] | None = None
         self.steps: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
@@ -123,13 +125,23 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     import numba
 
     job.cores = discover_cores(comm, numba.get_num_threads())
-    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region)
     job.links = None
     if cfg.restart and not cfg.profile:  # the same ranks on the same hosts: the saved links
         from hpccloud.runner.checkpointing import saved_links
 
         job.links = saved_links(job)
     job.links = job.links or _links(job)
+    job.transport_probe = None
+    if job.size > 1:
+        from hpccloud.measure.probe import probe_transport
+
+        # what one transport call costs on these ranks (and the transport set up before
+        # the first migration): the gate's price of a migration's fixed part until the
+        # job's own migrations are enough to fit it
+        job.transport_probe = probe_transport(comm, topology, key=job.key)
+    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region,
+                                migration_fixed_s=job.transport_probe.fixed_s
+                                if job.transport_probe is not None else 0.0)
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:
         from hpccloud.runner.checkpointing import restart

@@ -55,6 +55,24 @@ def test_migration_terms_from_the_transfers_and_what_the_moves_leave_over():
     assert cal.pack_s_per_byte == pytest.approx(0.0012 / 6e6)
 
 
+def test_the_transport_probe_prices_the_fixed_part_until_three_migrations():
+    c = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"], migration_fixed_s=0.004)
+    assert c.refit().migration_fixed_s == 0.004  # before any migration: the probe's figure
+    recs = [{"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 1e-3}]
+    c.add_migration(recs, achieved_s=0.050, pack_s=0.0)  # the first: recorded, not fitted
+    assert c.refit().migration_fixed_s == 0.004 and c.refit().per_call_s == 0.0
+    c.add_migration(recs, achieved_s=0.004 + 1e-3 + 0.002, pack_s=0.0)
+    cal = c.refit()
+    # one fitted migration: the fixed part stays the probe's, the one call on the busiest
+    # rank gets what the bytes leave over
+    assert cal.migration_fixed_s == 0.004
+    assert cal.per_call_s == pytest.approx(0.002, rel=1e-6)
+    for _ in range(3):
+        c.add_migration(recs, achieved_s=0.004 + 1e-3 + 0.002, pack_s=0.0)
+    cal = c.refit()  # enough samples: fitted (the same 1-call migrations: only the sum is fixed)
+    assert cal.migration_fixed_s + cal.per_call_s == pytest.approx(0.006, rel=1e-3)
+
+
 def test_model_error_leaves_out_the_first_plan():
     plans = [{"makespan_after_s": 1.0, "achieved_step_s_after": 2.0},
              {"makespan_after_s": 1.1, "achieved_step_s_after": 1.0,
