@@ -12,26 +12,39 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import NoReturn
 
 #: how long the launcher gets to forward the message before the abort ends the job
 ABORT_GRACE_S = 1.0
 
 
-def abort_job(code: int, message: str | None = None, comm=None) -> None:
+_aborting = False
+
+
+def abort_job(code: int, message: str | None = None, comm=None) -> NoReturn:
     """Write ``message`` (if any) to stderr, wait :data:`ABORT_GRACE_S`, abort ``comm``.
 
-    ``comm`` defaults to ``MPI.COMM_WORLD``. Does not return.
+    ``comm`` defaults to ``MPI.COMM_WORLD``. Never returns: MPICH's
+    ``MPI_Abort`` has been seen to come back (about a second later, with a
+    peer stopped by SIGSTOP), and a caller's loop would then say it all again;
+    the process then ends with ``os._exit(code)``. Said once per process.
     """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if message is not None:
-        os.write(2, (message.rstrip("\n") + "\n").encode())
-    time.sleep(ABORT_GRACE_S)
+    global _aborting
+    if not _aborting:
+        _aborting = True
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if message is not None:
+            os.write(2, (message.rstrip("\n") + "\n").encode())
+        time.sleep(ABORT_GRACE_S)
     if comm is None:
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
-    comm.Abort(code)
+    try:
+        comm.Abort(code)
+    finally:
+        os._exit(code)
 
 
 __all__ = ["ABORT_GRACE_S", "abort_job"]
