@@ -187,19 +187,23 @@ class ShardMap:
             raise InvalidArgument(f"owners must be an integer array of shape ({len(self)},), "
                                   f"got {owners.dtype} {owners.shape}")
         version = self.version + 1 if version is None else int(version)
-        if owners.dtype == np.uint64 and len(owners) and owners.max() > np.iinfo(np.int64).max:
+        if (owners.dtype.kind == "u" and owners.dtype.itemsize == 8 and len(owners)
+                and owners.max() > np.iinfo(np.int64).max):
             shards = [s if s.owner_rank == o else replace(s, owner_rank=o)  # not an int64 column
                       for s, o in zip(self.shards, owners.tolist(), strict=True)]
             return self._replaced(shards, version)
         new_owners = owners.astype(np.int64)  # a private copy, cached on the new map
-        new_owners.flags.writeable = False
+        new_owners.setflags(write=False)
         # only the shards whose owner changes are rebuilt; ids, order and layout are the
         # parent's, already checked, so the new map skips the constructor's checks
         shards = list(self.shards)
-        for i in np.flatnonzero(new_owners != self._owner_array()).tolist():
-            s = shards[i]
-            shards[i] = Shard(s.id, s.index, s.shape, s.dtype, s.nbytes, s.work_units,
-                              s.data_class, int(new_owners[i]), s.neighbours)
+        if len(shards) <= 64:  # a Python pass is quicker than numpy's on a few shards
+            changed = [i for i, (s, o) in enumerate(zip(shards, new_owners.tolist(), strict=True))
+                       if s.owner_rank != o]
+        else:
+            changed = np.flatnonzero(new_owners != self._owner_array()).tolist()
+        for i in changed:
+            shards[i] = _with_owner(shards[i], int(new_owners[i]))
         new = object.__new__(ShardMap)
         new.__dict__.update(global_shape=self.global_shape, dtype=self.dtype, shards=tuple(shards),
                             version=version, grid=self.grid, halo_width=self.halo_width,
@@ -260,6 +264,14 @@ class ShardMap:
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"not a valid ShardMap JSON document ({type(exc).__name__}: {exc}). "
                                   "Fix: write it with ShardMap.to_json()") from None
+
+
+def _with_owner(s: Shard, owner_rank: int) -> Shard:
+    """``replace(s, owner_rank=owner_rank)`` without re-running the dataclass machinery."""
+    new = object.__new__(Shard)
+    new.__dict__.update(s.__dict__)
+    new.__dict__["owner_rank"] = owner_rank
+    return new
 
 
 def _face_len(a: Shard, b: Shard) -> int:

@@ -199,6 +199,18 @@ def _corrupt_header_offsets(corrupt_header) -> dict[int, int]:
     return {int(k): 8 * HEADER_FIELDS.index(f) for k, f in fields.items()}
 
 
+def _known_checksums(checksums) -> dict[int, int]:
+    """The caller's ``{shard id: xxh3-64}``, checked: each digest an int in ``0..2**64-1``."""
+    known: dict[int, int] = {}
+    for sid, digest in (checksums or {}).items():
+        if isinstance(digest, bool) or not isinstance(digest, int | np.integer) \
+                or not 0 <= int(digest) < 1 << 64:
+            raise InvalidArgument(f"checksums[{sid!r}] = {digest!r}: expected an xxh3-64 digest, "
+                                  "an int in 0..2**64-1")
+        known[int(sid)] = int(digest)
+    return known
+
+
 def _verify_mode(verify) -> str:
     # an explicit value is checked (and named) by the plan
     return _hooks().verify_mode() if verify is None else verify
@@ -301,24 +313,30 @@ def _plan(state: _CommState, cache_key: tuple, shard_map, after, policy, sealed,
     return plan
 
 
-def _agree_on_plan(state, shard_map, local, owners_after, policy, key, verify, chunk_bytes, known,
-                   corrupt, corrupt_header):
+def _agree_on_plan(state, shard_map, local, owners_after, policy, key, verify, chunk_bytes,
+                   checksums, corrupt, corrupt_header):
     """One collective round: plan sameness + every rank's checks; raises everywhere or returns.
 
-    Returns ``(plan, aes, flips, header_flips)``. A 3-word ``Allreduce(MAX)`` of
+    Returns ``(plan, aes, known, flips, header_flips)``, ``known`` the sender's
+    checksums (given, or hashed here). Every argument a rank alone could get
+    wrong (options, hooks, ``checksums``) is checked here, inside the round:
+    after it, a rank that raised would leave its peers waiting for its bytes.
+    A 3-word ``Allreduce(MAX)`` of
     ``[failed, d, -d]`` (``d``: 62 bits of a digest of the map layout, the owners
     before and after, the map version and the options): the plan is the same
     everywhere iff ``max d == -max(-d)``. Only when a rank failed do the ranks
     gather the error records (a second round). Across hosts the round is
     non-blocking and, while it is in flight, the sender hashes small payloads
-    bound for another host into ``known`` (over a network, hashing after
+    bound for another host (over a network, hashing after
     posting would hold the bytes back: the transfer progresses only inside MPI
     calls).
     """
     MPI = _mpi()
-    plan, out, exc, digest = None, None, None, 0
+    plan, out, exc, digest, known = None, None, None, 0, {}
     try:
         verify = _verify_mode(verify)
+        chunk_bytes = int(chunk_bytes)
+        known = _known_checksums(checksums)
         if policy.topology.size != state.size:
             raise InvalidArgument(f"the policy's topology has {policy.topology.size} ranks but the "
                                   f"communicator has {state.size}")
@@ -336,7 +354,7 @@ def _agree_on_plan(state, shard_map, local, owners_after, policy, key, verify, c
         plan = _plan(state, (layout, before_bytes, after_bytes, policy, sealed, verify, chunk_bytes),
                      shard_map, after, policy, sealed, verify, chunk_bytes)
         plan.check_payloads(local)
-        out = (plan, _cipher(key) if plan.moves else None, _corrupt_ids(corrupt),
+        out = (plan, _cipher(key) if plan.moves else None, known, _corrupt_ids(corrupt),
                _corrupt_header_offsets(corrupt_header))
     except Exception as e:  # noqa: BLE001 - every failure must reach the peers
         exc = e
@@ -354,9 +372,10 @@ def _agree_on_plan(state, shard_map, local, owners_after, policy, key, verify, c
         req.Wait()
     else:  # MPICH's blocking Allreduce of a few words is quicker than its non-blocking one
         state.comm.Allreduce(mine, top, op=MPI.MAX)
-    if top[0]:
+    failed, top_digest, top_negated = top.tolist()
+    if failed:
         raise_gathered(state.comm.allgather(error_record(exc, state.rank)), exc)
-    if top[1] != -top[2]:
+    if top_digest != -top_negated:
         err = InvalidArgument("the map (owners or layout), owners_after, chunk_bytes, verify, the "
                               "key's presence or the map version differs between ranks; every "
                               "rank must execute the same plan. Nothing was moved")
@@ -550,9 +569,8 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     MPI = _mpi()
     state = _comm_state(comm)
     pcomm, rank, version = state.comm, state.rank, shard_map.version
-    known = dict(checksums) if checksums else {}
-    plan, aes, flips, header_flips = _agree_on_plan(
-        state, shard_map, local, owners_after, policy, key, verify, int(chunk_bytes), known,
+    plan, aes, known, flips, header_flips = _agree_on_plan(
+        state, shard_map, local, owners_after, policy, key, verify, chunk_bytes, checksums,
         corrupt, corrupt_header)
     if not plan.moves:  # agreed everywhere: nothing to move, verify or record
         return shard_map.with_owners(owners_after), dict(local), []

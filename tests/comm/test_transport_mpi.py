@@ -390,3 +390,22 @@ def test_environment_is_read_once_and_a_bad_value_fails_everywhere(comm):
         reload_env()
     m2, _, recs = execute(comm, m, local, after, policy)
     assert [r.protection for r in recs] == ["header"]
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_bad_known_checksum_fails_everywhere_before_a_byte_moves(comm):
+    """A digest that does not fit the header is caught in the agreement round, on every rank
+    (after it, the sender alone would raise and leave the receiver waiting)."""
+    rank = comm.Get_rank()
+    policy = Policy.from_topology(load_topology(None, comm))
+    m = block_1d(64, 1, "<f8", 2).with_owners(np.array([0]))
+    local = {0: np.arange(64.0)} if rank == 0 else {}
+    for bad in (1 << 64, -1, "00ff"):
+        with pytest.raises(InvalidArgument, match="checksums") as info:
+            execute(comm, m, local, np.array([1]), policy, verify="all",
+                    checksums={0: bad} if rank == 0 else None)
+        assert len(set(comm.allgather(str(info.value)))) == 1
+    good = {0: int(np.uint64(0))} if rank == 0 else None  # numpy ints are digests too (stale here)
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        execute(comm, m, local, np.array([1]), policy, verify="all", checksums=good)
+    assert rank == 1 or np.array_equal(local[0], np.arange(64.0))
