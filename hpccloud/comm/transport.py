@@ -354,7 +354,7 @@ def _agree_on_plan(state, shard_map, local, owners_after, policy, key, verify, c
         plan = _plan(state, (layout, before_bytes, after_bytes, policy, sealed, verify, chunk_bytes),
                      shard_map, after, policy, sealed, verify, chunk_bytes)
         plan.check_payloads(local)
-        out = (plan, _cipher(key) if plan.moves else None, known, _corrupt_ids(corrupt),
+        out = (plan, _cipher(key), known, _corrupt_ids(corrupt),
                _corrupt_header_offsets(corrupt_header))
     except Exception as e:  # noqa: BLE001 - every failure must reach the peers
         exc = e
