@@ -1,5 +1,7 @@
 """The move plan without MPI: routes, protection, pieces, headers, residency, records."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from hpccloud.comm.moveplan import (
     HEADER_STRUCT,
     MAX_CHUNK_BYTES,
     SEALED,
+    Move,
     MovePlan,
     header_checksum,
     header_problem,
@@ -194,3 +197,6 @@ def test_vectorised_routes_match_the_rule_move_by_move(sealed, verify):
         assert mv.chunk_bytes == (MAX_CHUNK_BYTES if prot == HEADER_ONLY else 1000)
         assert mv.layout == wire_layout(mv.nbytes, mv.chunk_bytes, prot == SEALED)
         assert (mv.src_region, mv.dst_region) == (regions[src], regions[dst])
+        # built without __init__: every field set, nothing else, equal to a Move made normally
+        assert list(vars(mv)) == [f.name for f in dataclasses.fields(Move)]
+        assert mv == Move(**vars(mv)) and hash(mv) == hash(Move(**vars(mv)))
