@@ -282,11 +282,16 @@ class MovePlan:
         high and low 32 bits; ``version`` is the map version the moves left.
         """
         out = []
+        new = object.__new__
         for m, (secs, t, hi, lo) in zip(self.moves, rows.tolist(), strict=True):
             checksum = f"{(int(hi) << 32) | int(lo):016x}" if m.protection == HASHED else ""
-            out.append(TransferRecord(t, m.shard_id, m.data_class, m.src, m.dst, m.src_region,
-                                      m.dst_region, m.nbytes, secs, checksum,
-                                      m.protection == SEALED, version + 1, m.protection))
+            rec = new(TransferRecord)  # fields set directly, as in build_moves: one per move per call
+            rec.__dict__.update(time=t, shard_id=m.shard_id, data_class=m.data_class, src_rank=m.src,
+                                dst_rank=m.dst, src_region=m.src_region, dst_region=m.dst_region,
+                                nbytes=m.nbytes, seconds=secs, checksum=checksum,
+                                encrypted=m.protection == SEALED, map_version=version + 1,
+                                protection=m.protection)
+            out.append(rec)
         return out
 
 

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from hpccloud.comm.audit import TransferRecord
 from hpccloud.comm.moveplan import (
     CHUNK_BYTES,
     HASHED,
@@ -171,6 +172,9 @@ def test_records_carry_protection_and_checksum_only_when_hashed():
         assert r.protection == mv.protection and r.map_version == 5 and r.seconds == 0.5
         assert r.checksum == ("0123456789abcdef" if mv.protection == HASHED else "")
         assert r.to_json()["protection"] == mv.protection
+        # built without __init__: every field set, nothing else, equal to a record made normally
+        assert list(vars(r)) == [f.name for f in dataclasses.fields(TransferRecord)]
+        assert r == TransferRecord(**vars(r)) == TransferRecord.from_json(r.to_json())
 
 
 @pytest.mark.parametrize("sealed", [False, True])
