@@ -19,6 +19,8 @@ Everything here is pure (no MPI): the partitioners take the rank count
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +30,9 @@ import numpy as np
 from hpccloud.errors import InvalidArgument
 
 DataClassSpec = str | Sequence[str] | Callable[[int, tuple[slice, ...]], str]
+# per-map caches that depend on neither the owners nor the version (ShardMap.with_owners keeps them)
+_OWNER_FREE_CACHES = ("_classes_key", "_layout_key")
+_OWNER_CACHES = ("_owners", "_owners_bytes")
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,58 @@ class ShardMap:
                 f"shards={len(self)}, grid={self.grid}, version={self.version})")
 
     # ----------------------------------------------------------------- columns
-    def owners(self) -> np.ndarray:
-        """Owner rank per shard (a new array each call; the map itself never changes)."""
+    def _owner_array(self) -> np.ndarray:
+        """The cached owner column (int64, read-only: never handed out)."""
         cached = self.__dict__.get("_owners")
         if cached is None:
             cached = np.fromiter((s.owner_rank for s in self.shards), np.int64, len(self))
+            cached.flags.writeable = False
             self._owners = cached
-        return cached.copy()
+        return cached
+
+    def owners(self) -> np.ndarray:
+        """Owner rank per shard (a new array each call; the map itself never changes)."""
+        return self._owner_array().copy()
+
+    def owners_bytes(self) -> bytes:
+        """The owner column as int64 bytes (cached): a cheap, exact key for the owners.
+
+        >>> block_1d(4, 2, "<f8", 2).owners_bytes() == np.array([0, 1], np.int64).tobytes()
+        True
+        """
+        cached = self.__dict__.get("_owners_bytes")
+        if cached is None:
+            cached = self._owner_array().tobytes()
+            self._owners_bytes = cached
+        return cached
+
+    def data_classes_key(self) -> bytes:
+        """The data class of every shard, as one exact, hashable key (cached).
+
+        Equal keys mean equal class lists; a map from :meth:`with_owners` inherits
+        its parent's key (owners move, classes do not), so callers that cache by
+        classes (the residency check) pay for the key once per map lineage.
+        """
+        cached = self.__dict__.get("_classes_key")
+        if cached is None:
+            cached = json.dumps(self.data_classes(), ensure_ascii=False).encode()
+            self._classes_key = cached
+        return cached
+
+    def layout_key(self) -> bytes:
+        """A 128-bit digest of the global shape and dtype and every shard's shape, dtype and
+        data class (cached; kept by :meth:`with_owners` and :meth:`with_work_units`).
+
+        What a migration's byte plan depends on besides the owners: two maps with
+        the same key cut the same payloads.
+        """
+        cached = self.__dict__.get("_layout_key")
+        if cached is None:
+            h = hashlib.blake2b(repr((self.global_shape, self.dtype)).encode(), digest_size=16)
+            h.update(repr([(s.shape, s.dtype, s.data_class) for s in self.shards]).encode())
+            cached = h.digest()
+            self._layout_key = cached
+        return cached
 
     def work_units(self) -> np.ndarray:
         return np.fromiter((s.work_units for s in self.shards), np.float64, len(self))
@@ -119,8 +169,12 @@ class ShardMap:
         return (np.asarray(us, np.int64), np.asarray(vs, np.int64), np.asarray(bs, np.int64))
 
     # ----------------------------------------------------------------- new maps
-    def _replaced(self, shards, version: int) -> ShardMap:
-        return ShardMap(self.global_shape, self.dtype, shards, version, self.grid, self.halo_width)
+    def _replaced(self, shards, version: int, keep: tuple[str, ...] = ()) -> ShardMap:
+        new = ShardMap(self.global_shape, self.dtype, shards, version, self.grid, self.halo_width)
+        for name in keep:  # caches the change leaves valid
+            if name in self.__dict__:
+                new.__dict__[name] = self.__dict__[name]
+        return new
 
     def with_owners(self, owners, version: int | None = None) -> ShardMap:
         """A new map with the given owner per shard and ``version + 1`` (a migration).
@@ -129,12 +183,35 @@ class ShardMap:
         (nothing has moved yet) the caller keeps the old one.
         """
         owners = np.asarray(owners)
-        if owners.shape != (len(self),) or not np.issubdtype(owners.dtype, np.integer):
+        if owners.shape != (len(self),) or owners.dtype.kind not in "iu":
             raise InvalidArgument(f"owners must be an integer array of shape ({len(self)},), "
                                   f"got {owners.dtype} {owners.shape}")
-        shards = [s if s.owner_rank == o else replace(s, owner_rank=o)
-                  for s, o in zip(self.shards, owners.tolist(), strict=True)]
-        return self._replaced(shards, self.version + 1 if version is None else version)
+        version = self.version + 1 if version is None else int(version)
+        if (owners.dtype.kind == "u" and owners.dtype.itemsize == 8 and len(owners)
+                and owners.max() > np.iinfo(np.int64).max):
+            shards = [s if s.owner_rank == o else replace(s, owner_rank=o)  # not an int64 column
+                      for s, o in zip(self.shards, owners.tolist(), strict=True)]
+            return self._replaced(shards, version)
+        new_owners = owners.astype(np.int64)  # a private copy, cached on the new map
+        new_owners.setflags(write=False)
+        # only the shards whose owner changes are rebuilt; ids, order and layout are the
+        # parent's, already checked, so the new map skips the constructor's checks
+        shards = list(self.shards)
+        if len(shards) <= 64:  # a Python pass is quicker than numpy's on a few shards
+            changed = [i for i, (s, o) in enumerate(zip(shards, new_owners.tolist(), strict=True))
+                       if s.owner_rank != o]
+        else:
+            changed = np.flatnonzero(new_owners != self._owner_array()).tolist()
+        for i in changed:
+            shards[i] = _with_owner(shards[i], int(new_owners[i]))
+        new = object.__new__(ShardMap)
+        new.__dict__.update(global_shape=self.global_shape, dtype=self.dtype, shards=tuple(shards),
+                            version=version, grid=self.grid, halo_width=self.halo_width,
+                            _owners=new_owners)
+        for name in _OWNER_FREE_CACHES:  # what depends on neither owners nor version carries over
+            if name in self.__dict__:
+                new.__dict__[name] = self.__dict__[name]
+        return new
 
     def with_work_units(self, work_units) -> ShardMap:
         """A new map with new work units per shard; same version (nothing moved)."""
@@ -142,7 +219,7 @@ class ShardMap:
         if w.shape != (len(self),):
             raise InvalidArgument(f"work_units must have shape ({len(self)},), got {w.shape}")
         shards = [replace(s, work_units=float(x)) for s, x in zip(self.shards, w, strict=True)]
-        return self._replaced(shards, self.version)
+        return self._replaced(shards, self.version, _OWNER_CACHES + _OWNER_FREE_CACHES)
 
     def with_classes(self, classes: Sequence[str]) -> ShardMap:
         """A new map whose shards have the given data classes; same version."""
@@ -187,6 +264,14 @@ class ShardMap:
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"not a valid ShardMap JSON document ({type(exc).__name__}: {exc}). "
                                   "Fix: write it with ShardMap.to_json()") from None
+
+
+def _with_owner(s: Shard, owner_rank: int) -> Shard:
+    """``replace(s, owner_rank=owner_rank)`` without re-running the dataclass machinery."""
+    new = object.__new__(Shard)
+    new.__dict__.update(s.__dict__)
+    new.__dict__["owner_rank"] = owner_rank
+    return new
 
 
 def _face_len(a: Shard, b: Shard) -> int:

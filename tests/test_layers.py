@@ -60,3 +60,16 @@ def test_planners_do_not_reach_up():
         bad = sorted(m for m in _imports(path) if m.startswith(("hpccloud.runner", "hpccloud.io",
                                                                  "hpccloud.measure.probe")))
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_building_the_cli_does_not_start_mpi():
+    """``hpccloud --help`` imports every command (and, through the runner, the transport):
+    none of them may import ``mpi4py.MPI`` (which initialises MPI) at module level."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hpccloud.cli import build_parser; build_parser(); "
+            "import hpccloud.comm.transport; print('mpi4py.MPI' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

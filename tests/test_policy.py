@@ -72,3 +72,44 @@ def test_check_owners(policy):
         policy.check_owners(m, np.array([0, 0, 7, 0]))
     with pytest.raises(InvalidArgument, match="shape"):
         policy.check_owners(m, np.array([0, 0]))
+
+
+def test_check_owners_cache_never_skips_a_check(policy):
+    """A passing (owners, classes) pair is remembered; other owners or classes are checked again."""
+    m = block_1d(40, 4, "<f8", size=4, data_class=["public", "eu-personal", "north-only", "public"])
+    ok = np.array([3, 2, 1, 0])
+    policy.check_owners(m, ok)
+    policy.check_owners(m, ok)  # from the cache
+    assert len(policy._passed) == 1
+    # the same owners with other data classes: checked again, and caught
+    with pytest.raises(ResidencyError, match="shard 0 of data class 'north-only'"):
+        policy.check_owners(m.with_classes(["north-only", "eu-personal", "north-only", "public"]), ok)
+    # other owners on the same map: checked again
+    with pytest.raises(ResidencyError, match="shard 1"):
+        policy.check_owners(m, np.array([3, 3, 1, 0]))
+    # the same values in another dtype hit the same entry; a failure is never remembered
+    policy.check_owners(m.with_owners(ok), ok.astype(np.uint8))
+    assert len(policy._passed) == 1
+    with pytest.raises(ResidencyError):
+        policy.check_owners(m, np.array([3, 3, 1, 0]))
+    with pytest.raises(InvalidArgument, match="rank -1"):
+        policy.check_owners(m, np.array([-1, 2, 1, 0]))
+    wrapped = np.array([2**64 - 1, 2, 1, 0], np.uint64)  # -1 as int64 bytes: must not alias
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        policy.check_owners(m, wrapped)
+
+
+def test_check_owners_on_large_maps_is_checked_every_time(policy):
+    from hpccloud.policy import CHECK_CACHE_MAX_SHARDS
+
+    n = CHECK_CACHE_MAX_SHARDS + 1
+    classes = ["public"] * (n - 1) + ["north-only"]
+    m = block_1d(n, n, "<f8", size=4, data_class=classes)
+    owners = np.zeros(n, np.int64)
+    policy.check_owners(m, owners)
+    assert not policy._passed
+    owners[-1] = 2
+    with pytest.raises(ResidencyError, match=f"shard {n - 1} of data class 'north-only'"):
+        policy.check_owners(m, owners)
+    with pytest.raises(ConfigError, match="'secret'"):
+        policy.check_owners(m.with_classes(["secret"] * n), np.zeros(n, np.int64))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpccloud.errors import InvalidArgument
-from hpccloud.shards import ShardMap, assign_owners, block_1d, split_even, tile_2d
+from hpccloud.shards import Shard, ShardMap, assign_owners, block_1d, split_even, tile_2d
 
 
 def test_block_1d_covers_array_once():
@@ -86,3 +86,58 @@ def test_json_round_trip_and_version():
         m.with_owners(np.zeros(5, int))
     with pytest.raises(InvalidArgument, match="ShardMap JSON"):
         ShardMap.from_json({"shards": []})
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 2**32 - 1), st.sampled_from(["<i8", "<i4", "<u2", "<u8"]))
+def test_with_owners_fast_path_matches_a_fresh_map(n_shards, seed, owners_dtype):
+    """The fast with_owners equals a map rebuilt from scratch, its caches included."""
+    rng = np.random.default_rng(seed)
+    classes = rng.choice(["public", "eu-personal"], n_shards).tolist()
+    m = block_1d(10 * n_shards, n_shards, "<f8", 3, data_class=classes)
+    keys = (m.data_classes_key(), m.layout_key())
+    for _ in range(3):
+        owners = rng.integers(0, 3, n_shards).astype(owners_dtype)
+        moved = m.with_owners(owners)
+        fresh = ShardMap(m.global_shape, m.dtype, [
+            Shard(s.id, s.index, s.shape, s.dtype, s.nbytes, s.work_units, s.data_class, int(o),
+                  s.neighbours) for s, o in zip(m.shards, owners, strict=True)], m.version + 1,
+            m.grid, m.halo_width)
+        assert moved == fresh and moved.shards == fresh.shards and moved.version == m.version + 1
+        assert moved.owners().dtype == np.int64 and moved.owners().tolist() == owners.tolist()
+        assert moved.owners_bytes() == fresh.owners_bytes() == owners.astype(np.int64).tobytes()
+        assert (moved.data_classes_key(), moved.layout_key()) == keys
+        assert (fresh.data_classes_key(), fresh.layout_key()) == keys
+        m = moved
+
+
+def test_with_owners_leaves_the_caller_and_the_parent_alone():
+    m = block_1d(40, 4, "<f8", 2)
+    owners = np.array([1, 1, 0, 0])
+    moved = m.with_owners(owners)
+    owners[0] = 0  # the caller's array is not the map's
+    assert moved.owners().tolist() == [1, 1, 0, 0] and m.owners().tolist() == [0, 0, 1, 1]
+    got = moved.owners()
+    got[:] = 7  # nor is the array owners() hands out
+    assert moved.owners().tolist() == [1, 1, 0, 0]
+    # placement keeps the version; owners beyond int64 are kept as given (nonsense, not ours to judge)
+    assert m.with_owners(np.array([0, 1, 0, 1]), version=0).version == 0
+    huge = m.with_owners(np.array([2**64 - 1, 0, 0, 0], np.uint64))
+    assert huge.shards[0].owner_rank == 2**64 - 1
+
+
+def test_cache_keys_change_with_what_they_cover():
+    m = block_1d(40, 4, "<f8", 2, data_class=["public", "eu-personal", "public", "public"])
+    relabelled = m.with_classes(["public", "public", "public", "public"])
+    assert relabelled.data_classes_key() != m.data_classes_key()
+    assert relabelled.layout_key() != m.layout_key()
+    reshaped = m.with_shapes({3: (9,)})
+    assert reshaped.layout_key() != m.layout_key() and reshaped.data_classes_key() == m.data_classes_key()
+    # work units are not part of either key, and the new map keeps the owners too
+    w = m.with_owners(np.array([1, 0, 1, 0])).with_work_units(np.arange(4.0))
+    assert (w.layout_key(), w.data_classes_key()) == (m.layout_key(), m.data_classes_key())
+    assert w.owners().tolist() == [1, 0, 1, 0]
+    # class names are kept apart exactly (no separator a name could contain)
+    a = block_1d(20, 2, "<f8", 2, data_class=["x", "y,z"])
+    b = block_1d(20, 2, "<f8", 2, data_class=["x,y", "z"])
+    assert a.data_classes_key() != b.data_classes_key()

@@ -174,7 +174,8 @@ def run(args) -> int:
     # the key goes through a key file, as a user would configure it
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "key.hex")
-        with open(path, "w") as fh:
+        # private from the start, as a key file must be (load_key warns otherwise)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
             fh.write(comm.bcast(os.urandom(32).hex() if rank == 0 else None))
         key = load_key(path)
     regions = (policy.topology.region_of(0), policy.topology.region_of(1))

@@ -24,11 +24,12 @@ the transport takes before a byte moves can be unit-tested in one process:
   (hashing or sealing one piece overlaps with moving the others); unhashed
   ones in pieces of :data:`MAX_CHUNK_BYTES` (1 GiB; one message up to 1 GiB, as
   raw ``Send`` would). No message ever exceeds 2 GiB.
-- **Header.** Every payload is followed or preceded by a 6-word ``uint64``
-  header ``[shard_id, nbytes, checksum, map_version, n_pieces, chunk_bytes]``
-  (``checksum`` 0 unless the route is ``"xxh3-64"``). The receiver always
-  checks every word but the checksum against its own plan
-  (:func:`header_problem`), whatever the protection.
+- **Header.** Every payload is followed or preceded by a fixed 48-byte header,
+  six little-endian ``uint64`` words packed with :mod:`struct`
+  (:data:`HEADER_STRUCT`): ``[shard_id, nbytes, checksum, map_version,
+  n_pieces, chunk_bytes]`` (``checksum`` 0 unless the route is ``"xxh3-64"``).
+  The receiver always checks every word but the checksum against its own
+  plan (:func:`header_problem`), whatever the protection.
 
 >>> pieces(10, 4)
 [(0, 4), (4, 8), (8, 10)]
@@ -42,9 +43,11 @@ the transport takes before a byte moves can be unit-tested in one process:
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -57,11 +60,14 @@ GCM_NONCE_BYTES = 12
 GCM_TAG_BYTES = 16
 HEADER_WORDS = 6
 HEADER_FIELDS = ("shard_id", "nbytes", "checksum", "map_version", "n_pieces", "chunk_bytes")
+HEADER_STRUCT = struct.Struct("<6Q")
+HEADER_BYTES = HEADER_STRUCT.size  # 48
+_CHECKSUM_AT = (8 * HEADER_FIELDS.index("checksum"), 8 * HEADER_FIELDS.index("checksum") + 8)
 
 SEALED = "aes-gcm"
 HASHED = "xxh3-64"
 HEADER_ONLY = "header"
-PROTECTIONS = (HEADER_ONLY, HASHED, SEALED)
+PROTECTIONS = (HEADER_ONLY, HASHED, SEALED)  # MovePlan.build_moves codes routes by this order
 VERIFY_MODES = ("route", "all")
 
 
@@ -70,6 +76,7 @@ def pieces(nbytes: int, chunk_bytes: int) -> list[tuple[int, int]]:
     return [(o, min(o + chunk_bytes, nbytes)) for o in range(0, nbytes, chunk_bytes)]
 
 
+@lru_cache(maxsize=1024)  # shards of one size share their layout
 def wire_layout(nbytes: int, chunk_bytes: int, sealed: bool) -> tuple[tuple[int, int, int, int], ...]:
     """Per piece ``(a, b, wa, wb)``: plaintext bytes ``[a, b)`` travel as wire bytes ``[wa, wb)``.
 
@@ -128,14 +135,23 @@ class Move:
     def wire_bytes(self) -> int:
         return self.layout[-1][3] if self.layout else 0
 
-    def header(self, version: int, checksum: int = 0) -> np.ndarray:
-        """The header the sender sends for this move."""
-        return np.array([self.shard_id, self.nbytes, checksum, version, len(self.layout),
-                         self.chunk_bytes], np.uint64)
+    def header(self, version: int, checksum: int = 0) -> bytes:
+        """The header the sender sends for this move (:data:`HEADER_BYTES` packed bytes)."""
+        return HEADER_STRUCT.pack(self.shard_id, self.nbytes, checksum, version, len(self.layout),
+                                  self.chunk_bytes)
 
 
-def header_problem(header: np.ndarray, move: Move, version: int) -> str | None:
+def header_checksum(header) -> int:
+    """The checksum word of a packed header."""
+    return int.from_bytes(header[_CHECKSUM_AT[0]:_CHECKSUM_AT[1]], "little")
+
+
+def header_problem(header, move: Move, version: int) -> str | None:
     """What is wrong with a received ``header`` for ``move`` (the checksum aside), or None.
+
+    ``header`` is any buffer of :data:`HEADER_BYTES` bytes. The common case (all
+    well) is two byte-string comparisons; the words are unpacked only to name
+    what is wrong.
 
     >>> m = MovePlan.build_moves([3], [0], [1], shapes=[(2,)], dtypes=["<f8"],
     ...     classes=["public"], regions=["a", "a"], hosts=[1, 1], sealed=False,
@@ -146,11 +162,16 @@ def header_problem(header: np.ndarray, move: Move, version: int) -> str | None:
     'header says map_version 4, expected 5'
     """
     expect = move.header(version)
-    wrong = [k for k in range(HEADER_WORDS) if k != 2 and int(header[k]) != int(expect[k])]
-    if not wrong:
+    got = memoryview(header).cast("B")
+    a, b = _CHECKSUM_AT
+    if len(got) == HEADER_BYTES and got[:a] == expect[:a] and got[b:] == expect[b:]:
         return None
+    if len(got) != HEADER_BYTES:
+        return f"header has {len(got)} bytes, expected {HEADER_BYTES}"
+    words, want = HEADER_STRUCT.unpack(got), HEADER_STRUCT.unpack(expect)
+    wrong = [k for k in range(HEADER_WORDS) if k != 2 and words[k] != want[k]]
     return "header says " + ", ".join(
-        f"{HEADER_FIELDS[k]} {int(header[k])}, expected {int(expect[k])}" for k in wrong)
+        f"{HEADER_FIELDS[k]} {words[k]}, expected {want[k]}" for k in wrong)
 
 
 @dataclass(frozen=True)
@@ -169,16 +190,39 @@ class MovePlan:
     @staticmethod
     def build_moves(shard_ids, srcs, dsts, *, shapes, dtypes, classes, regions, hosts,
                     sealed: bool, verify: str, chunk_bytes: int) -> list[Move]:
-        """The :class:`Move` of each ``(shard_ids[i], srcs[i], dsts[i])`` (no checks)."""
+        """The :class:`Move` of each ``(shard_ids[i], srcs[i], dsts[i])`` (no checks).
+
+        The routes are decided for all moves at once (:func:`protection_of`'s rule
+        over arrays); shards of one size share their piece layout.
+        """
+        srcs, dsts = np.asarray(srcs, np.int64), np.asarray(dsts, np.int64)
+        region_code = {name: i for i, name in enumerate(dict.fromkeys(regions))}
+        rank_region = np.fromiter((region_code[g] for g in regions), np.int64, len(regions))
+        host = np.asarray(hosts, np.int64)
+        leaves = host[srcs] != host[dsts]
+        hashed = leaves | (verify == "all")
+        if sealed:
+            crossing = rank_region[srcs] != rank_region[dsts]
+            code = np.where(crossing, 2, hashed.astype(np.int64))
+        else:
+            code = hashed.astype(np.int64)
+        itemsize = {dt: np.dtype(dt).itemsize for dt in set(dtypes)}
         out = []
-        for sid, src, dst, shape, dtype, dc in zip(shard_ids, srcs, dsts, shapes, dtypes, classes,
-                                                    strict=True):
-            prot = protection_of(src, dst, regions, hosts, sealed=sealed, verify=verify)
-            chunk = MAX_CHUNK_BYTES if prot == HEADER_ONLY else chunk_bytes
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            out.append(Move(int(sid), int(src), int(dst), regions[src], regions[dst], dc,
-                            tuple(shape), dtype, nbytes, prot, chunk,
-                            wire_layout(nbytes, chunk, prot == SEALED), hosts[src] != hosts[dst]))
+        new = object.__new__
+        for sid, src, dst, shape, dtype, dc, c, lv in zip(
+                shard_ids, srcs.tolist(), dsts.tolist(), shapes, dtypes, classes, code.tolist(),
+                leaves.tolist(), strict=True):
+            chunk = MAX_CHUNK_BYTES if c == 0 else chunk_bytes
+            nbytes = math.prod(shape) * itemsize[dtype]
+            # the fields set directly: a frozen dataclass's __init__ costs more than the rest
+            # of the loop (a rebalance of 10^4 moves builds 10^4 of them)
+            mv = new(Move)
+            mv.__dict__.update(shard_id=int(sid), src=src, dst=dst, src_region=regions[src],
+                               dst_region=regions[dst], data_class=dc, shape=tuple(shape),
+                               dtype=dtype, nbytes=nbytes, protection=PROTECTIONS[c],
+                               chunk_bytes=chunk, layout=wire_layout(nbytes, chunk, c == 2),
+                               leaves_host=lv)
+            out.append(mv)
         return out
 
     @classmethod
@@ -208,7 +252,7 @@ class MovePlan:
         owners_after = np.asarray(owners_after)
         policy.check_owners(shard_map, owners_after)
         before = shard_map.owners()
-        moving = np.flatnonzero(before != owners_after)
+        moving = np.flatnonzero(before != owners_after)  # a changed owner is in 0..size-1
         shards = [shard_map.shards[i] for i in moving.tolist()]
         moves = cls.build_moves(
             moving.tolist(), before[moving].tolist(), owners_after[moving].tolist(),
@@ -238,14 +282,19 @@ class MovePlan:
         high and low 32 bits; ``version`` is the map version the moves left.
         """
         out = []
+        new = object.__new__
         for m, (secs, t, hi, lo) in zip(self.moves, rows.tolist(), strict=True):
             checksum = f"{(int(hi) << 32) | int(lo):016x}" if m.protection == HASHED else ""
-            out.append(TransferRecord(t, m.shard_id, m.data_class, m.src, m.dst, m.src_region,
-                                      m.dst_region, m.nbytes, secs, checksum,
-                                      m.protection == SEALED, version + 1, m.protection))
+            rec = new(TransferRecord)  # fields set directly, as in build_moves: one per move per call
+            rec.__dict__.update(time=t, shard_id=m.shard_id, data_class=m.data_class, src_rank=m.src,
+                                dst_rank=m.dst, src_region=m.src_region, dst_region=m.dst_region,
+                                nbytes=m.nbytes, seconds=secs, checksum=checksum,
+                                encrypted=m.protection == SEALED, map_version=version + 1,
+                                protection=m.protection)
+            out.append(rec)
         return out
 
 
-__all__ = ["CHUNK_BYTES", "HASHED", "HEADER_ONLY", "HEADER_WORDS", "MAX_CHUNK_BYTES", "Move",
-           "MovePlan", "PROTECTIONS", "SEALED", "VERIFY_MODES", "aad", "header_problem", "pieces",
-           "protection_of", "wire_layout"]
+__all__ = ["CHUNK_BYTES", "HASHED", "HEADER_BYTES", "HEADER_ONLY", "HEADER_STRUCT", "HEADER_WORDS",
+           "MAX_CHUNK_BYTES", "Move", "MovePlan", "PROTECTIONS", "SEALED", "VERIFY_MODES", "aad",
+           "header_checksum", "header_problem", "pieces", "protection_of", "wire_layout"]

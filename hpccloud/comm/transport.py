@@ -5,13 +5,15 @@ What moves where, in which pieces and under which protection is decided by the
 pure, MPI-free :class:`hpccloud.comm.moveplan.MovePlan`; this module is the
 wire engine around it:
 
-1. **Agreement and residency, one round.** Every rank builds the plan (which
-   re-checks residency, :meth:`hpccloud.policy.Policy.check_owners`) and checks
-   its payloads; one 3-word ``Allreduce`` carries every rank's verdict and a
-   digest of the plan, so a bad or differing plan raises the same error on
+1. **Agreement and residency, one round.** Every rank re-checks residency
+   (:meth:`hpccloud.policy.Policy.check_owners`, on every call; the policy
+   remembers passing owner lists of small maps), builds the plan and checks
+   its payloads and options; one 3-word ``Allreduce`` carries every rank's
+   verdict and a digest of the plan (map layout, owners before and after, map
+   version, options), so a bad or differing plan raises the same error on
    every rank before any byte moves. A plan seen before (same map layout,
-   owners before and after, policy, hosts, options) is reused from a small
-   cache instead of being rebuilt: its residency verdict depends on nothing else.
+   owners before and after, policy, options) is reused from a small cache
+   instead of being rebuilt.
 2. **Buffers, never pickles.** Receivers allocate (or take from a
    :class:`~hpccloud.comm.bufpool.BufferPool`) the destination arrays and post
    ``Irecv`` for every piece up front; senders post ``Isend`` of contiguous views.
@@ -20,7 +22,7 @@ wire engine around it:
    ``verify="all"``; bytes that leave it carry an xxh3-64 of the plaintext,
    verified on receipt; sealed bytes (AES-GCM, a key and a region border) are
    authenticated by their tags, no second hash. Every payload travels with the
-   6-word header ``[shard_id, nbytes, checksum, map_version, n_pieces,
+   48-byte packed header ``[shard_id, nbytes, checksum, map_version, n_pieces,
    chunk_bytes]`` which the receiver always checks. Any failure is a
    :class:`~hpccloud.errors.ChecksumError` on every rank; received payloads are
    only handed back after every rank accepted all of its own, so nothing that
@@ -34,7 +36,8 @@ wire engine around it:
    time, checksum); every rank then returns ``shard_map.with_owners(owners_after)``
    (version + 1) and the same :class:`TransferRecord` list, whose ``protection``
    says how each payload was protected. Rank 0 appends them to the audit log if
-   one is given.
+   one is given. A plan that moves nothing (agreed in step 1) has nothing to
+   verify or record and skips this round.
 
 Which ranks share a host is found once per communicator (node name, boot id and
 network-namespace inode, gathered with one ``Allgather``) and cached with a
@@ -45,19 +48,26 @@ flips one byte of those shards' received wire bytes before verification (caught
 on hashed and sealed routes; a header-only route does not look at the bytes);
 ``corrupt_header={shard id: field}`` (or ``HPCCLOUD_TRANSPORT_CORRUPT_HEADER=
 "3:nbytes,7:map_version"``) flips the lowest bit of one word of a received
-header; ``HPCCLOUD_TRANSPORT_HOST`` is appended to this rank's host key (read
+header; ``HPCCLOUD_TRANSPORT_HOST`` is appended to this rank's host key (used
 when a communicator is first used), so a test can make ranks look as if they sat
-on different hosts.
+on different hosts. The ``HPCCLOUD_TRANSPORT_*`` variables are read once per
+process, at the first :func:`execute`; a test that changes them calls
+:func:`reload_env`. A malformed value fails the call on every rank, before any
+byte moves.
+
+``mpi4py.MPI`` is imported at the first call, not with the module: the CLI
+imports this module (through the runner) before it decides whether to start MPI.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import xxhash
@@ -72,13 +82,14 @@ from hpccloud.comm.moveplan import (
     CHUNK_BYTES,
     GCM_NONCE_BYTES,
     HASHED,
+    HEADER_BYTES,
     HEADER_FIELDS,
-    HEADER_WORDS,
     MAX_CHUNK_BYTES,
     SEALED,
     VERIFY_MODES,
     MovePlan,
     aad,
+    header_checksum,
     header_problem,
 )
 from hpccloud.errors import ChecksumError, InvalidArgument
@@ -92,9 +103,122 @@ VERIFY_ENV = "HPCCLOUD_TRANSPORT_VERIFY"
 HOST_ENV = "HPCCLOUD_TRANSPORT_HOST"
 PREHASH_BYTES = 16 << 20  # at most this much is hashed during the agreement round
 _ROW = 4  # record fields per move in the verdict round: seconds, time, checksum hi, lo
+_PLAN_CACHE_SIZE = 16
+# what the agreement digest covers besides the map layout and the owners
+_CALL = struct.Struct("<qq??")  # map version, chunk bytes, key given, verify == "all"
+
+_MPI: Any = None  # mpi4py.MPI, bound at the first call (see the module docstring)
+
+
+def _mpi() -> Any:
+    global _MPI
+    if _MPI is None:
+        from mpi4py import MPI
+
+        _MPI = MPI
+    return _MPI
+
+
+# --------------------------------------------------------------------------- environment hooks
+
+
+class _Hooks:
+    """The ``HPCCLOUD_TRANSPORT_*`` variables, parsed once; a malformed one raises when used."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.host = environ.get(HOST_ENV, "")
+        self._verify = environ.get(VERIFY_ENV, "").strip() or "route"
+        self._corrupt = environ.get(CORRUPT_ENV, "").strip()
+        self._corrupt_header = environ.get(CORRUPT_HEADER_ENV, "").strip()
+        self.corrupt_ids: frozenset[int] | None = None
+        self.corrupt_header: dict[int, str] | None = None
+        try:
+            self.corrupt_ids = frozenset(int(x) for x in self._corrupt.split(",") if x.strip())
+        except ValueError:
+            pass
+        try:
+            self.corrupt_header = dict((int(k), v.strip()) for k, v in (
+                x.split(":") for x in self._corrupt_header.split(",") if x.strip()))
+        except ValueError:
+            pass
+
+    def verify_mode(self) -> str:
+        if self._verify not in VERIFY_MODES:
+            raise InvalidArgument(f"{VERIFY_ENV}={self._verify!r}: expected one of "
+                                  f"{list(VERIFY_MODES)}")
+        return self._verify
+
+    def corrupt(self) -> frozenset[int]:
+        if self.corrupt_ids is None:
+            raise InvalidArgument(f"{CORRUPT_ENV}={self._corrupt!r}: expected comma-separated "
+                                  "shard ids")
+        return self.corrupt_ids
+
+    def header_fields(self) -> dict[int, str]:
+        if self.corrupt_header is None:
+            raise InvalidArgument(f"{CORRUPT_HEADER_ENV}={self._corrupt_header!r}: expected "
+                                  "shard:field pairs, e.g. 3:nbytes,7:map_version")
+        return self.corrupt_header
+
+
+_HOOKS: _Hooks | None = None
+
+
+def _hooks() -> _Hooks:
+    global _HOOKS
+    if _HOOKS is None:
+        _HOOKS = _Hooks(os.environ)
+    return _HOOKS
+
+
+def reload_env() -> None:
+    """Read the ``HPCCLOUD_TRANSPORT_*`` variables again (for tests that change them).
+
+    The host key of a communicator already in use keeps the value it was made
+    with; use a new communicator (``comm.Dup()``) to see a new
+    ``HPCCLOUD_TRANSPORT_HOST``.
+    """
+    global _HOOKS
+    _HOOKS = _Hooks(os.environ)
+
+
+def _corrupt_ids(corrupt) -> frozenset[int]:
+    return _hooks().corrupt() if corrupt is None else frozenset(int(c) for c in corrupt)
+
+
+def _corrupt_header_offsets(corrupt_header) -> dict[int, int]:
+    """``{shard id: byte offset of the header word to flip}`` from the keyword or the environment."""
+    fields = _hooks().header_fields() if corrupt_header is None else corrupt_header
+    if not fields:
+        return {}
+    bad = {f for f in fields.values() if f not in HEADER_FIELDS}
+    if bad:
+        raise InvalidArgument(f"corrupt_header: unknown header field(s) {sorted(bad)}; "
+                              f"known: {list(HEADER_FIELDS)}")
+    # little-endian words: the first byte of a word holds its lowest bit
+    return {int(k): 8 * HEADER_FIELDS.index(f) for k, f in fields.items()}
+
+
+def _known_checksums(checksums) -> dict[int, int]:
+    """The caller's ``{shard id: xxh3-64}``, checked: each digest an int in ``0..2**64-1``."""
+    known: dict[int, int] = {}
+    for sid, digest in (checksums or {}).items():
+        if isinstance(digest, bool) or not isinstance(digest, int | np.integer) \
+                or not 0 <= int(digest) < 1 << 64:
+            raise InvalidArgument(f"checksums[{sid!r}] = {digest!r}: expected an xxh3-64 digest, "
+                                  "an int in 0..2**64-1")
+        known[int(sid)] = int(digest)
+    return known
+
+
+def _verify_mode(verify) -> str:
+    # an explicit value is checked (and named) by the plan
+    return _hooks().verify_mode() if verify is None else verify
 
 
 # --------------------------------------------------------------------------- keys
+
+_CIPHERS: OrderedDict[bytes, Any] = OrderedDict()  # key bytes -> AESGCM (setting up one costs)
 
 
 def _cipher(key):
@@ -104,9 +228,15 @@ def _cipher(key):
         key = load_key(key)
     if not isinstance(key, bytes | bytearray) or len(key) not in (16, 24, 32):
         raise InvalidArgument("key must be 16, 24 or 32 bytes or a key file path")
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    key = bytes(key)
+    aes = _CIPHERS.get(key)
+    if aes is None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    return AESGCM(bytes(key))
+        aes = _CIPHERS[key] = AESGCM(key)
+        if len(_CIPHERS) > 4:
+            _CIPHERS.popitem(last=False)
+    return aes
 
 
 # --------------------------------------------------------------------------- hosts and comms
@@ -119,7 +249,7 @@ def host_key() -> int:
     tells apart ranks that :mod:`hpccloud.testing.netns` put on one machine
     behind separate network stacks (MPICH then talks TCP between them).
     """
-    parts = [platform.node(), os.environ.get(HOST_ENV, "")]
+    parts = [platform.node(), _hooks().host]
     for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/net"):
         try:
             parts.append(str(os.stat(path).st_ino) if path.endswith("net") else
@@ -130,14 +260,14 @@ def host_key() -> int:
 
 
 class _CommState:
-    """What the transport keeps per communicator: a private duplicate and the host keys."""
+    """What the transport keeps per communicator: a private duplicate, the host keys, plans."""
 
     def __init__(self, comm):
         self.comm = comm.Dup()  # private tags: no clash with the caller's messages
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
         mine = np.array([host_key()], np.int64)
-        self.hosts = np.empty(comm.Get_size(), np.int64)
+        self.hosts = np.empty(self.size, np.int64)
         self.comm.Allgather(mine, self.hosts)
-        self.hosts_key = self.hosts.tobytes()
         self.spans_hosts = bool((self.hosts != self.hosts[0]).any())
         self.plans: OrderedDict[tuple, MovePlan] = OrderedDict()
 
@@ -156,10 +286,8 @@ def _comm_state(comm) -> _CommState:
     so it is freed with ``comm``.
     """
     global _STATE_KEYVAL
-    from mpi4py import MPI
-
     if _STATE_KEYVAL is None:
-        _STATE_KEYVAL = MPI.Comm.Create_keyval(delete_fn=lambda _c, _k, state: state.free())
+        _STATE_KEYVAL = _mpi().Comm.Create_keyval(delete_fn=lambda _c, _k, state: state.free())
     state = comm.Get_attr(_STATE_KEYVAL)
     if state is None:
         state = _CommState(comm)
@@ -167,167 +295,97 @@ def _comm_state(comm) -> _CommState:
     return state
 
 
-# --------------------------------------------------------------------------- plan cache
-
-# id(shard map) -> (the map, its layout digest); the maps are small (no arrays) and
-# the table bounded, so holding them is cheaper than weak references on every call
-_LAYOUTS: OrderedDict[int, tuple[object, int]] = OrderedDict()
-_LAYOUTS_SIZE = 64
-_PLAN_CACHE_SIZE = 16
-
-
-def _layout_digest(shard_map) -> int:
-    """Digest of everything in a map a plan depends on but the owners and version.
-
-    Remembered per map object; the map :func:`execute` returns inherits it.
-    """
-    hit = _LAYOUTS.get(id(shard_map))
-    if hit is not None and hit[0] is shard_map:
-        return hit[1]
-    h = xxhash.xxh3_64(repr((shard_map.global_shape, shard_map.dtype, len(shard_map))).encode())
-    for s in shard_map.shards:
-        h.update(f"{s.shape}{s.dtype}{s.data_class}\0".encode())
-    digest = h.intdigest()
-    _remember_layout(shard_map, digest)
-    return digest
-
-
-def _remember_layout(shard_map, digest: int) -> None:
-    _LAYOUTS[id(shard_map)] = (shard_map, digest)
-    if len(_LAYOUTS) > _LAYOUTS_SIZE:
-        _LAYOUTS.popitem(last=False)
-
-
-def _plan(state: _CommState, rank, shard_map, owners_after, policy, sealed, verify, chunk_bytes):
-    """The :class:`MovePlan` (cached: a plan is a pure function of the cache key)."""
-    after = np.asarray(owners_after)
-    if after.shape != (len(shard_map),) or after.dtype.kind not in "iu":
-        # let the plan name the problem
-        return MovePlan.build(shard_map, after, policy, rank=rank, hosts=state.hosts,
-                              sealed=sealed, verify=verify, chunk_bytes=chunk_bytes)
-    after = after.astype(np.int64, copy=False)
-    key = (_layout_digest(shard_map), shard_map.owners().tobytes(), after.tobytes(), policy, rank,
-           state.hosts_key, sealed, verify, chunk_bytes)
-    plan = state.plans.get(key)
-    if plan is None:
-        plan = MovePlan.build(shard_map, after, policy, rank=rank, hosts=state.hosts,
-                              sealed=sealed, verify=verify, chunk_bytes=chunk_bytes)
-        state.plans[key] = plan
-        if len(state.plans) > _PLAN_CACHE_SIZE:
-            state.plans.popitem(last=False)
-    else:
-        state.plans.move_to_end(key)
-    return plan
-
-
-# --------------------------------------------------------------------------- hooks and options
-
-
-def _corrupt_ids(corrupt) -> set[int]:
-    if corrupt is not None:
-        return {int(c) for c in corrupt}
-    env = os.environ.get(CORRUPT_ENV, "").strip()
-    if not env:
-        return set()
-    try:
-        return {int(x) for x in env.split(",") if x.strip()}
-    except ValueError:
-        raise InvalidArgument(f"{CORRUPT_ENV}={env!r}: expected comma-separated shard ids") from None
-
-
-def _corrupt_header_words(corrupt_header) -> dict[int, int]:
-    """``{shard id: header word index}`` from the keyword or the environment."""
-    if corrupt_header is None:
-        env = os.environ.get(CORRUPT_HEADER_ENV, "").strip()
-        if not env:
-            return {}
-        try:
-            corrupt_header = dict((int(k), v.strip()) for k, v in
-                                  (x.split(":") for x in env.split(",") if x.strip()))
-        except ValueError:
-            raise InvalidArgument(f"{CORRUPT_HEADER_ENV}={env!r}: expected shard:field pairs, "
-                                  "e.g. 3:nbytes,7:map_version") from None
-    bad = {f for f in corrupt_header.values() if f not in HEADER_FIELDS}
-    if bad:
-        raise InvalidArgument(f"corrupt_header: unknown header field(s) {sorted(bad)}; "
-                              f"known: {list(HEADER_FIELDS)}")
-    return {int(k): HEADER_FIELDS.index(f) for k, f in corrupt_header.items()}
-
-
-def _verify_mode(verify) -> str:
-    if verify is not None:
-        return verify  # the plan checks it and names the argument
-    env = os.environ.get(VERIFY_ENV, "").strip() or "route"
-    if env not in VERIFY_MODES:
-        raise InvalidArgument(f"{VERIFY_ENV}={env!r}: expected one of {list(VERIFY_MODES)}")
-    return env
-
-
 # --------------------------------------------------------------------------- agreement
 
 
-def _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, verify, chunk_bytes,
-                   known):
+def _plan(state: _CommState, cache_key: tuple, shard_map, after, policy, sealed, verify,
+          chunk_bytes) -> MovePlan:
+    """The :class:`MovePlan` (cached: a plan is a pure function of ``cache_key``)."""
+    plan = state.plans.get(cache_key)
+    if plan is None:
+        plan = MovePlan.build(shard_map, after, policy, rank=state.rank, hosts=state.hosts,
+                              sealed=sealed, verify=verify, chunk_bytes=chunk_bytes)
+        state.plans[cache_key] = plan
+        if len(state.plans) > _PLAN_CACHE_SIZE:
+            state.plans.popitem(last=False)
+    else:
+        state.plans.move_to_end(cache_key)
+    return plan
+
+
+def _agree_on_plan(state, shard_map, local, owners_after, policy, key, verify, chunk_bytes,
+                   checksums, corrupt, corrupt_header):
     """One collective round: plan sameness + every rank's checks; raises everywhere or returns.
 
-    A 3-word ``Iallreduce(MAX)`` of ``[failed, d, -d]`` (``d``: 62 bits of the plan's
-    digest): the plan is the same everywhere iff ``max d == -max(-d)``. Only when
-    a rank failed do the ranks gather the error records (a second round). While
-    the round is in flight the sender hashes small payloads bound for another
-    host into ``known`` (over a network, hashing after posting would hold the
-    bytes back: the transfer progresses only inside MPI calls).
+    Returns ``(plan, aes, known, flips, header_flips)``, ``known`` the sender's
+    checksums (given, or hashed here). Every argument a rank alone could get
+    wrong (options, hooks, ``checksums``) is checked here, inside the round:
+    after it, a rank that raised would leave its peers waiting for its bytes.
+    A 3-word ``Allreduce(MAX)`` of
+    ``[failed, d, -d]`` (``d``: 62 bits of a digest of the map layout, the owners
+    before and after, the map version and the options): the plan is the same
+    everywhere iff ``max d == -max(-d)``. Only when a rank failed do the ranks
+    gather the error records (a second round). Across hosts the round is
+    non-blocking and, while it is in flight, the sender hashes small payloads
+    bound for another host (over a network, hashing after
+    posting would hold the bytes back: the transfer progresses only inside MPI
+    calls).
     """
-    from mpi4py import MPI
-
-    plan, aes, exc, digest = None, None, None, 0
+    MPI = _mpi()
+    plan, out, exc, digest, known = None, None, None, 0, {}
     try:
         verify = _verify_mode(verify)
-        after = np.asarray(owners_after)
-        h = xxhash.xxh3_64(f"{after.dtype.str}{after.shape}|{chunk_bytes}|{verify}|"
-                           f"{key is not None}|{shard_map.version}|".encode())
-        h.update(np.ascontiguousarray(after).tobytes())
-        digest = h.intdigest() >> 2
-        if policy.topology.size != state.comm.Get_size():
+        chunk_bytes = int(chunk_bytes)
+        known = _known_checksums(checksums)
+        if policy.topology.size != state.size:
             raise InvalidArgument(f"the policy's topology has {policy.topology.size} ranks but the "
-                                  f"communicator has {state.comm.Get_size()}")
-        plan = _plan(state, rank, shard_map, after, policy, key is not None, verify, chunk_bytes)
+                                  f"communicator has {state.size}")
+        after = np.asarray(owners_after)
+        policy.check_owners(shard_map, after)  # every call; names a bad shape, rank or region
+        after = after.astype(np.int64, copy=False)
+        after_bytes = after.tobytes()
+        before_bytes, layout = shard_map.owners_bytes(), shard_map.layout_key()
+        sealed = key is not None
+        h = xxhash.xxh3_64(layout)
+        h.update(before_bytes)
+        h.update(after_bytes)
+        h.update(_CALL.pack(shard_map.version, chunk_bytes, sealed, verify == "all"))
+        digest = h.intdigest() >> 2
+        plan = _plan(state, (layout, before_bytes, after_bytes, policy, sealed, verify, chunk_bytes),
+                     shard_map, after, policy, sealed, verify, chunk_bytes)
         plan.check_payloads(local)
-        aes = _cipher(key)
+        out = (plan, _cipher(key), known, _corrupt_ids(corrupt),
+               _corrupt_header_offsets(corrupt_header))
     except Exception as e:  # noqa: BLE001 - every failure must reach the peers
         exc = e
     mine = np.array([exc is not None, digest, -digest], np.int64)
     top = np.empty_like(mine)
     # the same kind of collective on every rank: whether the ranks span hosts is known alike
     if state.spans_hosts:  # hash what will leave the host while the round is in flight
-        reqs = [state.comm.Iallreduce(mine, top, op=MPI.MAX)]
+        req = state.comm.Iallreduce(mine, top, op=MPI.MAX)
         budget = PREHASH_BYTES if exc is None else 0
-        for m in plan.sends if exc is None else ():
+        for m in plan.sends if exc is None and plan is not None else ():
             if m.protection == HASHED and m.leaves_host and m.shard_id not in known \
                     and m.nbytes <= budget:
                 known[m.shard_id] = xxhash.xxh3_64_intdigest(_flat_bytes(local[m.shard_id]))
                 budget -= m.nbytes
-        _wait(reqs)
+        req.Wait()
     else:  # MPICH's blocking Allreduce of a few words is quicker than its non-blocking one
         state.comm.Allreduce(mine, top, op=MPI.MAX)
-    if top[0]:
-        raise_gathered(state.comm.allgather(error_record(exc, rank)), exc)
-    if top[1] != -top[2]:
-        err = InvalidArgument("owners_after, chunk_bytes, verify, the key's presence or the map "
-                              "version differs between ranks; every rank must execute the same "
-                              "plan. Nothing was moved")
+    failed, top_digest, top_negated = top.tolist()
+    if failed:
+        raise_gathered(state.comm.allgather(error_record(exc, state.rank)), exc)
+    if top_digest != -top_negated:
+        err = InvalidArgument("the map (owners or layout), owners_after, chunk_bytes, verify, the "
+                              "key's presence or the map version differs between ranks; every "
+                              "rank must execute the same plan. Nothing was moved")
         err.collective = True
         raise err
-    return plan, aes
+    assert out is not None  # no rank failed, this one included
+    return out
 
 
 # --------------------------------------------------------------------------- the wire
-
-
-def _wait(requests) -> None:
-    """Wait for every request (the one place the transport blocks on MPI)."""
-    from mpi4py import MPI
-
-    MPI.Request.Waitall(requests)
 
 
 def _flat_bytes(a: np.ndarray) -> np.ndarray:
@@ -339,15 +397,21 @@ def _take(pool, nbytes: int) -> np.ndarray:
     return pool.take(nbytes) if pool is not None else np.empty(nbytes, np.uint8)
 
 
+def _piece(buf: np.ndarray, a: int, b: int) -> np.ndarray:
+    return buf if a == 0 and b == buf.size else buf[a:b]
+
+
 def _post_receives(pcomm, plan: MovePlan, pool, MPI) -> list[tuple]:
     """Post every receive first (the plan tells sizes), so no send waits for a match."""
     incoming = []
     for m in plan.recvs:
         flat = _take(pool, m.nbytes)
         wire = _take(pool, m.wire_bytes) if m.protection == SEALED else flat
-        reqs = [pcomm.Irecv([wire[wa:wb], MPI.BYTE], m.src, TAG_PAYLOAD) for _, _, wa, wb in m.layout]
-        header = np.empty(HEADER_WORDS, np.uint64)
-        incoming.append((m, flat, wire, reqs, header, pcomm.Irecv(header, m.src, TAG_HEADER)))
+        reqs = [pcomm.Irecv([_piece(wire, wa, wb), MPI.BYTE], m.src, TAG_PAYLOAD)
+                for _, _, wa, wb in m.layout]
+        header = bytearray(HEADER_BYTES)
+        incoming.append((m, flat, wire, reqs, header,
+                         pcomm.Irecv([header, MPI.BYTE], m.src, TAG_HEADER)))
     return incoming
 
 
@@ -360,14 +424,15 @@ def _send(pcomm, plan: MovePlan, local, version, aes, known, pool, MPI):
     carrying the checksum, follows. Sealed pieces are encrypted one by one while
     in cache, then posted. Every other header goes first.
     """
-    reqs, keep = [], []
+    reqs: list = []
+    keep: list[bytes | np.ndarray] = []
     for m in plan.sends:
         sid, dst = m.shard_id, m.dst
         flat = _flat_bytes(local[sid])
         if m.protection != HASHED or sid in known:
             header = m.header(version, known.get(sid, 0) if m.protection == HASHED else 0)
+            reqs.append(pcomm.Isend([header, MPI.BYTE], dst, TAG_HEADER))
             keep.append(header)
-            reqs.append(pcomm.Isend(header, dst, TAG_HEADER))
         if m.protection == SEALED:
             wire = _take(pool, m.wire_bytes)
             keep.append(wire)
@@ -381,15 +446,15 @@ def _send(pcomm, plan: MovePlan, local, version, aes, known, pool, MPI):
                 reqs.append(pcomm.Isend([wire[wa:wb], MPI.BYTE], dst, TAG_PAYLOAD))
             continue
         for a, b, _, _ in m.layout:
-            reqs.append(pcomm.Isend([flat[a:b], MPI.BYTE], dst, TAG_PAYLOAD))
+            reqs.append(pcomm.Isend([_piece(flat, a, b), MPI.BYTE], dst, TAG_PAYLOAD))
         if m.protection == HASHED and sid not in known:
             h = xxhash.xxh3_64()
             for a, b, _, _ in m.layout:
                 # an ndarray is a Buffer (numpy's stubs say so only for Python >= 3.12)
                 h.update(cast("Buffer", flat[a:b]))
             header = m.header(version, h.intdigest())
+            reqs.append(pcomm.Isend([header, MPI.BYTE], dst, TAG_HEADER))
             keep.append(header)
-            reqs.append(pcomm.Isend(header, dst, TAG_HEADER))
     return reqs, keep
 
 
@@ -406,7 +471,7 @@ def _receive(plan: MovePlan, incoming, rank, version, aes, flips, header_flips, 
         h = xxhash.xxh3_64() if m.protection == HASHED else None
         problem = None
         for k, ((a, b, wa, wb), req) in enumerate(zip(m.layout, reqs, strict=True)):
-            _wait([req])
+            req.Wait()
             if k == 0 and sid in flips:
                 wire[wb - 1] ^= 0xFF  # test hook: damage the bytes "in flight"
             if problem is not None:
@@ -421,14 +486,14 @@ def _receive(plan: MovePlan, incoming, rank, version, aes, flips, header_flips, 
                                "flight, or wrong key)")
             elif h is not None:
                 h.update(flat[a:b])
-        _wait([hreq])
+        hreq.Wait()
         if sid in header_flips:
-            header[header_flips[sid]] ^= np.uint64(1)  # test hook: a damaged header
+            header[header_flips[sid]] ^= 1  # test hook: a damaged header (lowest bit of a word)
         problem = problem or header_problem(header, m, version)
         digest = h.intdigest() if h is not None else 0
-        if problem is None and h is not None and digest != int(header[2]):
+        if problem is None and h is not None and digest != header_checksum(header):
             problem = (f"checksum mismatch: received xxh3-64 {digest:016x}, "
-                       f"sender's {int(header[2]):016x}")
+                       f"sender's {header_checksum(header):016x}")
         t_done = time.perf_counter()
         if problem is not None:
             if error is None:
@@ -444,8 +509,7 @@ def _receive(plan: MovePlan, incoming, rank, version, aes, flips, header_flips, 
 
 def _append_audit(pcomm, audit, records, rank) -> None:
     """Rank 0 appends the records; one small ``Allreduce`` tells every rank whether it worked."""
-    from mpi4py import MPI
-
+    MPI = _mpi()
     exc = None
     if rank == 0:
         try:
@@ -502,14 +566,14 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     --------
     >>> new_map, local, recs = execute(comm, m, local, plan.owners_after, policy)  # doctest: +SKIP
     """
-    from mpi4py import MPI
-
+    MPI = _mpi()
     state = _comm_state(comm)
-    pcomm, rank, version = state.comm, comm.Get_rank(), shard_map.version
-    known = dict(checksums or {})
-    plan, aes = _agree_on_plan(state, rank, shard_map, local, owners_after, policy, key, verify,
-                               int(chunk_bytes), known)
-    flips, header_flips = _corrupt_ids(corrupt), _corrupt_header_words(corrupt_header)
+    pcomm, rank, version = state.comm, state.rank, shard_map.version
+    plan, aes, known, flips, header_flips = _agree_on_plan(
+        state, shard_map, local, owners_after, policy, key, verify, chunk_bytes, checksums,
+        corrupt, corrupt_header)
+    if not plan.moves:  # agreed everywhere: nothing to move, verify or record
+        return shard_map.with_owners(owners_after), dict(local), []
 
     # hpccloud errors are collected and raised on every rank below; anything unexpected
     # (e.g. MemoryError) escapes so the CLI / test harness aborts the job instead of
@@ -519,7 +583,7 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     verdict = np.zeros(1 + _ROW * len(plan.moves))
     rows = verdict[1:].reshape(-1, _ROW)
     received, error = _receive(plan, incoming, rank, version, aes, flips, header_flips, rows)
-    _wait(send_reqs)
+    MPI.Request.Waitall(send_reqs)
 
     # one round: every rank's verdict and the records (nothing is accepted unless all passed);
     # each row is filled by its receiver only, so the sum is exact
@@ -530,7 +594,7 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
             if wire is not flat:
                 pool.give(wire)
         for buf in keep:
-            if buf.dtype == np.uint8:
+            if isinstance(buf, np.ndarray):
                 pool.give(buf)
     if verdict[0]:
         if pool is not None:
@@ -541,15 +605,17 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
         for m in plan.sends:
             pool.give(local[m.shard_id])
     records = plan.records(rows, version)
-    sent = {m.shard_id for m in plan.sends}
-    new_local = {sid: a for sid, a in local.items() if sid not in sent}
+    if plan.sends:
+        sent = {m.shard_id for m in plan.sends}
+        new_local = {sid: a for sid, a in local.items() if sid not in sent}
+    else:
+        new_local = dict(local)
     new_local.update(received)
     if audit is not None:
         _append_audit(pcomm, audit, records, rank)
-    new_map = shard_map.with_owners(owners_after)
-    _remember_layout(new_map, _layout_digest(shard_map))
-    return new_map, new_local, records
+    return shard_map.with_owners(owners_after), new_local, records
 
 
 __all__ = ["CHUNK_BYTES", "CORRUPT_ENV", "CORRUPT_HEADER_ENV", "HOST_ENV", "MAX_CHUNK_BYTES",
-           "VERIFY_ENV", "BufferPool", "TransferRecord", "execute", "host_key", "load_key"]
+           "VERIFY_ENV", "BufferPool", "TransferRecord", "execute", "host_key", "load_key",
+           "reload_env"]

@@ -1,16 +1,23 @@
 """The move plan without MPI: routes, protection, pieces, headers, residency, records."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from hpccloud.comm.audit import TransferRecord
 from hpccloud.comm.moveplan import (
     CHUNK_BYTES,
     HASHED,
+    HEADER_BYTES,
     HEADER_FIELDS,
     HEADER_ONLY,
+    HEADER_STRUCT,
     MAX_CHUNK_BYTES,
     SEALED,
+    Move,
     MovePlan,
+    header_checksum,
     header_problem,
     pieces,
     protection_of,
@@ -138,14 +145,19 @@ def test_header_problem_names_every_wrong_word():
     _, _, plan = _three_rank_plan(0)
     mv = plan.moves[0]
     good = mv.header(7, checksum=123)
+    assert len(good) == HEADER_BYTES == 48 and header_checksum(good) == 123
+    assert HEADER_STRUCT.unpack(good) == (mv.shard_id, mv.nbytes, 123, 7, len(mv.layout),
+                                          mv.chunk_bytes)
     assert header_problem(good, mv, 7) is None  # the checksum is the route's business
     for k, field in enumerate(HEADER_FIELDS):
-        bad = good.copy()
-        bad[k] ^= np.uint64(1)
-        problem = header_problem(bad, mv, 7)
-        assert (problem is None) == (field == "checksum"), (field, problem)
-        if problem:
-            assert problem.startswith(f"header says {field} ")
+        for bit in (0, 63):  # the lowest and the highest bit of each word
+            bad = bytearray(good)
+            bad[8 * k + bit // 8] ^= 1 << (bit % 8)
+            problem = header_problem(bad, mv, 7)
+            assert (problem is None) == (field == "checksum"), (field, problem)
+            if problem:
+                assert problem.startswith(f"header says {field} "), problem
+    assert "48" in header_problem(good[:40], mv, 7)
 
 
 def test_records_carry_protection_and_checksum_only_when_hashed():
@@ -160,3 +172,35 @@ def test_records_carry_protection_and_checksum_only_when_hashed():
         assert r.protection == mv.protection and r.map_version == 5 and r.seconds == 0.5
         assert r.checksum == ("0123456789abcdef" if mv.protection == HASHED else "")
         assert r.to_json()["protection"] == mv.protection
+        # built without __init__: every field set, nothing else, equal to a record made normally
+        assert list(vars(r)) == [f.name for f in dataclasses.fields(TransferRecord)]
+        assert r == TransferRecord(**vars(r)) == TransferRecord.from_json(r.to_json())
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+@pytest.mark.parametrize("verify", ["route", "all"])
+def test_vectorised_routes_match_the_rule_move_by_move(sealed, verify):
+    """build_moves decides every route at once; each must be protection_of's answer."""
+    rng = np.random.default_rng(4)
+    regions = ["a", "b", "a", "c", "b"]
+    hosts = [7, 7, 8, 8, 2**62 + 1]
+    srcs, dsts = rng.integers(0, 5, 200), rng.integers(0, 5, 200)
+    keep = srcs != dsts
+    srcs, dsts = srcs[keep], dsts[keep]
+    n = len(srcs)
+    shapes = [(int(k),) for k in rng.integers(0, 5000, n)]
+    dtypes = rng.choice(["<f8", "<i4", "|u1"], n).tolist()
+    moves = MovePlan.build_moves(range(n), srcs, dsts, shapes=shapes, dtypes=dtypes,
+                                 classes=["public"] * n, regions=regions, hosts=hosts, sealed=sealed,
+                                 verify=verify, chunk_bytes=1000)
+    for mv, src, dst, shape, dtype in zip(moves, srcs, dsts, shapes, dtypes, strict=True):
+        prot = protection_of(int(src), int(dst), regions, hosts, sealed=sealed, verify=verify)
+        assert (mv.src, mv.dst, mv.protection) == (src, dst, prot)
+        assert mv.leaves_host == (hosts[src] != hosts[dst])
+        assert mv.nbytes == shape[0] * np.dtype(dtype).itemsize
+        assert mv.chunk_bytes == (MAX_CHUNK_BYTES if prot == HEADER_ONLY else 1000)
+        assert mv.layout == wire_layout(mv.nbytes, mv.chunk_bytes, prot == SEALED)
+        assert (mv.src_region, mv.dst_region) == (regions[src], regions[dst])
+        # built without __init__: every field set, nothing else, equal to a Move made normally
+        assert list(vars(mv)) == [f.name for f in dataclasses.fields(Move)]
+        assert mv == Move(**vars(mv)) and hash(mv) == hash(Move(**vars(mv)))

@@ -14,8 +14,9 @@ from hpccloud.comm.transport import (
     VERIFY_ENV,
     execute,
     load_key,
+    reload_env,
 )
-from hpccloud.errors import ChecksumError, ResidencyError
+from hpccloud.errors import ChecksumError, InvalidArgument, ResidencyError
 from hpccloud.policy import Policy
 from hpccloud.shards import block_1d, tile_2d
 
@@ -177,7 +178,8 @@ def _corrupt_once(comm, how):
         kwargs.update(corrupt=[victim], key=bytes(range(32)))
     expect = {"sealed": "aes-gcm"}.get(how, "xxh3-64")
     os.environ.update(env)
-    run_comm = comm.Dup()  # host keys are read once per communicator
+    reload_env()  # the transport reads its variables once per process
+    run_comm = comm.Dup()  # host keys are made once per communicator
     try:
         with pytest.raises(ChecksumError) as info:
             execute(run_comm, m, local, after, policy, **kwargs)
@@ -189,6 +191,7 @@ def _corrupt_once(comm, how):
         # without the hook the same plan goes through, with the route's protection
         for name in (CORRUPT_ENV,):
             os.environ.pop(name, None)
+        reload_env()
         kwargs.pop("corrupt", None)
         m2, local2, recs = execute(run_comm, m, local, after, policy, **kwargs)
         assert recs[[r.shard_id for r in recs].index(victim)].protection == expect
@@ -198,6 +201,7 @@ def _corrupt_once(comm, how):
     finally:
         for name in env:
             os.environ.pop(name, None)
+        reload_env()
         run_comm.Free()
 
 
@@ -212,10 +216,12 @@ def test_same_host_header_checked_without_hashing(comm):
         after[0] = (after[0] + 1) % comm.Get_size()
     victim = int(np.flatnonzero(after != m.owners())[-1])
     before = {sid: a.copy() for sid, a in local.items()}
-    for field in ("shard_id", "nbytes", "map_version", "env:map_version"):
+    for field in ("shard_id", "nbytes", "map_version", "n_pieces", "chunk_bytes",
+                  "env:map_version"):
         kwargs = {}
         if field.startswith("env:"):
             os.environ[CORRUPT_HEADER_ENV] = f"{victim}:{field[4:]}"
+            reload_env()
         else:
             kwargs["corrupt_header"] = {victim: field}
         try:
@@ -223,6 +229,7 @@ def test_same_host_header_checked_without_hashing(comm):
                 execute(comm, m, local, after, policy, **kwargs)
         finally:
             os.environ.pop(CORRUPT_HEADER_ENV, None)
+            reload_env()
         messages = comm.allgather(str(info.value))
         assert len(set(messages)) == 1, messages
         assert f"shard {victim}" in messages[0] and field.split(":")[-1] in messages[0], messages
@@ -309,3 +316,96 @@ def test_pooled_moves_and_known_checksums(comm):
         execute(comm, m2, local2, np.array([owner]), policy, checksums=stale, pool=pool,
                 verify="all")
     assert (rank != int(after[0])) or np.array_equal(local2[0], big[:n])
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_differing_owners_before_fail_everywhere_before_a_byte_moves(comm):
+    """The agreement digest covers the owners before: ranks holding different maps stop at once.
+
+    Rank 1 believes both shards are on rank 0 and waits for two; rank 0 sends one.
+    Both ranks' own checks pass, so only the digest can tell (without it: a hang).
+    """
+    rank = comm.Get_rank()
+    policy = Policy.from_topology(load_topology(None, comm))
+    m = block_1d(64, 2, "<f8", 2).with_owners(np.array([0, 1]))
+    mine = m if rank == 0 else m.with_owners(np.array([0, 0]), version=m.version)
+    local = {s.id: np.arange(32.0) + s.id for s in m.shards_on(rank)}
+    before = {sid: a.copy() for sid, a in local.items()}
+    with pytest.raises(InvalidArgument, match="differs between ranks") as info:
+        execute(comm, mine, local, np.array([1, 1]), policy)
+    assert len(set(comm.allgather(str(info.value)))) == 1
+    assert all(np.array_equal(local[sid], a) for sid, a in before.items())
+    m2, local2, recs = execute(comm, m, local, np.array([1, 1]), policy)  # the same map: moves
+    assert [r.shard_id for r in recs] == [0] and sorted(local2) == ([] if rank == 0 else [0, 1])
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_plan_that_moves_nothing(comm, tmp_path_factory):
+    """Owners unchanged: a new version, the same payloads, no records and nothing audited."""
+    rank = comm.Get_rank()
+    folder = comm.bcast(str(tmp_path_factory.mktemp("audit")) if rank == 0 else None)
+    audit = os.path.join(folder, "audit.jsonl")
+    policy = Policy.from_topology(load_topology(None, comm))
+    m = block_1d(64, 2, "<f8", 2)
+    local = {s.id: np.arange(32.0) + s.id for s in m.shards_on(rank)}
+    m2, local2, recs = execute(comm, m, local, m.owners(), policy, audit=audit, key=bytes(32))
+    assert recs == [] and m2.version == m.version + 1 and m2.owners().tolist() == m.owners().tolist()
+    assert sorted(local2) == sorted(local) and all(local2[k] is local[k] for k in local)
+    assert local2 is not local
+    assert not os.path.exists(audit)
+    # residency is checked all the same
+    with pytest.raises(ResidencyError):
+        execute(comm, _relabel(m, 0, "eu-personal", policy), local,
+                np.array([policy.topology.ranks_in("us-east")[0], 1]), policy)
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_environment_is_read_once_and_a_bad_value_fails_everywhere(comm):
+    rank = comm.Get_rank()
+    policy = Policy.from_topology(load_topology(None, comm))
+    m = block_1d(64, 2, "<f8", 2).with_owners(np.array([0, 0]))
+    local = {s.id: np.arange(32.0) + s.id for s in m.shards_on(rank)}
+    before = {sid: a.copy() for sid, a in local.items()}
+    after = np.array([0, 1])
+    reload_env()  # read now, without the variables
+    try:
+        os.environ[VERIFY_ENV] = "all"
+        m2, _, recs = execute(comm, m, local, after, policy)  # not re-read: the route decides
+        assert [r.protection for r in recs] == ["header"]
+        reload_env()
+        m2, _, recs = execute(comm, m, local, after, policy)
+        assert [r.protection for r in recs] == ["xxh3-64"]
+        for name, value in ((CORRUPT_ENV, "3,x"), (CORRUPT_HEADER_ENV, "1-nbytes"),
+                            (VERIFY_ENV, "none")):
+            os.environ[name] = value
+            reload_env()
+            with pytest.raises(InvalidArgument, match=name) as info:
+                execute(comm, m, local, after, policy)
+            assert len(set(comm.allgather(str(info.value)))) == 1
+            assert all(np.array_equal(local[sid], a) for sid, a in before.items())
+            os.environ.pop(name)
+    finally:
+        for name in (VERIFY_ENV, CORRUPT_ENV, CORRUPT_HEADER_ENV):
+            os.environ.pop(name, None)
+        reload_env()
+    m2, _, recs = execute(comm, m, local, after, policy)
+    assert [r.protection for r in recs] == ["header"]
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_bad_known_checksum_fails_everywhere_before_a_byte_moves(comm):
+    """A digest that does not fit the header is caught in the agreement round, on every rank
+    (after it, the sender alone would raise and leave the receiver waiting)."""
+    rank = comm.Get_rank()
+    policy = Policy.from_topology(load_topology(None, comm))
+    m = block_1d(64, 1, "<f8", 2).with_owners(np.array([0]))
+    local = {0: np.arange(64.0)} if rank == 0 else {}
+    for bad in (1 << 64, -1, "00ff"):
+        with pytest.raises(InvalidArgument, match="checksums") as info:
+            execute(comm, m, local, np.array([1]), policy, verify="all",
+                    checksums={0: bad} if rank == 0 else None)
+        assert len(set(comm.allgather(str(info.value)))) == 1
+    good = {0: int(np.uint64(0))} if rank == 0 else None  # numpy ints are digests too (stale here)
+    with pytest.raises(ChecksumError, match="checksum mismatch"):
+        execute(comm, m, local, np.array([1]), policy, verify="all", checksums=good)
+    assert rank == 1 or np.array_equal(local[0], np.arange(64.0))
