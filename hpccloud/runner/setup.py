@@ -131,7 +131,6 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
 
         job.links = saved_links(job)
     job.links = job.links or _links(job)
-    job.transport_probe = None
     if job.size > 1:
         from hpccloud.measure.probe import probe_transport
 
