@@ -92,3 +92,26 @@ def test_topo_with_recent_windows_keeps_shards_and_residency_and_its_gate(p, hor
     if mp.moves:
         assert mp.gate_passed
         assert (mp.makespan_before_s - mp.makespan_after_s) * horizon > mp.migration_s - 1e-12
+
+
+@SETTINGS
+@given(n_shards=st.integers(1, 60), speeds=st.lists(st.floats(0.05, 20.0), min_size=1, max_size=9),
+       work=st.floats(0.1, 1e6), seed=st.integers(0, 2**16))
+def test_count_bound_is_the_whole_shard_optimum_for_equal_shards(n_shards, speeds, work, seed):
+    """Equal shards on ranks of any speeds: the count bound is the optimum (earliest-finish
+    assignment, exact for equal jobs on uniform machines), never above any map, and never
+    below the fractional bound Σw/Σv."""
+    from hpccloud.balance.bound import count_bound_s
+
+    v = np.array(speeds)
+    w = np.full(n_shards, work)
+    bound = count_bound_s(w, v)
+    finish = np.zeros(v.size)  # earliest finish: each shard where it would end first
+    for _ in range(n_shards):
+        r = int(np.argmin((finish + 1) / v))
+        finish[r] += 1
+    optimum = float((finish * work / v).max())
+    assert np.isclose(bound, optimum, rtol=1e-9)
+    assert bound >= n_shards * work / v.sum() * (1 - 1e-12)
+    owners = np.random.default_rng(seed).integers(0, v.size, n_shards)
+    assert bound <= (np.bincount(owners, minlength=v.size) * work / v).max() * (1 + 1e-12)
