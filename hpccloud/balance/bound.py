@@ -121,9 +121,14 @@ def granular_bound_s(p: Problem, work_units: np.ndarray | None = None) -> float:
         return float(np.max(w / vmax[p.class_id]))
 
 
-def count_bound_s(work_units: np.ndarray, speed_units_per_s: np.ndarray) -> float:
+def count_bound_s(work_units: np.ndarray, speed_units_per_s: np.ndarray, per_shard_s: float = 0.0,
+                  compute_scale: float = 1.0) -> float:
     """The count bound (see the module notes): the least ``T`` at which the ranks have room
     for every shard with work, at ``w_min`` units each (residency relaxed).
+
+    With a calibrated step (``per_shard_s`` per shard held, compute times
+    ``compute_scale``) a shard costs rank ``r`` at least
+    ``per_shard_s + compute_scale · w_min / v_r``, and the same count applies.
 
     ``count(T) = Σ_r floor(T · v_r / w_min)`` rises in steps; ``T`` is bracketed in
     ``[n·w/V, (n + P)·w/V]`` (each floor loses < 1) and bisected until the bracket
@@ -137,6 +142,8 @@ def count_bound_s(work_units: np.ndarray, speed_units_per_s: np.ndarray) -> floa
     1.0
     >>> round(count_bound_s(np.ones(5), np.array([1.0, 3.0])), 6)        # not 1.25: 2 shards on the slow
     1.333333
+    >>> round(count_bound_s(np.ones(5), np.array([1.0, 3.0]), per_shard_s=0.5), 6)  # 2 × 1.5 s
+    3.0
     """
     w = np.asarray(work_units, np.float64)
     w = w[w > 0]
@@ -144,9 +151,13 @@ def count_bound_s(work_units: np.ndarray, speed_units_per_s: np.ndarray) -> floa
     v = v[np.isfinite(v) & (v > 0)]
     if w.size == 0 or v.size == 0:
         return 0.0
-    w_min, n, total = float(w.min()), w.size, float(v.sum())
-    lo, hi = n * w_min / total, (n + v.size) * w_min / total
-    scaled = v / w_min
+    w_min, n = float(w.min()), w.size
+    cost = per_shard_s + compute_scale * w_min / v  # seconds per shard on each rank
+    if not np.all(cost > 0):
+        return 0.0
+    scaled = 1.0 / cost  # shards per second
+    total = float(scaled.sum())
+    lo, hi = n / total, (n + v.size) / total
 
     def count(t: float) -> float:
         return float(np.floor(t * scaled * (1.0 + 1e-15)).sum())

@@ -43,6 +43,7 @@ from numba import njit
 
 from hpccloud.balance import local, model
 from hpccloud.balance.bound import (
+    count_bound_s,
     fractional_bound_s,
     group_targets,
     lower_bound_s,
@@ -817,6 +818,9 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     bound = p.memo("lower_bound_s", lower_bound_s)
     if cal is not None:  # every calibrated term is >= 0: the scaled compute bound still holds
         bound = cal.step_fixed_s + cal.compute_scale * bound
+        if cal.per_shard_s > 0:  # ... and so does the count bound with each shard's dispatch
+            bound = max(bound, cal.step_fixed_s + count_bound_s(p.work_units, p.speed_units_per_s,
+                                                                cal.per_shard_s, cal.compute_scale))
     after, gate = PLANNERS[planner](p, opts, before, bound)
     if after is not before:
         p.check_residency(after.owners)

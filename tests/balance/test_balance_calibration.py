@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpccloud.balance import PlanOptions, lower_bound_s, plan_problem
+from hpccloud.balance.bound import count_bound_s
 from hpccloud.balance.calibration import (
     IDENTITY,
     ROUTES,
@@ -107,7 +108,11 @@ def test_plan_prices_steps_and_migration_on_the_calibration():
     assert mp.makespan_after_s == pytest.approx(want)
     sched, nbytes, _ = migration_schedule(p, p.owners, mp.owners_after, pair_s=lambda *a: cal.pair_s(p, *a))
     assert mp.migration_s == pytest.approx(sched + 0.05 + 1e-10 * nbytes)
-    assert mp.lower_bound_s == pytest.approx(2e-3 + 1.2 * p.memo("lower_bound_s", lower_bound_s))
+    # the bound: the scaled compute bound, or the count bound with each shard's dispatch
+    counted = count_bound_s(p.work_units, p.speed_units_per_s, 1e-4, 1.2)
+    assert mp.lower_bound_s == pytest.approx(2e-3 + max(1.2 * p.memo("lower_bound_s", lower_bound_s), counted))
+    assert counted > 1.2 * p.memo("lower_bound_s", lower_bound_s)  # whole shards: this one decides
+    assert mp.lower_bound_s <= mp.makespan_after_s
     doc = mp.to_json(include_owners=False)
     assert doc["calibration"]["compute_scale"] == 1.2
     assert doc["predicted_rebalance_wall_s"] == pytest.approx(0.01 + mp.migration_s)

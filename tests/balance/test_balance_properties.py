@@ -96,22 +96,28 @@ def test_topo_with_recent_windows_keeps_shards_and_residency_and_its_gate(p, hor
 
 @SETTINGS
 @given(n_shards=st.integers(1, 60), speeds=st.lists(st.floats(0.05, 20.0), min_size=1, max_size=9),
-       work=st.floats(0.1, 1e6), seed=st.integers(0, 2**16))
-def test_count_bound_is_the_whole_shard_optimum_for_equal_shards(n_shards, speeds, work, seed):
-    """Equal shards on ranks of any speeds: the count bound is the optimum (earliest-finish
-    assignment, exact for equal jobs on uniform machines), never above any map, and never
-    below the fractional bound Σw/Σv."""
+       work=st.floats(0.1, 1e6), seed=st.integers(0, 2**16),
+       per_shard=st.sampled_from([0.0, 1e-4, 0.3]), scale=st.sampled_from([1.0, 0.5, 0.0]))
+def test_count_bound_is_the_whole_shard_optimum_for_equal_shards(n_shards, speeds, work, seed,
+                                                                 per_shard, scale):
+    """Equal shards on ranks of any speeds, each shard costing rank r
+    ``per_shard + scale · w / v_r``: the count bound is the optimum (earliest-finish
+    assignment, exact for equal jobs on uniform machines), never above any map, and
+    never below the fractional bound."""
     from hpccloud.balance.bound import count_bound_s
 
     v = np.array(speeds)
-    w = np.full(n_shards, work)
-    bound = count_bound_s(w, v)
+    cost = per_shard + scale * work / v
+    bound = count_bound_s(np.full(n_shards, work), v, per_shard, scale)
+    if per_shard == 0 and scale == 0:
+        assert bound == 0.0
+        return
     finish = np.zeros(v.size)  # earliest finish: each shard where it would end first
     for _ in range(n_shards):
-        r = int(np.argmin((finish + 1) / v))
+        r = int(np.argmin((finish + 1) * cost))
         finish[r] += 1
-    optimum = float((finish * work / v).max())
+    optimum = float((finish * cost).max())
     assert np.isclose(bound, optimum, rtol=1e-9)
-    assert bound >= n_shards * work / v.sum() * (1 - 1e-12)
+    assert bound >= n_shards / (1 / cost).sum() * (1 - 1e-12)
     owners = np.random.default_rng(seed).integers(0, v.size, n_shards)
-    assert bound <= (np.bincount(owners, minlength=v.size) * work / v).max() * (1 + 1e-12)
+    assert bound <= (np.bincount(owners, minlength=v.size) * cost).max() * (1 + 1e-12)
