@@ -31,9 +31,7 @@ MPI_TIMEOUT_S = 120
 def _prerequisites_or_skip() -> None:
     if os.geteuid() != 0:
         pytest.skip("NOT RUN: regional-network tests need root (network namespaces)")
-    if netns.missing_prerequisites(need_nfqueue=not netns.kernel_has_netem()):
-        netns.install_prerequisites()
-    missing = netns.missing_prerequisites(need_nfqueue=not netns.kernel_has_netem())
+    missing = netns.ensure_prerequisites()
     if missing:
         pytest.skip("NOT RUN: regional-network tests lack " + "; ".join(missing))
 

@@ -123,6 +123,25 @@ def install_prerequisites(timeout_s: float = 300.0) -> None:
                        stderr=subprocess.DEVNULL, timeout=timeout_s, env=env, check=False)
 
 
+def ensure_prerequisites() -> list[str]:
+    """Install what is missing (as :func:`install_prerequisites`) and return what still is.
+
+    Every test that builds a :class:`RegionalNet` calls this first, so none of
+    them skips on a fresh machine only because another ran later.
+    """
+    if os.geteuid() != 0:
+        return missing_prerequisites()
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        install_prerequisites()
+    try:
+        need = not kernel_has_netem()
+    except (OSError, NetnsError):  # no iproute2 even now: reported below
+        need = True
+    if missing_prerequisites(need_nfqueue=need):
+        install_prerequisites()
+    return missing_prerequisites(need_nfqueue=need)
+
+
 def kernel_has_netem() -> bool:
     """Whether ``tc ... netem`` works here (tried on a scratch namespace's loopback)."""
     ns = f"{NS_PREFIX}-probe-{secrets.token_hex(3)}"

@@ -23,8 +23,9 @@ CHILD = Path(__file__).with_name("netns_transport_child.py")
 def test_cross_host_moves_are_hashed_and_corruption_caught_everywhere():
     if os.geteuid() != 0:
         pytest.skip("NOT RUN: network namespaces need root")
-    if netns.missing_prerequisites(need_nfqueue=not netns.kernel_has_netem()):
-        pytest.skip("NOT RUN: " + "; ".join(netns.missing_prerequisites()))
+    missing = netns.ensure_prerequisites()  # installed with apt-get when missing (root)
+    if missing:
+        pytest.skip("NOT RUN: " + "; ".join(missing))
     with netns.RegionalNet((1, 1), delay_ms=0.0, rate_mbit=2000.0) as net:
         res = net.run_mpi([sys.executable, str(CHILD)], timeout_s=120, env=child_env(2))
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
