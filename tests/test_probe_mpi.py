@@ -42,7 +42,7 @@ def test_link_probe_measures_every_ordered_pair(comm):
 @pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
 def test_transport_probe_times_one_call_on_every_rank(comm):
     from hpccloud.comm.topology import load_topology
-    from hpccloud.measure.probe import PROBE_CLASS, probe_transport
+    from hpccloud.measure.probe import PROBE_CLASS, PROBE_SHARD_BYTES_MAX, probe_transport
 
     topo = load_topology(None, comm)
     assert PROBE_CLASS not in topo.data_classes  # the job's classes are left as they are
@@ -53,6 +53,17 @@ def test_transport_probe_times_one_call_on_every_rank(comm):
     # the slowest rank's time of each round: the same figures on every rank
     assert all(r == res.rounds_s for r in comm.allgather(res.rounds_s))
     assert res.to_json()["provenance"] == "measured"
+    assert res.shard_bytes == 0 and not np.isfinite(res.s_per_byte)  # no shard-sized rounds asked
+    # shard-sized rounds: per-byte prices of a move and of a copy, the same on every rank
+    big = probe_transport(comm, topo, rounds=2, warmup=1, shard_bytes=3 << 20)
+    assert big.shard_bytes == 3 << 20
+    assert np.isfinite(big.s_per_byte) and big.s_per_byte >= 0
+    assert np.isfinite(big.copy_s_per_byte) and big.copy_s_per_byte > 0
+    assert all(r == (big.s_per_byte, big.copy_s_per_byte)
+               for r in comm.allgather((big.s_per_byte, big.copy_s_per_byte)))
+    assert big.to_json()["shard_bytes"] == 3 << 20
+    capped = probe_transport(comm, topo, rounds=1, warmup=0, shard_bytes=1 << 40)
+    assert capped.shard_bytes == PROBE_SHARD_BYTES_MAX  # a huge shard is probed at the cap
     # sealed (the job's key): still one figure, and the job's classes untouched
     sealed = probe_transport(comm, topo, key=bytes(range(32)), rounds=2, warmup=0)
     assert np.isfinite(sealed.fixed_s) and sealed.fixed_s > 0

@@ -385,15 +385,30 @@ class TransportProbeResult:
     rounds_s: tuple[float, ...]
     warmup: int
     provenance: str = "measured"
+    #: bytes of the shard-sized rounds (0: none), and what they measured: the slowest
+    #: rank's seconds per byte beyond ``fixed_s``, and of copying a shard into new memory
+    #: (a migration's pack and unpack are such copies)
+    shard_bytes: int = 0
+    s_per_byte: float = float("nan")
+    copy_s_per_byte: float = float("nan")
 
     def to_json(self) -> dict:
+        def num(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+
         return {"fixed_s": self.fixed_s, "rounds_s": list(self.rounds_s), "warmup": self.warmup,
                 "provenance": self.provenance, "what": "slowest rank's wall time of one transport "
-                "call moving 8 bytes per rank around the ring, median of the rounds"}
+                "call moving 8 bytes per rank around the ring, median of the rounds",
+                "shard_bytes": self.shard_bytes, "s_per_byte": num(self.s_per_byte),
+                "copy_s_per_byte": num(self.copy_s_per_byte)}
 
 
-def probe_transport(comm, topology, *, key=None, rounds: int = 5,
-                    warmup: int = 2) -> TransportProbeResult:
+#: the shard-sized rounds of :func:`probe_transport` move at most this much per rank
+PROBE_SHARD_BYTES_MAX = 8 << 20
+
+
+def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 2,
+                    shard_bytes: int = 0) -> TransportProbeResult:
     """Time the shard transport's per-call cost on this job's ranks; collective.
 
     Every rank holds one 8-byte shard of the synthetic class :data:`PROBE_CLASS`
@@ -403,6 +418,14 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5,
     class may live anywhere; the job's residency rules never see them, and
     they are not written to the audit log. With ``key`` the moves that cross a
     region border are sealed, as the job's will be.
+
+    With ``shard_bytes`` (the job's typical shard, capped at
+    :data:`PROBE_SHARD_BYTES_MAX`; the same on every rank) the ring is walked
+    again ``1 + rounds`` times with a shard of that size: the slowest rank's
+    time beyond ``fixed_s``, per byte, is what the job's first migration is
+    priced on before any migration of its own was measured (``s_per_byte``);
+    and each rank times copying such a shard into new memory, as a migration's
+    pack and unpack do (``copy_s_per_byte``, the slowest rank's median).
     """
     import dataclasses
 
@@ -430,7 +453,35 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5,
     slowest = np.empty_like(times)
     comm.Allreduce(times, slowest, op=MPI.MAX)
     timed = slowest[warmup:]
-    return TransportProbeResult(float(np.median(timed)), tuple(float(x) for x in timed), warmup)
+    fixed = float(np.median(timed))
+    nbytes = min(int(shard_bytes), PROBE_SHARD_BYTES_MAX) // 8 * 8
+    if nbytes <= 0:
+        return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup)
+    big = block_1d(size * nbytes // 8, size, "<f8", size, data_class=PROBE_CLASS)
+    big = big.with_owners(np.arange(size, dtype=np.int64), version=0)
+    payload = {rank: np.full(nbytes // 8, float(rank))}
+    big_s = np.zeros(1 + rounds)
+    copy_s = np.zeros(rounds)
+    for i in range(1 + rounds):  # the first is untimed below: it meets the size's first buffers
+        after = (big.owners() + 1) % size
+        sleeping_barrier(comm)
+        t0 = time.perf_counter()
+        big, payload, _ = execute(comm, big, payload, after, policy, key=key)
+        big_s[i] = time.perf_counter() - t0
+        if i:
+            (arr,) = payload.values()
+            t0 = time.perf_counter()
+            np.copyto(np.empty_like(arr), arr)
+            copy_s[i - 1] = time.perf_counter() - t0
+    del payload
+    slowest_big = np.empty_like(big_s)
+    comm.Allreduce(big_s, slowest_big, op=MPI.MAX)
+    copy_med = np.array([np.median(copy_s)])
+    slowest_copy = np.empty_like(copy_med)
+    comm.Allreduce(copy_med, slowest_copy, op=MPI.MAX)
+    per_byte = max(0.0, float(np.median(slowest_big[1:])) - fixed) / nbytes
+    return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, shard_bytes=nbytes,
+                                s_per_byte=per_byte, copy_s_per_byte=float(slowest_copy[0]) / nbytes)
 
 
 def _min_op():

@@ -53,12 +53,19 @@ def host_labels(hosts) -> tuple[int, ...]:
 class Calibrator:
     """The run's calibration and the samples it was fitted from (kept on every rank)."""
 
-    def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0):
+    def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0,
+                 route_s_per_byte: float = float("nan"), pack_s_per_byte: float = float("nan")):
         self.rank_host = host_labels(hosts)
         self.rank_region = tuple(rank_region)
         # the transport probe's measured cost of one call (setup): a migration's fixed cost
         # until three migrations let the fit tell it from the per-call cost
         self.migration_fixed_prior_s = float(migration_fixed_s)
+        # ... and its shard-sized rounds (NaN: not probed): seconds per byte moved, on every
+        # route until the route's own transfers are timed, and per byte packed + unpacked
+        # until a migration's packing is. Without them the first migration was priced on
+        # the raw links alone: 0.2-1.5 ms predicted against 4-31 ms achieved
+        self.route_prior_s_per_byte = float(route_s_per_byte)
+        self.pack_prior_s_per_byte = float(pack_s_per_byte)
         self.calibration = self._prior()
         self.steps: deque[StepSample] = deque(maxlen=STEP_SAMPLES)
         self.step_wall_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # beside self.steps
@@ -142,8 +149,13 @@ class Calibrator:
                     (float(r["nbytes"]), float(secs)))
 
     def _prior(self) -> Calibration:
-        """What is known before any sample: the hosts, and the transport probe's call cost."""
-        return Calibration(rank_host=self.rank_host, migration_fixed_s=self.migration_fixed_prior_s)
+        """What is known before any sample: the hosts, and the transport probe's figures."""
+        route = self.route_prior_s_per_byte
+        pack = self.pack_prior_s_per_byte
+        return Calibration(rank_host=self.rank_host, migration_fixed_s=self.migration_fixed_prior_s,
+                           route_s_per_byte=(route, route, route) if np.isfinite(route) and route >= 0
+                           else Calibration.route_s_per_byte,
+                           pack_s_per_byte=pack if np.isfinite(pack) and pack >= 0 else 0.0)
 
     def route(self, a: int, b: int) -> int:
         """Route class of a transfer from rank ``a`` to ``b`` (index into ``ROUTES``)."""
@@ -184,8 +196,10 @@ class Calibrator:
             # already a fair figure (its transfers are not: see add_migration)
             prior = dataclasses.replace(prior, pack_s_per_byte=first.pack_s / first.total_bytes)
         cal = fit(list(self.steps), [], prior=prior)
-        if migrations:
-            routes = self.route_s_per_byte()
+        if migrations:  # a route with no timed transfer keeps the probe's figure (or NaN)
+            routes = cast("tuple[float, float, float]", tuple(
+                r if np.isfinite(r) else q
+                for r, q in zip(self.route_s_per_byte(), prior.route_s_per_byte, strict=True)))
             rest = [dataclasses.replace(m, achieved_s=max(0.0, m.achieved_s - sum(
                         b * r for b, r in zip(m.bytes_by_route, routes, strict=True)
                         if np.isfinite(r))),

@@ -137,10 +137,17 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
         # what one transport call costs on these ranks (and the transport set up before
         # the first migration): the gate's price of a migration's fixed part until the
         # job's own migrations are enough to fit it
-        job.transport_probe = probe_transport(comm, topology, key=job.key)
+        # ... and with a shard of the job's median size: the per-byte prices of the first
+        # migration (transport, pack and unpack) before the job has moved anything itself
+        sizes = [s.nbytes for s in job.shard_map.shards]
+        job.transport_probe = probe_transport(comm, topology, key=job.key,
+                                              shard_bytes=int(np.median(sizes)) if sizes else 0)
+    probe = job.transport_probe
     job.calibrator = Calibrator(job.cores.hosts, topology.rank_region,
-                                migration_fixed_s=job.transport_probe.fixed_s
-                                if job.transport_probe is not None else 0.0)
+                                migration_fixed_s=probe.fixed_s if probe is not None else 0.0,
+                                route_s_per_byte=probe.s_per_byte if probe is not None else float("nan"),
+                                pack_s_per_byte=2.0 * probe.copy_s_per_byte if probe is not None
+                                else float("nan"))
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:
         from hpccloud.runner.checkpointing import restart

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hpccloud.balance.problem import Problem
 from hpccloud.runner.calibrate import Calibrator, model_error
 
 
@@ -71,6 +72,27 @@ def test_the_transport_probe_prices_the_fixed_part_until_three_migrations():
         c.add_migration(recs, achieved_s=0.004 + 1e-3 + 0.002, pack_s=0.0)
     cal = c.refit()  # enough samples: fitted (the same 1-call migrations: only the sum is fixed)
     assert cal.migration_fixed_s + cal.per_call_s == pytest.approx(0.006, rel=1e-3)
+
+
+def test_the_probes_per_byte_figures_price_the_first_migration():
+    c = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"], migration_fixed_s=0.004,
+                   route_s_per_byte=2e-9, pack_s_per_byte=1e-9)
+    cal = c.refit()
+    assert cal.route_s_per_byte == (2e-9, 2e-9, 2e-9) and cal.pack_s_per_byte == 1e-9
+    p = Problem.uniform(np.ones(2), np.array([0, 0]), [1.0, 1.0, 1.0], nbytes=np.full(2, 1e6))
+    # one shard of 1 MB from rank 0 to rank 2: the probe's per-byte price, not the raw link's
+    assert cal.pair_s(p, np.array([0]), np.array([2]), np.array([1]), np.array([1e6])) \
+        == pytest.approx([2e-3])
+    assert cal.migration_extra_s(1e6) == pytest.approx(0.004 + 1e-3)
+    # a route whose transfers were timed takes their figure; the others keep the probe's
+    recs = [{"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 5e-3}]
+    c.add_migration(recs, achieved_s=0.05, pack_s=0.0)  # the first: not fitted
+    c.add_migration(recs, achieved_s=0.01, pack_s=0.0)
+    cal = c.refit()
+    assert cal.route_s_per_byte == pytest.approx((2e-9, 2e-9, 5e-9))
+    # without the probe's rounds (NaN): the raw links, as before
+    bare = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"]).refit()
+    assert all(not np.isfinite(x) for x in bare.route_s_per_byte) and bare.pack_s_per_byte == 0.0
 
 
 def test_model_error_leaves_out_the_first_plan():
