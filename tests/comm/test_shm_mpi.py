@@ -11,12 +11,15 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/s
 
 ABORTING = """
 import sys
+import time
 from hpccloud.commands.common import world
 from hpccloud.comm.shm import mapped_segments
 comm = world()
 comm.Barrier()
 print("mapped", sorted(mapped_segments()), flush=True)
+comm.Barrier()  # every rank has printed ...
 if sys.argv[1] == "abort" and comm.Get_rank() == 1:
+    time.sleep(1.0)  # ... and Hydra has forwarded it before the abort kills the proxies
     comm.Abort(3)
 comm.Barrier()
 """
