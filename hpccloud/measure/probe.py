@@ -440,16 +440,21 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     regions = frozenset(topology.rank_region)
     policy = Policy(dataclasses.replace(
         topology, data_classes={PROBE_CLASS: DataClass(PROBE_CLASS, regions, False)}))
-    shard_map = block_1d(size, size, "<f8", size, data_class=PROBE_CLASS)
-    shard_map = shard_map.with_owners(np.arange(size, dtype=np.int64), version=0)
-    local = {rank: np.full(1, float(rank))}
-    times = np.zeros(warmup + rounds)
-    for i in range(warmup + rounds):
-        after = (shard_map.owners() + 1) % size
-        sleeping_barrier(comm)
-        t0 = time.perf_counter()
-        shard_map, local, _ = execute(comm, shard_map, local, after, policy, key=key)
-        times[i] = time.perf_counter() - t0
+
+    def ring(elements: int, rounds: int):
+        """Pass one shard of ``elements`` float64 per rank to the next rank ``rounds`` times;
+        yield each round's wall time on this rank and the payload that arrived."""
+        shard_map = block_1d(size * elements, size, "<f8", size, data_class=PROBE_CLASS)
+        shard_map = shard_map.with_owners(np.arange(size, dtype=np.int64), version=0)
+        local = {rank: np.full(elements, float(rank))}
+        for _ in range(rounds):
+            after = (shard_map.owners() + 1) % size
+            sleeping_barrier(comm)
+            t0 = time.perf_counter()
+            shard_map, local, _ = execute(comm, shard_map, local, after, policy, key=key)
+            yield time.perf_counter() - t0, next(iter(local.values()))
+
+    times = np.array([t for t, _ in ring(1, warmup + rounds)])
     slowest = np.empty_like(times)
     comm.Allreduce(times, slowest, op=MPI.MAX)
     timed = slowest[warmup:]
@@ -457,31 +462,22 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     nbytes = min(int(shard_bytes), PROBE_SHARD_BYTES_MAX) // 8 * 8
     if nbytes <= 0:
         return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup)
-    big = block_1d(size * nbytes // 8, size, "<f8", size, data_class=PROBE_CLASS)
-    big = big.with_owners(np.arange(size, dtype=np.int64), version=0)
-    payload = {rank: np.full(nbytes // 8, float(rank))}
-    big_s = np.zeros(1 + rounds)
-    copy_s = np.zeros(rounds)
-    for i in range(1 + rounds):  # the first is untimed below: it meets the size's first buffers
-        after = (big.owners() + 1) % size
-        sleeping_barrier(comm)
-        t0 = time.perf_counter()
-        big, payload, _ = execute(comm, big, payload, after, policy, key=key)
-        big_s[i] = time.perf_counter() - t0
+    # the first round is not timed: it meets the size's first buffers; after each timed one,
+    # the shard that just arrived is copied into new memory (a pack or an unpack)
+    mine = np.zeros(rounds + 1)
+    copies = np.zeros(rounds)
+    for i, (seconds, arr) in enumerate(ring(nbytes // 8, 1 + rounds)):
         if i:
-            (arr,) = payload.values()
+            mine[i - 1] = seconds
             t0 = time.perf_counter()
             np.copyto(np.empty_like(arr), arr)
-            copy_s[i - 1] = time.perf_counter() - t0
-    del payload
-    slowest_big = np.empty_like(big_s)
-    comm.Allreduce(big_s, slowest_big, op=MPI.MAX)
-    copy_med = np.array([np.median(copy_s)])
-    slowest_copy = np.empty_like(copy_med)
-    comm.Allreduce(copy_med, slowest_copy, op=MPI.MAX)
-    per_byte = max(0.0, float(np.median(slowest_big[1:])) - fixed) / nbytes
+            copies[i - 1] = time.perf_counter() - t0
+    mine[rounds] = np.median(copies)
+    top = np.empty_like(mine)  # the slowest rank's rounds, and its median copy (one reduction)
+    comm.Allreduce(mine, top, op=MPI.MAX)
+    per_byte = max(0.0, float(np.median(top[:rounds])) - fixed) / nbytes
     return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, shard_bytes=nbytes,
-                                s_per_byte=per_byte, copy_s_per_byte=float(slowest_copy[0]) / nbytes)
+                                s_per_byte=per_byte, copy_s_per_byte=float(top[rounds]) / nbytes)
 
 
 def _min_op():

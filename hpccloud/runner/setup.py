@@ -139,15 +139,14 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
         # job's own migrations are enough to fit it
         # ... and with a shard of the job's median size: the per-byte prices of the first
         # migration (transport, pack and unpack) before the job has moved anything itself
-        sizes = [s.nbytes for s in job.shard_map.shards]
+        sizes = job.shard_map.nbytes()
         job.transport_probe = probe_transport(comm, topology, key=job.key,
-                                              shard_bytes=int(np.median(sizes)) if sizes else 0)
+                                              shard_bytes=int(np.median(sizes)) if sizes.size else 0)
     probe = job.transport_probe
-    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region,
-                                migration_fixed_s=probe.fixed_s if probe is not None else 0.0,
-                                route_s_per_byte=probe.s_per_byte if probe is not None else float("nan"),
-                                pack_s_per_byte=2.0 * probe.copy_s_per_byte if probe is not None
-                                else float("nan"))
+    priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
+                                       "route_s_per_byte": probe.s_per_byte,
+                                       "pack_s_per_byte": 2.0 * probe.copy_s_per_byte}
+    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, **priors)
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:
         from hpccloud.runner.checkpointing import restart
