@@ -301,6 +301,76 @@ def fit(steps: Sequence[StepSample] = (), migrations: Sequence[MigrationSample] 
     return dataclasses.replace(prior, samples=prior.samples + n_samples, **kw)
 
 
+STEP_TERMS = ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale")
+
+
+def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Calibration = IDENTITY,
+                      iterations: int = 12) -> Calibration:
+    """The step terms fitted to what the job pays: ``wall_k ≈ max_r t_r(k)`` (see the module notes).
+
+    One row per step: its wall time as the job paid it (the slowest rank, the
+    step's collectives and sync) against the model's slowest rank. The per-rank
+    times (:func:`fit`) are only fair regressands when a rank's own time is its
+    own: a workload with a collective inside its step (k-means' centroid
+    reduction) makes every rank's time the slowest rank's, and ranks sharing a
+    core read their own kernel at full speed half of the time. Fitted on those,
+    the compute term went to ~0 (per-rank times did not follow compute) and the
+    planner saw no gain in moving work off a shared core.
+
+    ``max`` makes the fit piecewise linear: with the critical rank of each step
+    fixed it is :func:`_nnls_relative` on that rank's terms; the critical ranks
+    are re-picked on the new terms until they stop changing (at most
+    ``iterations`` rounds), and the terms with the smallest relative error of
+    the true ``max`` are kept. Directions the records leave free (one map all
+    run long: every step has the same terms) keep ``prior``'s split.
+
+    >>> import numpy as np
+    >>> truth = Calibration(step_fixed_s=1e-3, per_shard_s=2e-4, compute_scale=1.2)
+    >>> rng = np.random.default_rng(0)
+    >>> steps, walls = [], []
+    >>> for _ in range(30):
+    ...     c, n = rng.uniform(0.002, 0.02, 3), rng.integers(1, 12, 3)
+    ...     wall = float(truth.step_s(c, np.zeros(3), n).max())
+    ...     steps.append(StepSample(c, np.zeros(3), n, np.full(3, wall)))  # every rank reads the wall
+    ...     walls.append(wall)
+    >>> got = fit_step_makespan(steps, walls)
+    >>> [round(x, 4) for x in (got.step_fixed_s, got.per_shard_s, got.compute_scale)]
+    [0.001, 0.0002, 1.2]
+    """
+    y = np.asarray(wall_s, np.float64)
+    if len(steps) != y.size:
+        raise InvalidArgument(f"fit_step_makespan: {len(steps)} step samples but {y.size} wall times")
+    feats = [np.column_stack([np.ones(np.size(s.compute_s)), s.n_shards, s.compute_s, s.halo_s])
+             .astype(np.float64) for s in steps]
+    ok = np.array([bool(np.isfinite(f).all()) and f.shape[0] > 0 for f in feats], bool) \
+        & np.isfinite(y) & (y > 0)
+    feats = [f for f, k in zip(feats, ok, strict=True) if k]
+    y = y[ok]
+    if not feats:
+        return prior
+    used = np.abs(np.concatenate(feats)).sum(axis=0) > 0
+    prior_x = np.array([getattr(prior, n) for n in STEP_TERMS], np.float64)
+    x = prior_x.copy()
+    best_x, best_err, picks = x, np.inf, None
+    for _ in range(iterations):
+        new_picks = np.array([int(np.argmax(f @ x)) for f in feats])
+        if picks is not None and np.array_equal(new_picks, picks):
+            break
+        picks = new_picks
+        a = np.array([f[r] for f, r in zip(feats, picks, strict=True)])
+        x = prior_x.copy()
+        x[used] = _nnls_relative(a[:, used], y, prior_x[used])
+        if not np.all(np.isfinite(x)):
+            break
+        pred = np.array([float((f @ x).max()) for f in feats])
+        err = float(np.sum(((pred - y) / y) ** 2))
+        if err < best_err:
+            best_x, best_err = x, err
+    fixed, per_shard, scale, halo = (float(v) for v in best_x)
+    return dataclasses.replace(prior, samples=prior.samples + int(y.size), step_fixed_s=fixed,
+                               per_shard_s=per_shard, compute_scale=scale, halo_scale=halo)
+
+
 def fit_makespan(predicted_max_s: ArrayLike, achieved_s: ArrayLike) -> tuple[float, float]:
     """``(fixed_s, scale)`` with ``achieved ≈ fixed_s + scale · predicted_max`` (NNLS, relative).
 

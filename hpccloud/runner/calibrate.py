@@ -11,11 +11,13 @@ the calibrated figures. Nothing here is configured: every term comes from this
 run's own records (until a term is measured it stays at the identity prior,
 i.e. the raw model).
 
-The per-rank fit sees each rank's own time before the step's sync; the job
-pays the slowest rank *of each step* plus the sync, which is more than the
-slowest rank on average when ranks share cores or the machine is busy. So
-the fitted terms are then mapped through ``step_s ≈ a + b · max_r t_r``,
-fitted on the same steps' wall times (:func:`~hpccloud.balance.calibration.fit_makespan`).
+The step terms are fitted to each step's wall time as the job paid it
+against the model's slowest rank (:func:`~hpccloud.balance.calibration.fit_step_makespan`),
+not to each rank's own time: a collective inside the step (k-means' centroid
+reduction) makes every rank's own time the slowest rank's, and ranks that share
+a core read their own kernel at full speed half of the time. Fitted per rank,
+the compute term of the default k-means job went to ~0 on a 2+1 core layout,
+and the planner saw no gain in moving work off the shared core.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from hpccloud.balance.calibration import (
     MigrationSample,
     StepSample,
     fit,
-    fit_makespan,
+    fit_step_makespan,
     relative_error,
 )
 
@@ -181,7 +183,8 @@ class Calibrator:
     def refit(self) -> Calibration:
         """Refit every term from the samples kept; the new calibration is also kept.
 
-        The step terms are a least-squares fit (:func:`~hpccloud.balance.calibration.fit`).
+        The step terms: least squares of the steps' wall times on the model's slowest rank
+        (:func:`~hpccloud.balance.calibration.fit_step_makespan`).
         The rebalance terms: route throughput from the transfers' timings, then the
         per-call cost (and, from three migrations on, a fixed cost) fitted to what
         the migrations' wall times leave over; packing per byte; the rebalance's
@@ -195,7 +198,7 @@ class Calibrator:
             # packing is a copy per byte, not a one-time cost: the first migration's is
             # already a fair figure (its transfers are not: see add_migration)
             prior = dataclasses.replace(prior, pack_s_per_byte=first.pack_s / first.total_bytes)
-        cal = fit(list(self.steps), [], prior=prior)
+        cal = fit_step_makespan(list(self.steps), list(self.step_wall_s), prior=prior)
         if migrations:  # a route with no timed transfer keeps the probe's figure (or NaN)
             routes = cast("tuple[float, float, float]", tuple(
                 r if np.isfinite(r) else q
@@ -213,9 +216,6 @@ class Calibrator:
             cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
                                       migration_fixed_s=fixed, pack_s_per_byte=mig.pack_s_per_byte,
                                       samples=cal.samples + len(migrations))
-        if self.steps:  # the step as the job pays it: the slowest rank of each step + sync
-            pred = [float(cal.step_s(st.compute_s, st.halo_s, st.n_shards).max()) for st in self.steps]
-            cal = cal.through_makespan(*fit_makespan(pred, list(self.step_wall_s)))
         if self.plan_s:
             cal = dataclasses.replace(cal, plan_fixed_s=float(np.median(self.plan_s)))
         self.calibration = cal

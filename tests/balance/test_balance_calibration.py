@@ -17,6 +17,7 @@ from hpccloud.balance.calibration import (
     MigrationSample,
     StepSample,
     fit,
+    fit_step_makespan,
     relative_error,
 )
 from hpccloud.balance.model import compute_s, halo_s, migration_schedule
@@ -38,6 +39,46 @@ def test_step_terms_recovered_from_noisy_records():
     assert got.samples == 160
     pred = np.concatenate([got.step_s(s.compute_s, s.halo_s, s.n_shards) for s in samples])
     assert relative_error(pred, np.concatenate([s.achieved_s for s in samples])) < 0.05
+
+
+def test_step_terms_recovered_from_step_walls_when_every_rank_reads_the_slowest():
+    """A collective inside the step (k-means' reduction): every rank's own time is
+    the slowest rank's, so per-rank times do not follow each rank's terms. Fitted
+    on the steps' wall times against the model's slowest rank, the terms come
+    back; fitted per rank, the compute term is lost."""
+    rng = np.random.default_rng(4)
+    truth = Calibration(step_fixed_s=1e-3, per_shard_s=2e-4, compute_scale=1.3, halo_scale=0.6)
+    samples, walls = [], []
+    for _ in range(6):  # 6 windows (maps) × 8 steps, 3 % noise on the step's wall time
+        c, h, n = rng.uniform(2e-3, 3e-2, 4), rng.uniform(0.0, 8e-3, 4), rng.integers(1, 40, 4)
+        for _ in range(8):
+            wall = float(truth.step_s(c, h, n).max()) * rng.lognormal(0.0, 0.03)
+            samples.append(StepSample(c, h, n, np.full(4, wall)))
+            walls.append(wall)
+    got = fit_step_makespan(samples, walls)
+    assert got.compute_scale == pytest.approx(1.3, rel=0.15)
+    assert got.per_shard_s == pytest.approx(2e-4, rel=0.15)
+    assert got.halo_scale == pytest.approx(0.6, rel=0.25)
+    assert abs(got.step_fixed_s - 1e-3) < 5e-4
+    assert got.samples == 48
+    pred = np.array([got.step_s(s.compute_s, s.halo_s, s.n_shards).max() for s in samples])
+    assert relative_error(pred, np.array(walls)) < 0.05
+    assert fit(samples).compute_scale < 0.8  # the per-rank fit: why the runner does not use it
+
+
+def test_step_makespan_fit_keeps_the_prior_split_when_the_map_never_changes():
+    """One map all run long: every step has the same terms, so only their sum is
+    known; the fit scales towards the wall time without zeroing a term."""
+    c, h, n = np.array([0.0058, 0.0053, 0.0026]), np.zeros(3), np.array([11.0, 10.0, 11.0])
+    rng = np.random.default_rng(5)
+    walls = list(0.0066 * rng.lognormal(0.0, 0.02, 40))
+    got = fit_step_makespan([StepSample(c, h, n, np.full(3, w)) for w in walls], walls)
+    assert got.compute_scale > 0.9
+    pred = float(got.step_s(c, h, n).max())
+    assert pred == pytest.approx(float(np.median(walls)), rel=0.03)
+    assert fit_step_makespan([], []) == IDENTITY
+    with pytest.raises(InvalidArgument, match="2 step samples but 1 wall"):
+        fit_step_makespan([StepSample(c, h, n, c)] * 2, [0.1])
 
 
 def test_migration_terms_recovered_from_noisy_records():

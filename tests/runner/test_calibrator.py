@@ -134,3 +134,34 @@ def test_step_prediction_is_the_step_the_job_pays_not_the_mean_slowest_rank():
     # each step's own scatter is noise no model predicts; the error stays near it
     assert relative_error(pred, np.array(walls)) < 1.5 * relative_error(np.full(40, typical),
                                                                        np.array(walls))
+
+
+def test_shared_core_records_keep_the_compute_term_and_topo_moves_work_off_the_core():
+    """The default k-means job on a 2+1 core layout, as a run recorded it: ranks 0 and 1
+    share a core (measured rates 24M, 24M, 48M units/s), the centroid reduction inside
+    the step makes every rank's own time the slowest's (one reads low when it ran
+    first), the step pays the slowest rank + ~1 ms. Fitted per rank, compute_scale
+    went to ~0 and topo never moved; on the steps' wall times it stays ~1 and the
+    plan moves work to the rank with a core of its own."""
+    from hpccloud.balance import PlanOptions, plan_problem
+    from hpccloud.balance.calibration import StepSample
+
+    owners = np.repeat([0, 1, 2], [11, 10, 11])
+    p = Problem.uniform(work_units=np.full(32, 12_500.0), owners=owners,
+                        speed_units_per_s=[24e6, 24e6, 48e6], nbytes=np.full(32, 400_000))
+    compute = np.bincount(owners, weights=p.work_units, minlength=3) / p.speed_units_per_s
+    rng = np.random.default_rng(6)
+    c = Calibrator(hosts=["a", "a", "a"], rank_region=["eu", "eu", "us"])
+    for k in range(30):
+        wall = float(compute.max()) + 0.0009 + rng.normal(0.0, 2e-4)
+        own = np.full(3, wall)
+        own[k % 2] = 0.55 * wall  # the core-mate that ran first reads its own kernel only
+        c.steps.append(StepSample(compute, np.zeros(3), np.bincount(owners, minlength=3).astype(float),
+                                  own))
+        c.step_wall_s.append(wall)
+    cal = c.refit()
+    assert cal.compute_scale > 0.8
+    plan = plan_problem(p, "topo", PlanOptions(horizon_steps=10, calibration=cal))
+    assert plan.gate_passed and len(plan.moves) > 0
+    assert set(plan.moves.dst_rank.tolist()) == {2}
+    assert plan.makespan_after_s < 0.85 * plan.makespan_before_s
