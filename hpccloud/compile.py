@@ -42,7 +42,7 @@ def _warm(names: list[str], dtypes) -> dict[str, float]:
     return seconds
 
 
-def warm_up(names=None, comm=None, dtypes=None) -> dict[str, float]:
+def warm_up(names=None, comm=None, dtypes=None, meanwhile=None) -> dict[str, float]:
     """Compile (or load from cache) the kernels ``names`` for each dtype they support.
 
     Parameters
@@ -55,6 +55,11 @@ def warm_up(names=None, comm=None, dtypes=None) -> dict[str, float]:
         rank is left waiting at the barrier).
     dtypes : iterable of dtypes, optional
         Only these dtypes (default: every dtype each kernel supports).
+    meanwhile : callable, optional
+        With ``comm``: rank 0 calls it while the other ranks load from the
+        cache (rank 0 would only wait there), e.g. to load the planner's own
+        compiled code (:func:`hpccloud.balance.warm.warm_planner`). Its failure
+        is raised on every rank.
 
     Returns
     -------
@@ -95,5 +100,5 @@ def warm_up(names=None, comm=None, dtypes=None) -> dict[str, float]:
     if rank != 0:
         result = agree(comm, lambda: _warm(names, dtypes))
     else:
-        agree(comm, dict)
+        agree(comm, (lambda: (meanwhile(), None)[1]) if meanwhile is not None else dict)
     return result

@@ -170,6 +170,8 @@ def test_planner_rates_come_from_the_measured_core_groups(comm):
     rep = run(comm, load_topology(None, comm), cfg)
     assert [p["after_step"] for p in rep["plans"]] == [2, 5]  # after 3 steps, then after 6
     assert rep["initial_placement"]["provenance"] == "measured"
+    # rank 0 loaded the planner's compiled code while the others loaded the kernel
+    assert (rep["compile_s"].get("planner:topo", 0) > 0) == (comm.Get_rank() == 0)
     cores = rep["cores"]
     assert len(cores["cpus"]) == 3 and all(cores["cpus"])
     for p in rep["plans"]:
