@@ -119,18 +119,6 @@ class Calibration:
         return np.where(measured, calls * self.per_call_s + nbytes * np.where(measured, per_byte, 0.0),
                         hockney)
 
-    def through_makespan(self, fixed_s: float, scale: float) -> Calibration:
-        """The step terms mapped through ``makespan = fixed_s + scale · max_r t_r``.
-
-        ``max`` is monotone, so the map is the same as scaling every per-rank term by
-        ``scale`` and adding ``fixed_s`` to the fixed one: the planner's per-rank loads
-        keep their order, and its makespan becomes the step as the job pays it.
-        """
-        return dataclasses.replace(self, step_fixed_s=fixed_s + scale * self.step_fixed_s,
-                                   per_shard_s=scale * self.per_shard_s,
-                                   compute_scale=scale * self.compute_scale,
-                                   halo_scale=scale * self.halo_scale)
-
     def migration_extra_s(self, nbytes: float) -> float:
         """What a migration pays besides its schedule: fixed cost and pack/unpack."""
         return (self.migration_fixed_s + self.pack_s_per_byte * nbytes) if nbytes > 0 else 0.0
@@ -369,30 +357,6 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
     fixed, per_shard, scale, halo = (float(v) for v in best_x)
     return dataclasses.replace(prior, samples=prior.samples + int(y.size), step_fixed_s=fixed,
                                per_shard_s=per_shard, compute_scale=scale, halo_scale=halo)
-
-
-def fit_makespan(predicted_max_s: ArrayLike, achieved_s: ArrayLike) -> tuple[float, float]:
-    """``(fixed_s, scale)`` with ``achieved ≈ fixed_s + scale · predicted_max`` (NNLS, relative).
-
-    ``predicted_max_s`` is the per-rank model's slowest rank of each step sample,
-    ``achieved_s`` the step's wall time as the job paid it (sync included). The
-    per-rank fit sees each rank's own time; the job pays the slowest rank *of each
-    step*, and when ranks share cores (or the machine is busy) that is more than
-    the slowest rank on average, plus the sync. Identity ``(0, 1)`` without samples.
-
-    >>> [round(v, 4) for v in fit_makespan([0.010, 0.020, 0.030], [0.013, 0.023, 0.033])]
-    [0.003, 1.0]
-    """
-    x = np.asarray(predicted_max_s, np.float64)
-    y = np.asarray(achieved_s, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y) & (y > 0) & (x > 0)
-    if ok.sum() < 2:
-        return 0.0, 1.0
-    a = np.column_stack([np.ones(int(ok.sum())), x[ok]])
-    fixed, scale = _nnls_relative(a, y[ok], np.array([0.0, 1.0]))
-    if not (np.isfinite(fixed) and np.isfinite(scale)) or scale <= 0:
-        return 0.0, 1.0
-    return float(fixed), float(scale)
 
 
 def relative_error(predicted: np.ndarray, achieved: np.ndarray) -> float:
