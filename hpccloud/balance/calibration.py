@@ -203,9 +203,17 @@ class MigrationSample:
 
 #: weight of the pull towards the prior, per unit of column scale (only decides directions the data leave free)
 PRIOR_WEIGHT = 1e-6
+#: ... in the step fit on the steps' wall times. A window repeats one map (~10 steps), so
+#: 48 rows carry ~5 designs; at 1e-6 the split between the terms followed noise in those few
+#: and zeroed compute_scale now and then (particles 3+1: 3 of 5 refits; 4 ranks on 2 cores:
+#: 0.02-0.17). At 1e-2 (the prior weighs ~half a row per term) compute_scale stayed 0.5-1.1 on
+#: the same records and the next window's step was predicted as well (median error within
+#: ±0.03 of 1e-6's on six recorded runs)
+STEP_PRIOR_WEIGHT = 1e-2
 
 
-def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarray:
+def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray,
+                   weight: float = PRIOR_WEIGHT) -> np.ndarray:
     """``argmin_{x >= 0} Σ ((a x − y) / y)² + ε Σ ((x − prior) · scale)²`` (rows with y <= 0 dropped).
 
     The weak pull towards ``prior`` only matters where the records cannot tell
@@ -218,7 +226,7 @@ def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray) -> np.ndarra
         return np.full(a.shape[1], np.nan)
     scale = np.maximum(np.abs(a / y[:, None]).max(axis=0), 1e-300)  # columns to O(1)
     k = a.shape[1]
-    reg = np.sqrt(PRIOR_WEIGHT * y.size) * np.eye(k)
+    reg = np.sqrt(weight * y.size) * np.eye(k)
     lhs = np.vstack([a / y[:, None] / scale, reg])
     rhs = np.concatenate([np.ones_like(y), reg @ (np.nan_to_num(prior) * scale)])
     x, _ = nnls(lhs, rhs)
@@ -293,7 +301,7 @@ STEP_TERMS = ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale")
 
 
 def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Calibration = IDENTITY,
-                      iterations: int = 12) -> Calibration:
+                      iterations: int = 12, prior_weight: float = STEP_PRIOR_WEIGHT) -> Calibration:
     """The step terms fitted to what the job pays: ``wall_k ≈ max_r t_r(k)`` (see the module notes).
 
     One row per step: its wall time as the job paid it (the slowest rank, the
@@ -310,7 +318,9 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
     are re-picked on the new terms until they stop changing (at most
     ``iterations`` rounds), and the terms with the smallest relative error of
     the true ``max`` are kept. Directions the records leave free (one map all
-    run long: every step has the same terms) keep ``prior``'s split.
+    run long: every step has the same terms) keep ``prior``'s split; the pull
+    towards it (``prior_weight``, see :data:`STEP_PRIOR_WEIGHT`) is stronger than
+    :func:`fit`'s because a window's steps repeat one map.
 
     >>> import numpy as np
     >>> truth = Calibration(step_fixed_s=1e-3, per_shard_s=2e-4, compute_scale=1.2)
@@ -321,9 +331,9 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
     ...     wall = float(truth.step_s(c, np.zeros(3), n).max())
     ...     steps.append(StepSample(c, np.zeros(3), n, np.full(3, wall)))  # every rank reads the wall
     ...     walls.append(wall)
-    >>> got = fit_step_makespan(steps, walls)
-    >>> [round(x, 4) for x in (got.step_fixed_s, got.per_shard_s, got.compute_scale)]
-    [0.001, 0.0002, 1.2]
+    >>> got = fit_step_makespan(steps, walls)  # truth 1 ms, 0.2 ms, 1.2; the prior pulls a little
+    >>> round(got.step_fixed_s * 1e3, 1), round(got.per_shard_s * 1e3, 2), round(got.compute_scale, 2)
+    (1.2, 0.18, 1.19)
     """
     y = np.asarray(wall_s, np.float64)
     if len(steps) != y.size:
@@ -347,7 +357,7 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
         picks = new_picks
         a = np.array([f[r] for f, r in zip(feats, picks, strict=True)])
         x = prior_x.copy()
-        x[used] = _nnls_relative(a[:, used], y, prior_x[used])
+        x[used] = _nnls_relative(a[:, used], y, prior_x[used], prior_weight)
         if not np.all(np.isfinite(x)):
             break
         pred = np.array([float((f @ x).max()) for f in feats])
