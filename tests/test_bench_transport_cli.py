@@ -38,10 +38,11 @@ def test_bench_transport_breakdown(tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [(r["bytes"], r["encrypted"]) for r in rows] == [
         (b, e) for b in (1 << 20, 5 << 19) for e in (False, True)]
-    names = ("pieces", "send_hash", "recv_hash", "checksummed")
+    names = ("pieces", "send_hash", "recv_hash", "checksummed", "header", "header_rounds")
     for r in rows:
         assert all(r[f"bare_{n}_ratio"] > 0 for n in names), r
     assert res.stdout.count("bare piece stream vs raw") == 2, res.stdout
+    assert res.stdout.count("bare header-only route vs raw: header ") == 2, res.stdout
 
 
 def test_bench_transport_needs_two_ranks():

@@ -43,7 +43,12 @@ sender hashing after posting (``send_hash``), the receiver hashing each piece
 as it lands (``recv_hash``), and both plus the digest message and its
 comparison (``checksummed``). ``bare_checksummed_ratio`` is what any transport
 that verifies xxh3 on receipt can reach on this machine and MPI; the gap
-between it and ``ratio`` is the transport's own cost.
+between it and ``ratio`` is the transport's own cost. For one-shard moves also
+the default same-host route's own floor: the payload as one message beside a
+48-byte header compared on receipt (``bare_header_ratio``), and the same with
+the two 3-word ``Allreduce`` rounds of every call (agreement, verdict:
+``bare_header_rounds_ratio``) — what a transport that agrees before and
+decides after can reach without any of hpccloud's bookkeeping.
 
     mpiexec -n 2 hpccloud bench transport --json transport.json
     mpiexec -n 2 hpccloud bench transport --breakdown --batch 1
@@ -79,6 +84,11 @@ def add_arguments(parser) -> None:
 
 BARE_VARIANTS = {"pieces": (False, False), "send_hash": (True, False),
                  "recv_hash": (False, True), "checksummed": (True, True)}
+#: the default same-host route's wire pattern with none of the transport's bookkeeping:
+#: the payload as one message beside a 48-byte header the receiver compares
+#: (``header``), and the same with the two small collective rounds every call
+#: makes (agreement before, verdict after: ``header_rounds``)
+ROUTE_VARIANTS = {"header": 0, "header_rounds": 2}
 
 
 def bare_move(comm, a: int, src, dst, chunk_bytes: int, send_hash: bool, recv_hash: bool) -> None:
@@ -121,6 +131,39 @@ def bare_move(comm, a: int, src, dst, chunk_bytes: int, send_hash: bool, recv_ha
         dreq.Wait()
         if h.intdigest() != int(digest[0]):
             raise ChecksumError("bench transport: bare piece stream arrived damaged")
+
+
+def route_move(comm, a: int, src, dst, rounds: int) -> None:
+    """Rank ``a`` sends ``src`` to the other rank's ``dst`` as the header-only route does.
+
+    One payload message and one 48-byte header (compared on receipt), and
+    ``rounds`` 3-word ``Allreduce`` rounds split before and after: the floor under
+    :func:`hpccloud.comm.transport.execute` on one host, without its residency
+    check, plan, records or new map.
+    """
+    import numpy as np
+    from mpi4py import MPI
+
+    from hpccloud.errors import ChecksumError
+
+    rank = comm.Get_rank()
+    word = np.zeros(3, np.int64)
+    top = np.empty_like(word)
+    for _ in range(rounds // 2):
+        comm.Allreduce(word, top, op=MPI.MAX)
+    flat = (src if rank == a else dst).reshape(-1).view(np.uint8)
+    header = np.array([7, flat.size, 0, 1, 1, 0], np.int64)
+    if rank == a:
+        MPI.Request.Waitall([comm.Isend([header, MPI.BYTE], 1 - a, 53),
+                             comm.Isend([flat, MPI.BYTE], 1 - a, 54)])
+    else:
+        got = np.empty_like(header)
+        reqs = [comm.Irecv([got, MPI.BYTE], a, 53), comm.Irecv([flat, MPI.BYTE], a, 54)]
+        MPI.Request.Waitall(reqs)
+        if got.tobytes() != header.tobytes():
+            raise ChecksumError("bench transport: bare header arrived damaged")
+    for _ in range(rounds - rounds // 2):
+        comm.Allreduce(word, top, op=MPI.MAX)
 
 
 def _sizes(text: str) -> list[int]:
@@ -240,6 +283,10 @@ def run(args) -> int:
         if args.breakdown:
             for name, hashes in BARE_VARIANTS.items():
                 variants[f"bare_{name}"] = lambda h=hashes: bare(0, h) or bare(1, h)
+            if batch == 1:
+                for name, rounds in ROUTE_VARIANTS.items():
+                    variants[f"bare_{name}"] = lambda r=rounds, src=src, dst=dst: (
+                        route_move(comm, 0, src, dst, r) or route_move(comm, 1, src, dst, r))
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(args.warmup + args.repeats):
             for k, fn in variants.items():  # in turn, so drift hits every variant alike
@@ -279,7 +326,7 @@ def run(args) -> int:
                 "checksum_bytes_per_s": checksum_bps,
                 "checksum_fraction_of_raw": (moved / checksum_bps) / med["raw"],
                 **{f"bare_{name}_ratio": med["raw"] / med[f"bare_{name}"]
-                   for name in BARE_VARIANTS if f"bare_{name}" in med},
+                   for name in (*BARE_VARIANTS, *ROUTE_VARIANTS) if f"bare_{name}" in med},
                 "spread_s": {k: spread(v) for k, v in times.items()},
             })
         if rank == 0:
@@ -298,6 +345,10 @@ def run(args) -> int:
                 r = rows[-2]
                 print(" " * 13 + "bare piece stream vs raw: " + "  ".join(
                     f"{name} {r[f'bare_{name}_ratio']:.2f}" for name in BARE_VARIANTS), flush=True)
+                if "bare_header_ratio" in r:
+                    print(" " * 13 + "bare header-only route vs raw: " + "  ".join(
+                        f"{name} {r[f'bare_{name}_ratio']:.2f}" for name in ROUTE_VARIANTS),
+                        flush=True)
     if args.json:
         agree(comm, lambda: write_json_atomic(args.json, rows) if rank == 0 else None)
     return 0
