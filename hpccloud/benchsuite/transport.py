@@ -284,9 +284,12 @@ def run(args) -> int:
             for name, hashes in BARE_VARIANTS.items():
                 variants[f"bare_{name}"] = lambda h=hashes: bare(0, h) or bare(1, h)
             if batch == 1:
+                def route(rounds: int, src=src, dst=dst) -> None:
+                    route_move(comm, 0, src, dst, rounds)
+                    route_move(comm, 1, src, dst, rounds)
+
                 for name, rounds in ROUTE_VARIANTS.items():
-                    variants[f"bare_{name}"] = lambda r=rounds, src=src, dst=dst: (
-                        route_move(comm, 0, src, dst, r) or route_move(comm, 1, src, dst, r))
+                    variants[f"bare_{name}"] = lambda r=rounds: route(r)
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(args.warmup + args.repeats):
             for k, fn in variants.items():  # in turn, so drift hits every variant alike
