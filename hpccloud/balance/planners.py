@@ -668,6 +668,57 @@ PORTFOLIO_MAX_RANKS = 4096
 PORTFOLIO_GAP = 0.05
 
 
+#: ``topo``'s whole-shard candidate is tried up to this many shards per rank (beyond, the
+#: rank step's rounding at shard boundaries no longer decides the makespan)
+COUNT_SPLIT_MAX_SHARDS_PER_RANK = 16
+
+
+def _count_split(p: Problem, owners: np.ndarray) -> np.ndarray:
+    """Whole shards inside each group at the group's count bound (a ``topo`` candidate).
+
+    The rank step aims at fractional targets ``T_g · v_r``; with a few shards per
+    rank the rounding at shard boundaries decides the makespan (hetero-speed,
+    ~6 shards per rank: 1.2 × T* before the local search, 1.10-1.14 after). Here
+    every rank keeps its own shards, nearest its block's centre first, while they
+    fit under the group's count bound (:func:`~hpccloud.balance.bound.count_bound_s`
+    of the group's shards on its ranks) × its speed; the others are placed
+    largest first where they finish earliest (LPT). For equal shards the group
+    then finishes at its count bound, and only the shards that must move do.
+    Groups are kept (residency holds by construction: see :attr:`Problem.groups`).
+    """
+    group_of_rank, _ = p.groups
+    w, v = p.work_units, p.speed_units_per_s
+    new = owners.copy()
+    shard_group = group_of_rank[owners]
+    pos = np.arange(p.n_shards, dtype=np.float64)
+    local_of = np.full(p.n_ranks, -1, np.int64)
+    for g in np.unique(shard_group):
+        ranks = np.flatnonzero(group_of_rank == g)
+        shards = np.flatnonzero(shard_group == g)
+        vg = v[ranks]
+        t = count_bound_s(w[shards], vg)
+        if ranks.size < 2 or not t > 0 or not np.all(vg > 0):
+            continue
+        cap = t * vg * (1.0 + 1e-9)
+        local_of[ranks] = np.arange(ranks.size)
+        r_loc = local_of[owners[shards]]
+        n_in = np.bincount(r_loc, minlength=ranks.size)
+        centre = np.bincount(r_loc, weights=pos[shards], minlength=ranks.size) / np.maximum(n_in, 1)
+        order = np.lexsort((np.abs(pos[shards] - centre[r_loc]), r_loc))
+        s_sorted, r_sorted = shards[order], r_loc[order]
+        cum = np.cumsum(w[s_sorted])
+        start = np.concatenate([[0], np.cumsum(n_in)[:-1]])
+        cum_in = cum - np.concatenate([[0.0], cum])[start][r_sorted]
+        keep = cum_in <= cap[r_sorted]
+        load = np.bincount(r_sorted[keep], weights=w[s_sorted[keep]], minlength=ranks.size)
+        pool = s_sorted[~keep]
+        for sid in pool[np.argsort(-w[pool], kind="stable")]:
+            k = int(np.argmin((load + w[sid]) / vg))
+            load[k] += w[sid]
+            new[sid] = ranks[k]
+    return new
+
+
 def _portfolio_may_pay(gap_s: float, horizon: int, cal: Calibration | None) -> bool:
     """Whether pricing the portfolio can pay for itself.
 
@@ -760,6 +811,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     multi = opts.cross_region and int(group_of_rank.max()) > 0
     full = polished(_rebalance(p, opts, before, cross_region=multi, halo_aware=opts.halo_aware))
     candidates.append(full)
+    if p.n_ranks <= PORTFOLIO_MAX_RANKS and p.n_shards <= COUNT_SPLIT_MAX_SHARDS_PER_RANK * p.n_ranks:
+        candidates.append(polished(_count_split(p, full.owners)))
     if multi and np.any(group_of_rank[full.owners] != group_of_rank[p.owners]):
         # moves across groups ride the slowest links: price staying inside the groups, unless
         # staying clearly cannot win. Predict its makespan from the groups' equal-finish

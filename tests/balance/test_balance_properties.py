@@ -121,3 +121,27 @@ def test_count_bound_is_the_whole_shard_optimum_for_equal_shards(n_shards, speed
     assert bound >= n_shards / (1 / cost).sum() * (1 - 1e-12)
     owners = np.random.default_rng(seed).integers(0, v.size, n_shards)
     assert bound <= (np.bincount(owners, minlength=v.size) * cost).max() * (1 + 1e-12)
+
+
+@SETTINGS
+@given(n_shards=st.integers(1, 60), speeds=st.lists(st.floats(0.05, 20.0), min_size=2, max_size=9),
+       work=st.floats(0.1, 1e6), seed=st.integers(0, 2**16))
+def test_topos_whole_shard_candidate_reaches_the_count_bound_moving_only_the_surplus(
+        n_shards, speeds, work, seed):
+    """topo's count-split candidate on equal shards in one group: it finishes at the
+    count bound, and a rank gives up shards only beyond its count-bound share."""
+    from hpccloud.balance.bound import count_bound_s
+    from hpccloud.balance.planners import _count_split
+    from hpccloud.balance.problem import Problem
+
+    v = np.array(speeds)
+    owners = np.random.default_rng(seed).integers(0, v.size, n_shards)
+    p = Problem.uniform(work_units=np.full(n_shards, work), owners=owners, speed_units_per_s=v)
+    new = _count_split(p, owners)
+    assert new.shape == owners.shape and new.min() >= 0 and new.max() < v.size
+    t = count_bound_s(p.work_units, v)
+    counts = np.bincount(new, minlength=v.size)
+    assert (counts * work / v).max() <= t * (1 + 1e-9)
+    share = np.floor(t * v / work * (1 + 1e-9))
+    surplus = np.maximum(np.bincount(owners, minlength=v.size) - share, 0).sum()
+    assert int((new != owners).sum()) <= surplus
