@@ -21,7 +21,10 @@ into a forbidden region: the plan raises :class:`ResidencyError` instead).
    its block, and the shed/incoming shards fill under-target ranks of the same
    group in spatial order; only surplus moves;
 4. two candidates (with and without moves across groups) are priced on the
-   model; the cheaper ``makespan × horizon + migration`` wins;
+   model, and up to 16 shards per rank a third: inside each group, whole shards
+   at the group's count bound (ranks keep their own shards while they fit, the
+   rest placed largest first where they finish earliest: ``_count_split``); the
+   cheapest ``makespan × horizon + migration`` wins;
 5. **the gate** — keep it only if ``(T_now − T_new) × horizon > migration``;
    otherwise the plan has no moves and ``gate_passed`` is False.
 
