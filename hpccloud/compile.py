@@ -100,5 +100,5 @@ def warm_up(names=None, comm=None, dtypes=None, meanwhile=None) -> dict[str, flo
     if rank != 0:
         result = agree(comm, lambda: _warm(names, dtypes))
     else:
-        agree(comm, (lambda: (meanwhile(), None)[1]) if meanwhile is not None else dict)
+        agree(comm, meanwhile or dict)
     return result

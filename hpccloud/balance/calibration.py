@@ -233,6 +233,16 @@ def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray,
     return x / scale
 
 
+#: the step terms, in the column order of :func:`_step_rows`
+STEP_TERMS = ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale")
+
+
+def _step_rows(s: StepSample) -> np.ndarray:
+    """``[P, 4]`` float64: each rank's multipliers of :data:`STEP_TERMS` (1, shards, compute, halo)."""
+    return np.column_stack([np.ones(np.size(s.compute_s)), s.n_shards, s.compute_s, s.halo_s]) \
+        .astype(np.float64)
+
+
 def fit(steps: Sequence[StepSample] = (), migrations: Sequence[MigrationSample] = (),
         prior: Calibration = IDENTITY) -> Calibration:
     """Least-squares refit of the calibration's terms from a run's records.
@@ -254,17 +264,16 @@ def fit(steps: Sequence[StepSample] = (), migrations: Sequence[MigrationSample] 
     kw: dict = {}
     n_samples = 0
     if steps:
-        a = np.concatenate([np.column_stack([np.ones(np.size(s.achieved_s)), s.n_shards, s.compute_s, s.halo_s])
-                            for s in steps]).astype(np.float64)
+        a = np.concatenate([_step_rows(s) for s in steps])
         y = np.concatenate([np.asarray(s.achieved_s, np.float64) for s in steps])
         ok = np.all(np.isfinite(a), axis=1) & np.isfinite(y)
         a, y = a[ok], y[ok]
         used = np.abs(a).sum(axis=0) > 0
-        names = ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale")
         if y.size and used.any():
-            prior_x = np.array([getattr(prior, n) for n in names])[used]
+            prior_x = np.array([getattr(prior, n) for n in STEP_TERMS])[used]
             x = _nnls_relative(a[:, used], y, prior_x)
-            for name, value in zip([n for n, u in zip(names, used, strict=True) if u], x, strict=True):
+            for name, value in zip([n for n, u in zip(STEP_TERMS, used, strict=True) if u], x,
+                                   strict=True):
                 if np.isfinite(value):
                     kw[name] = float(value)
             n_samples += int(y.size)
@@ -295,9 +304,6 @@ def fit(steps: Sequence[StepSample] = (), migrations: Sequence[MigrationSample] 
             kw["plan_fixed_s"] = float(np.median(plan))
         n_samples += len(migrations)
     return dataclasses.replace(prior, samples=prior.samples + n_samples, **kw)
-
-
-STEP_TERMS = ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale")
 
 
 def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Calibration = IDENTITY,
@@ -338,8 +344,7 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
     y = np.asarray(wall_s, np.float64)
     if len(steps) != y.size:
         raise InvalidArgument(f"fit_step_makespan: {len(steps)} step samples but {y.size} wall times")
-    feats = [np.column_stack([np.ones(np.size(s.compute_s)), s.n_shards, s.compute_s, s.halo_s])
-             .astype(np.float64) for s in steps]
+    feats = [_step_rows(s) for s in steps]
     ok = np.array([bool(np.isfinite(f).all()) and f.shape[0] > 0 for f in feats], bool) \
         & np.isfinite(y) & (y > 0)
     feats = [f for f, k in zip(feats, ok, strict=True) if k]

@@ -697,10 +697,12 @@ def _count_split(p: Problem, owners: np.ndarray) -> np.ndarray:
     local_of = np.full(p.n_ranks, -1, np.int64)
     for g in np.unique(shard_group):
         ranks = np.flatnonzero(group_of_rank == g)
-        shards = np.flatnonzero(shard_group == g)
         vg = v[ranks]
+        if ranks.size < 2 or not np.all(vg > 0):
+            continue
+        shards = np.flatnonzero(shard_group == g)
         t = count_bound_s(w[shards], vg)
-        if ranks.size < 2 or not t > 0 or not np.all(vg > 0):
+        if not t > 0:
             continue
         cap = t * vg * (1.0 + 1e-9)
         local_of[ranks] = np.arange(ranks.size)

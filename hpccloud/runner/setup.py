@@ -121,18 +121,19 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
         job.key = agree(comm, lambda: load_key(key_file, warn=job.rank == 0))
     from hpccloud.compile import warm_up
 
+    plans = job.size > 1 and cfg.balancer not in ("static", "even")  # a planner that moves shards
+    planner_s: dict[str, float] = {}
     meanwhile = None
-    if job.size > 1 and cfg.balancer not in ("static", "even"):
+    if plans:
         from hpccloud.balance.warm import warm_planner
 
         # rank 0 plans every rebalance: it loads the planner's compiled code while the
         # others load the kernel (it would only wait there); the run's first plan no longer
         # pays it (topo: 40-60 ms of a no-move plan that costs 2-10 ms afterwards)
         def meanwhile():
-            job.compile_s[f"planner:{cfg.balancer}"] = warm_planner(cfg.balancer)
+            planner_s[f"planner:{cfg.balancer}"] = warm_planner(cfg.balancer)
 
-    job.compile_s = {}
-    job.compile_s.update(warm_up([job.wl.kernel], comm=comm, meanwhile=meanwhile))
+    job.compile_s = {**warm_up([job.wl.kernel], comm=comm, meanwhile=meanwhile), **planner_s}
     import numba
 
     job.cores = discover_cores(comm, numba.get_num_threads())
@@ -164,8 +165,7 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
 
         restart(job)
     else:
-        if cfg.initial_placement and cfg.balancer != "static" and cfg.balancer != "even" \
-                and job.size > 1:
+        if cfg.initial_placement and plans:
             _place_initially(job)
         if cfg.input:
             _read_input(job)
