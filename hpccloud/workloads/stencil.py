@@ -112,7 +112,13 @@ class Stencil2D(Workload):
         return arr, float(ny * nx * sweeps)
 
     def pack(self, shard, arr):
-        return np.ascontiguousarray(arr[1:-1, 1:-1])
+        # into a recycled buffer when the pool has one of the size: the transport gives the
+        # payload back to the pool once sent, so a later pack (or receive) writes warm
+        # memory. np.ascontiguousarray wrote fresh pages every time: packing 8 tiles of
+        # 512 KiB took 9 ms on a rank sharing its core, 1.4-5.3 ms per migration at 2 ranks
+        out = self.empty((arr.shape[0] - 2, arr.shape[1] - 2), arr.dtype)
+        out[...] = arr[1:-1, 1:-1]
+        return out
 
     def unpack(self, shard, payload):
         self.forget(shard.id)
