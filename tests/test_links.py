@@ -60,6 +60,16 @@ def test_model_from_samples_and_transfers():
         m.add_sample(0, 1, 64 << 20, (64 << 20) / 0.5e9, refit=True)
     assert m.beta_bytes_per_s[0, 1] < 0.8e9
     assert m.n_transfer_samples == 40
+    # a migration refits only the pairs it moved over (a pair never sampled is skipped)
+    for _ in range(40):
+        m.add_sample(1, 0, 64 << 20, (64 << 20) / 0.25e9)
+        m.add_sample(0, 1, 64 << 20, (64 << 20) / 4e9)
+    before_01 = m.beta_bytes_per_s[0, 1]
+    m.refit([(1, 0), (2, 1)])
+    assert m.beta_bytes_per_s[1, 0] < 0.5e9  # refitted on the slow transfers
+    assert m.beta_bytes_per_s[0, 1] == before_01  # not refitted: its new samples wait
+    m.refit()
+    assert m.beta_bytes_per_s[0, 1] > before_01
 
 
 def test_region_matrix_and_json_round_trip():

@@ -616,6 +616,27 @@ def execute(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy,
     return shard_map.with_owners(owners_after), new_local, records
 
 
+def execute_aligned(comm, shard_map, local: dict[int, np.ndarray], owners_after, policy, **kw):
+    """:func:`execute` between two sleeping barriers, as a migration runs it; collective.
+
+    The first barrier lines the ranks up (they leave the plan's broadcast at
+    different times), the second ends the move on every rank together; the
+    waits sleep, so ranks that share a core leave it to the ones still working.
+    The job's migrations and the transport probe that prices them before the
+    first one both move through here, so the probe times the span the model
+    prices. Returns ``(new_map, new_local, records, barrier_wait_s, transport_s)``
+    (this rank's wait at the first barrier, and the time from it to the end).
+    """
+    from hpccloud.comm.wait import sleeping_barrier
+
+    t_wait = time.perf_counter()
+    sleeping_barrier(comm)
+    t0 = time.perf_counter()
+    new_map, new_local, records = execute(comm, shard_map, local, owners_after, policy, **kw)
+    sleeping_barrier(comm)
+    return new_map, new_local, records, t0 - t_wait, time.perf_counter() - t0
+
+
 __all__ = ["CHUNK_BYTES", "CORRUPT_ENV", "CORRUPT_HEADER_ENV", "HOST_ENV", "MAX_CHUNK_BYTES",
-           "VERIFY_ENV", "BufferPool", "TransferRecord", "execute", "host_key", "load_key",
+           "VERIFY_ENV", "BufferPool", "TransferRecord", "execute", "execute_aligned", "host_key", "load_key",
            "reload_env"]

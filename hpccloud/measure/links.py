@@ -20,6 +20,7 @@ on the bandwidth-bound samples only (``n / β ≥ 10 α``), where shard moves li
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -116,10 +117,15 @@ class LinkModel:
         if refit:
             self._refit_pair(int(src), int(dst))
 
-    def refit(self) -> None:
-        """Refit α and β of every pair that has samples."""
-        for src, dst in self._samples:
-            self._refit_pair(src, dst)
+    def refit(self, pairs: Iterable[tuple[int, int]] | None = None) -> None:
+        """Refit α and β of ``pairs`` (default: every pair that has samples).
+
+        A migration refits only the pairs it moved over: refitting all of them
+        cost ~0.45 ms per migration at 4 ranks (12 pairs, ~30 µs each), on every rank.
+        """
+        for src, dst in (self._samples if pairs is None else set(pairs)):
+            if (src, dst) in self._samples:
+                self._refit_pair(src, dst)
 
     def _refit_pair(self, src: int, dst: int) -> None:
         s = self._samples[(src, dst)]

@@ -20,8 +20,8 @@ import numpy as np
 
 from hpccloud.balance import PlanOptions, plan_problem, problem_from
 from hpccloud.comm.agree import bcast_result
-from hpccloud.comm.transport import execute
-from hpccloud.comm.wait import sleeping_barrier
+from hpccloud.comm.transport import execute_aligned
+from hpccloud.comm.wait import sleeping_allgather
 from hpccloud.runner.window import Window
 
 
@@ -122,14 +122,11 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
     pack_s = time.perf_counter() - t0
     job.tracer.add("pack", "rebalance", t0, t0 + pack_s, shards=len(payloads))
     t_wait = time.perf_counter()
-    sleeping_barrier(comm)
-    t0 = time.perf_counter()
+    new_map, new_payloads, records, wait_s, transport_s = execute_aligned(
+        comm, job.shard_map, payloads, owners_after, job.policy, key=job.key,
+        audit=job.cfg.audit, pool=job.pool)
+    t0 = t_wait + wait_s
     job.tracer.add("barrier", "wait", t_wait, t0)
-    new_map, new_payloads, records = execute(comm, job.shard_map, payloads, owners_after,
-                                             job.policy, key=job.key, audit=job.cfg.audit,
-                                             pool=job.pool)
-    sleeping_barrier(comm)
-    transport_s = time.perf_counter() - t0
     job.tracer.add("transport", "rebalance", t0, t0 + transport_s)
     t0 = time.perf_counter()
     # stayed: keep the stored array (with its halo); arrived: rebuild it from the payload
@@ -155,11 +152,13 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
                                  cross_region=r["src_region"] != r["dst_region"])
     for r in all_records:
         job.links.add_sample(r["src_rank"], r["dst_rank"], r["nbytes"], r["seconds"])
-    job.links.refit()
+    job.links.refit((r["src_rank"], r["dst_rank"]) for r in all_records)
     job.audit.extend(all_records)
-    times = comm.allgather((transport_s, pack_s, unpack_s))
-    return {"achieved_migration_s": max(t[0] for t in times),
-            "pack_s": max(t[1] for t in times), "unpack_s": max(t[2] for t in times),
+    # the slowest rank's figures; the wait sleeps (a spinning one took a shared core from
+    # the ranks still unpacking)
+    slowest = sleeping_allgather(comm, (transport_s, pack_s, unpack_s)).max(axis=0)
+    return {"achieved_migration_s": float(slowest[0]),
+            "pack_s": float(slowest[1]), "unpack_s": float(slowest[2]),
             "moved_bytes": sum(r["nbytes"] for r in all_records),
             "cross_region_bytes": sum(r["nbytes"] for r in all_records
                                       if r["src_region"] != r["dst_region"]),
