@@ -52,6 +52,10 @@ def test_transport_probe_times_one_call_on_every_rank(comm):
     assert res.fixed_s == pytest.approx(float(np.median(res.rounds_s)))
     # the slowest rank's time of each round: the same figures on every rank
     assert all(r == res.rounds_s for r in comm.allgather(res.rounds_s))
+    # ... and of every rank passing its shard on at once (the shard-sized rounds' base)
+    assert np.isfinite(res.ring_s) and res.ring_s > 0
+    assert all(r == res.ring_s for r in comm.allgather(res.ring_s))
+    assert res.to_json()["ring_s"] == res.ring_s
     assert res.to_json()["provenance"] == "measured"
     assert res.shard_bytes == 0 and not np.isfinite(res.s_per_byte)  # no shard-sized rounds asked
     # shard-sized rounds: per-byte prices of a move and of a copy, the same on every rank

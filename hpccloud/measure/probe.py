@@ -372,36 +372,48 @@ PROBE_CLASS = "probe+transport"
 
 @dataclass(frozen=True)
 class TransportProbeResult:
-    """What one ``execute`` costs on this job's ranks when (almost) nothing moves.
+    """What a migration's move costs on this job's ranks when (almost) nothing moves.
 
     ``fixed_s`` is the median over rounds of the slowest rank's wall time of a
-    call that moves one 8-byte shard per rank around the ring (the plan's
-    agreement, the data round, the verdict, the Python around them, and on
-    ranks that share cores the waits for a core between those rounds);
-    ``rounds_s`` are the rounds themselves (after ``warmup`` untimed ones).
+    move of one 8-byte shard, timed as a migration is (the barriers around the
+    transport call, the plan's agreement, the data round, the verdict, the
+    closing gather, the Python around them, and on ranks that share cores the
+    waits for a core between those rounds); ``rounds_s`` are those rounds.
+    ``ring_s`` is the same with every rank passing an 8-byte shard to the next
+    (the median after ``warmup`` untimed rounds; the shard-sized rounds' base).
     """
 
     fixed_s: float
     rounds_s: tuple[float, ...]
     warmup: int
     provenance: str = "measured"
-    #: bytes of the shard-sized rounds (0: none), and what they measured: the slowest
-    #: rank's seconds per byte beyond ``fixed_s``, and of copying a shard into new memory
+    #: bytes of the shard-sized rounds (0: none), and what they measured: the transfers'
+    #: seconds per byte (as their receivers timed them), and the slowest rank's of copying
+    #: a shard into new memory
     #: (a migration's pack and unpack are such copies)
     shard_bytes: int = 0
     s_per_byte: float = float("nan")
     copy_s_per_byte: float = float("nan")
+    ring_s: float = float("nan")
 
     def to_json(self) -> dict:
         def num(x: float) -> float | None:
             return float(x) if np.isfinite(x) else None
 
         return {"fixed_s": self.fixed_s, "rounds_s": list(self.rounds_s), "warmup": self.warmup,
-                "provenance": self.provenance, "what": "slowest rank's wall time of one transport "
-                "call moving 8 bytes per rank around the ring, median of the rounds",
+                "provenance": self.provenance, "what": "slowest rank's wall time of one move "
+                "(barrier, transport call, barrier, closing gather) of one 8-byte shard, median "
+                "of the rounds", "ring_s": num(self.ring_s),
                 "shard_bytes": self.shard_bytes, "s_per_byte": num(self.s_per_byte),
                 "copy_s_per_byte": num(self.copy_s_per_byte)}
 
+
+#: rank 0 works this long before it releases each round of :func:`probe_transport`, as a
+#: migration's plan does (2-10 ms measured): the other ranks' wait has gone to sleep
+#: (:data:`~hpccloud.comm.wait.SPIN_S`) and each must wake to take part, as in a
+#: migration. Released at once, the ranks were still polling and a one-shard round read
+#: ~1.1 ms on 3+1 ranks on 2 cores, where the job's one-shard migrations spent 2.5-6 ms
+PLAN_STANDIN_S = 2e-3
 
 #: the shard-sized rounds of :func:`probe_transport` move at most this much per rank
 PROBE_SHARD_BYTES_MAX = 8 << 20
@@ -414,16 +426,18 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     Every rank holds one 8-byte shard of the synthetic class :data:`PROBE_CLASS`
     and passes it to the next rank, ``warmup + rounds`` times (the first calls
     also set up what the transport keeps per communicator, so a job's first
-    real migration does not pay for it). The bytes are the probe's own, so the
+    real migration does not pay for it; ``ring_s``); then one shard alone walks
+    on around the ring for ``rounds`` more (``fixed_s``: what moving a shard
+    costs before its bytes count). The bytes are the probe's own, so the
     class may live anywhere; the job's residency rules never see them, and
     they are not written to the audit log. With ``key`` the moves that cross a
     region border are sealed, as the job's will be.
 
     With ``shard_bytes`` (the job's typical shard, capped at
     :data:`PROBE_SHARD_BYTES_MAX`; the same on every rank) the ring is walked
-    again ``1 + rounds`` times with a shard of that size: the slowest rank's
-    time beyond ``fixed_s``, per byte, is what the job's first migration is
-    priced on before any migration of its own was measured (``s_per_byte``);
+    again ``1 + rounds`` times with a shard of that size: the transfers'
+    seconds per byte, as their receivers timed them, are what the job's first
+    migrations are priced on before its own are measured (``s_per_byte``);
     and each rank times copying such a shard into new memory, as a migration's
     pack and unpack do (``copy_s_per_byte``, the slowest rank's median).
     """
@@ -431,7 +445,8 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
 
     from mpi4py import MPI
 
-    from hpccloud.comm.transport import execute
+    from hpccloud.comm.transport import execute_aligned
+    from hpccloud.comm.wait import sleeping_allgather, sleeping_bcast
     from hpccloud.policy import Policy
     from hpccloud.shards import block_1d
     from hpccloud.topology import DataClass
@@ -441,43 +456,74 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     policy = Policy(dataclasses.replace(
         topology, data_classes={PROBE_CLASS: DataClass(PROBE_CLASS, regions, False)}))
 
-    def ring(elements: int, rounds: int):
-        """Pass one shard of ``elements`` float64 per rank to the next rank ``rounds`` times;
-        yield each round's wall time on this rank and the payload that arrived."""
+    def ring(elements: int, rounds: int, every_rank: bool = True):
+        """Pass one shard of ``elements`` float64 per rank to the next rank ``rounds`` times
+        (or, without ``every_rank``, one shard alone, round after round one rank further);
+        yield each round's wall time on this rank and the payload that arrived.
+
+        A round is timed over the span a migration's model prices (see
+        :func:`hpccloud.runner.rebalance.migrate`): from the plan's broadcast
+        releasing the ranks, through the transport between its two barriers,
+        to the closing gather of the move's figures. Timed over ``execute``
+        alone it read 0.6-0.8 ms on 3+1 ranks on 2 cores, where a one-shard
+        migration spent 3.5-5.9 ms: the barriers' waits for a shared core
+        were outside it.
+        """
         shard_map = block_1d(size * elements, size, "<f8", size, data_class=PROBE_CLASS)
         shard_map = shard_map.with_owners(np.arange(size, dtype=np.int64), version=0)
         local = {rank: np.full(elements, float(rank))}
         for _ in range(rounds):
-            after = (shard_map.owners() + 1) % size
-            sleeping_barrier(comm)
+            after = shard_map.owners().copy()
+            if every_rank:
+                after = (after + 1) % size
+            else:
+                after[0] = (after[0] + 1) % size
+            if rank == 0:  # the plan takes a while: the other ranks' wait goes to sleep
+                until = time.perf_counter() + PLAN_STANDIN_S
+                while time.perf_counter() < until:
+                    pass
+            sleeping_bcast(comm, None)  # released as the plan's broadcast releases them
             t0 = time.perf_counter()
-            shard_map, local, _ = execute(comm, shard_map, local, after, policy, key=key)
-            yield time.perf_counter() - t0, next(iter(local.values()))
+            shard_map, local, records, _, _ = execute_aligned(comm, shard_map, local, after,
+                                                              policy, key=key)
+            sleeping_allgather(comm, np.zeros(3))  # the move's closing gather
+            yield time.perf_counter() - t0, (local.get(rank) if every_rank else None), records
 
-    times = np.array([t for t, _ in ring(1, warmup + rounds)])
-    slowest = np.empty_like(times)
-    comm.Allreduce(times, slowest, op=MPI.MAX)
-    timed = slowest[warmup:]
+    def slowest(seconds) -> np.ndarray:
+        out = np.empty(len(seconds))
+        comm.Allreduce(np.asarray(seconds, np.float64), out, op=MPI.MAX)
+        return out
+
+    # every rank moving at once, then one shard alone: a migration of a few shards (topo's
+    # usual) costs more than the ring (measured 0.4-0.55 ms against 0.17-0.23 for the
+    # transport call alone on 3+1 ranks on 2 cores): the ranks with nothing to move spin in
+    # the call's rounds on the cores the two movers need
+    ring_s = float(np.median(slowest([t for t, _, _ in ring(1, warmup + rounds)])[warmup:]))
+    timed = slowest([t for t, _, _ in ring(1, rounds, every_rank=False)])
     fixed = float(np.median(timed))
     nbytes = min(int(shard_bytes), PROBE_SHARD_BYTES_MAX) // 8 * 8
     if nbytes <= 0:
-        return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup)
-    # the first round is not timed: it meets the size's first buffers; after each timed one,
-    # the shard that just arrived is copied into new memory (a pack or an unpack)
-    mine = np.zeros(rounds + 1)
+        return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, ring_s=ring_s)
+    # the first round is not timed: it meets the size's first buffers. Seconds per byte as
+    # the calibrator takes them from a migration's transfers (each timed by its receiver,
+    # the same records on every rank): a difference of two rounds' wall times read 4x the
+    # job's transfers now and then on ranks sharing cores. After each timed round, the
+    # shard that just arrived is copied into new memory (a pack or an unpack)
     copies = np.zeros(rounds)
-    for i, (seconds, arr) in enumerate(ring(nbytes // 8, 1 + rounds)):
+    moved = [0.0, 0.0]
+    for i, (_, arr, records) in enumerate(ring(nbytes // 8, 1 + rounds)):
         if i:
-            mine[i - 1] = seconds
+            for r in records:
+                moved[0] += float(r.seconds)
+                moved[1] += float(r.nbytes)
             t0 = time.perf_counter()
             np.copyto(np.empty_like(arr), arr)
             copies[i - 1] = time.perf_counter() - t0
-    mine[rounds] = np.median(copies)
-    top = np.empty_like(mine)  # the slowest rank's rounds, and its median copy (one reduction)
-    comm.Allreduce(mine, top, op=MPI.MAX)
-    per_byte = max(0.0, float(np.median(top[:rounds])) - fixed) / nbytes
+    copy_s = float(slowest([np.median(copies)])[0])  # the slowest rank's median copy
+    per_byte = moved[0] / moved[1] if moved[1] > 0 else float("nan")
     return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, shard_bytes=nbytes,
-                                s_per_byte=per_byte, copy_s_per_byte=float(top[rounds]) / nbytes)
+                                s_per_byte=per_byte, copy_s_per_byte=copy_s / nbytes,
+                                ring_s=ring_s)
 
 
 def _min_op():
