@@ -74,6 +74,7 @@ def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str
         "setup_s": job.setup_s,
         "steps": job.steps,
         "plans": job.plans,
+        "rebalances_deferred": list(job.deferred),
         "checkpoints": job.checkpoints,
         "audit": job.audit,
         "total_s": total_s,

@@ -63,6 +63,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                                   '"topo"')] = "topo"
     horizon_steps: Annotated[Positive | None, _opt("steps a rebalance must pay off within "
                                                    "(default: K)", "H", "10")] = None
+    defer_idle: Annotated[bool, _opt(
+        "after two rebalances in a row that moved nothing, skip scheduled ones (1, then 3, "
+        "7, ...) while the step time stays in the band the last plan saw; --no-defer-idle "
+        "rebalances at every point", example="true")] = True
     calibrate: Annotated[bool, _opt(
         "refit the cost model (step fixed cost, per-shard dispatch, compute and halo scales, "
         "the rebalance's own cost, transport throughput per route) from each window and plan "

@@ -80,6 +80,7 @@ class Job:
         self.restarted_from: dict[str, Any] | None = None
         self.steps: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
+        self.deferred: list[int] = []  # rebalance points skipped (step counts; see loop.Deferral)
         self.audit: list[dict[str, Any]] = []
         self.setup_s: dict[str, float] = {}
         self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
