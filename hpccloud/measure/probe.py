@@ -380,7 +380,7 @@ class TransportProbeResult:
     closing gather, the Python around them, and on ranks that share cores the
     waits for a core between those rounds); ``rounds_s`` are those rounds.
     ``ring_s`` is the same with every rank passing an 8-byte shard to the next
-    (the median after ``warmup`` untimed rounds; the shard-sized rounds' base).
+    (the median after ``warmup`` untimed rounds, which also set the transport up).
     """
 
     fixed_s: float
@@ -510,17 +510,16 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     # job's transfers now and then on ranks sharing cores. After each timed round, the
     # shard that just arrived is copied into new memory (a pack or an unpack)
     copies = np.zeros(rounds)
-    moved = [0.0, 0.0]
+    timed_records = []
     for i, (_, arr, records) in enumerate(ring(nbytes // 8, 1 + rounds)):
         if i:
-            for r in records:
-                moved[0] += float(r.seconds)
-                moved[1] += float(r.nbytes)
+            timed_records += records
             t0 = time.perf_counter()
             np.copyto(np.empty_like(arr), arr)
             copies[i - 1] = time.perf_counter() - t0
     copy_s = float(slowest([np.median(copies)])[0])  # the slowest rank's median copy
-    per_byte = moved[0] / moved[1] if moved[1] > 0 else float("nan")
+    moved = sum(float(r.nbytes) for r in timed_records)
+    per_byte = sum(float(r.seconds) for r in timed_records) / moved if moved > 0 else float("nan")
     return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, shard_bytes=nbytes,
                                 s_per_byte=per_byte, copy_s_per_byte=copy_s / nbytes,
                                 ring_s=ring_s)

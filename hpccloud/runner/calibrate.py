@@ -121,6 +121,7 @@ class Calibrator:
         size = len(self.rank_host)
         per = np.zeros((size, len(ROUTES)))
         calls = np.zeros(size)
+        received = np.zeros(size)  # each receiver's seconds on its shards (timed back to back)
         total = 0.0
         for r in records:
             a, b, n = int(r["src_rank"]), int(r["dst_rank"]), float(r["nbytes"])
@@ -130,6 +131,9 @@ class Calibrator:
             calls[a] += 1
             calls[b] += 1
             total += n
+            secs = r.get("seconds")
+            if secs is not None and np.isfinite(secs):
+                received[b] += float(secs)
         if not records:
             return
         k = int(np.argmax(per.sum(axis=1)))
@@ -150,11 +154,6 @@ class Calibrator:
             # Until a second migration is measured, that is the per-call price beyond the
             # probe's one-shard move: without it, the migrations after the first in a
             # 3+1 k-means run were predicted at 0.3-0.5x what they took
-            received = np.zeros(size)
-            for r in records:
-                secs = r.get("seconds")
-                if secs is not None and np.isfinite(secs):
-                    received[int(r["dst_rank"])] += float(secs)
             self.first_rounds_s = max(0.0, float(achieved_s) - float(received.max()))
             return
         self.migrations.append(sample)

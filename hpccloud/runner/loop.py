@@ -153,10 +153,11 @@ def loop(job: Job) -> float:
             nxt = next_rebalance(cfg, step)
             if step == job.start_step and cfg.steps - step > 2 and nxt != done:
                 window.reset()  # the first step pays first-touch and cache costs: not a rate
-            if nxt == done and done < cfg.steps and deferral is not None and deferral.skip(
+            due = nxt == done and done < cfg.steps
+            if due and deferral is not None and deferral.skip(
                     window.steps[-(cfg.rebalance_every or len(window.steps)):]):
                 job.deferred.append(done)
-            elif nxt == done and done < cfg.steps:
+            elif due:
                 after = next_rebalance(cfg, done)
                 horizon = cfg.horizon_steps or min((after or cfg.steps) - done, cfg.steps - done)
                 t_rb = time.perf_counter()
