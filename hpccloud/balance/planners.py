@@ -24,7 +24,9 @@ into a forbidden region: the plan raises :class:`ResidencyError` instead).
    model, and up to 16 shards per rank a third: inside each group, whole shards
    at the group's count bound (ranks keep their own shards while they fit, the
    rest placed largest first where they finish earliest: ``_count_split``); the
-   cheapest ``makespan × horizon + migration`` wins;
+   cheapest ``makespan × horizon + migration`` wins; each candidate is also
+   priced with its slow (cross-group) receptions spread over the receiving
+   group (:mod:`hpccloud.balance.spread`), kept if that lowers its total;
 5. **the gate** — keep it only if ``(T_now − T_new) × horizon > migration``;
    otherwise the plan has no moves and ``gate_passed`` is False.
 
@@ -54,6 +56,7 @@ from hpccloud.balance.bound import (
 )
 from hpccloud.balance.calibration import Calibration
 from hpccloud.balance.problem import Problem
+from hpccloud.balance.spread import spread_receptions
 from hpccloud.errors import InvalidArgument
 
 
@@ -801,11 +804,22 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     local_terms: dict[str, Any] = {} if cal is None else {"compute_scale": cal.compute_scale, "halo_scale": cal.halo_scale,
                                           "per_shard_s": cal.per_shard_s}
 
+    pair_s = None if cal is None else (lambda *a: cal.pair_s(p, *a))
+
     def polished(owners: np.ndarray) -> _Eval:
         if opts.local_moves:
             ev = _evaluate(p, owners, cal=cal)
             owners = local.improve(p, owners, ev.loads, max_moves=opts.local_moves, cut=ev.cut, **local_terms)
-        return _evaluate(p, owners, p.owners, cal)
+        ev = _evaluate(p, owners, p.owners, cal)
+        if ev.moved.size and p.n_ranks <= PORTFOLIO_MAX_RANKS:
+            # slow receptions spread over the receiving group, if that pays (above the portfolio's
+            # rank limit it did not change a plan measured, and would add ~40 % to the planning time)
+            spread = spread_receptions(p, owners, pair_s=pair_s)
+            if np.any(spread != owners):
+                ev_spread = _evaluate(p, spread, p.owners, cal)
+                if ev_spread.total_s(H) < ev.total_s(H):
+                    ev = ev_spread
+        return ev
 
     candidates = []
     polish = None
