@@ -19,8 +19,8 @@ predicted step time is ``max_r t_r``.
 
     migration = migration_fixed_s + pack_s_per_byte · bytes + schedule
 
-where ``schedule`` is :func:`~hpccloud.balance.model.migration_schedule`'s list
-schedule with each (src, dst) job lasting ``calls · per_call_s + bytes ·
+where ``schedule`` is :func:`~hpccloud.balance.model.migration_schedule` (the
+busiest rank's sends or receives) with each (src, dst) job lasting ``calls · per_call_s + bytes ·
 route_s_per_byte[route]`` — the transport's *achieved* throughput per route class
 (:data:`ROUTES`: same host, same region, across regions), not the raw link β.
 A route never measured falls back to the link model (``α + n/β``).

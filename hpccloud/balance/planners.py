@@ -24,7 +24,9 @@ into a forbidden region: the plan raises :class:`ResidencyError` instead).
    model, and up to 16 shards per rank a third: inside each group, whole shards
    at the group's count bound (ranks keep their own shards while they fit, the
    rest placed largest first where they finish earliest: ``_count_split``); the
-   cheapest ``makespan × horizon + migration`` wins; each candidate is also
+   cheapest ``makespan × horizon + migration`` wins; with moves across
+   groups, a fourth takes each flow from every sending rank's outermost shards
+   (:func:`_layer_key`) instead of the group's edge; each candidate is also
    priced with its slow (cross-group) receptions spread over the receiving
    group (:mod:`hpccloud.balance.spread`), kept if that lowers its total;
 5. **the gate** — keep it only if ``(T_now − T_new) × horizon > migration``;
@@ -405,9 +407,38 @@ def _take_by_work(cand: np.ndarray, key: np.ndarray, work: np.ndarray, amount: f
     return cand[order[cum - 0.5 * w < amount]]
 
 
+def _layer_key(cand: np.ndarray, owner: np.ndarray, centre: float) -> np.ndarray:
+    """Sort key taking candidates in layers: every rank's outermost shard first.
+
+    A shard's layer is its depth in its rank's block (among ``cand``), counted from
+    the block's end that faces ``centre``; inside a layer the shards nearest
+    ``centre`` come first. Taking by this key spreads a flow over every sending
+    rank of the group (one shard each, then a second, ...) instead of emptying the
+    ranks at the group's edge one after another.
+    """
+    order = np.lexsort((cand, owner))
+    o_sorted, c_sorted = owner[order], cand[order].astype(np.float64)
+    first = np.searchsorted(o_sorted, o_sorted, side="left")
+    last = np.searchsorted(o_sorted, o_sorted, side="right")
+    index = np.arange(order.size) - first
+    count = last - first
+    cum = np.concatenate([[0.0], np.cumsum(c_sorted)])
+    block_centre = (cum[last] - cum[first]) / count
+    depth_sorted = np.where(centre > block_centre, count - 1 - index, index)
+    depth = np.empty(order.size, np.float64)
+    depth[order] = depth_sorted
+    return depth + np.abs(cand - centre) / (float(cand.max()) + float(abs(centre)) + 2.0)
+
+
 def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bool,
-               halo_aware: bool) -> np.ndarray:
-    """Steps 2–3 of ``topo`` (see the module notes); returns new owners."""
+               halo_aware: bool, spread_take: bool = False) -> np.ndarray:
+    """Steps 2–3 of ``topo`` (see the module notes); returns new owners.
+
+    ``spread_take``: a flow between groups takes every sending rank's outermost
+    shards first (:func:`_layer_key`), not the shards nearest the receiving
+    group: more halo edges across the groups, but the migration no longer waits
+    on the few ranks at the group's edge sending all they have.
+    """
     S, P = p.n_shards, p.n_ranks
     w = p.work_units
     owners = p.owners
@@ -436,7 +467,8 @@ def _rebalance(p: Problem, opts: PlanOptions, before: _Eval, *, cross_region: bo
             centre_b = float(pos_sum[b] / n_in[b]) if n_in[b] else float(S)
             cand = by_bucket[b_start[m * K + a]:b_start[m * K + a + 1]]
             cand = cand[~gone[cand]]
-            taken = _take_by_work(cand, np.abs(cand - centre_b), w, amount)
+            key = _layer_key(cand, owners[cand], centre_b) if spread_take else np.abs(cand - centre_b)
+            taken = _take_by_work(cand, key, w, amount)
             new_group[taken] = b
             gone[taken] = True
             moved_pos = float(taken.astype(np.float64).sum())
@@ -843,6 +875,11 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         if (t_stay_pred - full.makespan_s) * H < 2.0 * full.migration_s:
             candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
                                                   halo_aware=opts.halo_aware)))
+    if (multi and p.n_ranks <= PORTFOLIO_MAX_RANKS
+            and np.any(group_of_rank[full.owners] != group_of_rank[p.owners])):
+        # the flows across groups taken from every sending rank, not from the group's edge
+        candidates.append(polished(_rebalance(p, opts, before, cross_region=True,
+                                              halo_aware=opts.halo_aware, spread_take=True)))
     best = min(candidates, key=lambda e: e.total_s(H))
     if (opts.portfolio and p.n_ranks <= PORTFOLIO_MAX_RANKS
             and best.makespan_s > (1.0 + PORTFOLIO_GAP) * bound

@@ -150,3 +150,18 @@ def test_forecast_follows_a_translating_load_and_ignores_a_still_one():
     field = lambda cy, cx: (1.0 + 3.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 4.0)).ravel()  # noqa: E731
     _, shift2 = forecast_work(field(7, 6), field(6, 4))
     assert shift2 == gx + 2
+
+
+def test_layer_key_takes_every_ranks_outermost_shard_first():
+    from hpccloud.balance.planners import _layer_key, _take_by_work
+
+    # three ranks of one group hold blocks 0-3, 4-7, 8-11; the receiving group lies to the right
+    cand = np.arange(12)
+    owner = np.repeat([0, 1, 2], 4)
+    key = _layer_key(cand, owner, centre=20.0)
+    taken = _take_by_work(cand, key, np.ones(12), 3.0)
+    assert sorted(taken.tolist()) == [3, 7, 11]  # one shard from each rank, the end facing right
+    taken = _take_by_work(cand, key, np.ones(12), 5.0)
+    assert sorted(taken.tolist()) == [3, 6, 7, 10, 11]  # then the next layer, nearest first
+    # facing left: the low ends
+    assert sorted(_take_by_work(cand, _layer_key(cand, owner, centre=-5.0), np.ones(12), 3.0).tolist()) == [0, 4, 8]
