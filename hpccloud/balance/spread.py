@@ -94,6 +94,16 @@ def spread_receptions(p: Problem, after: np.ndarray, *, pair_s=None, max_swaps: 
             return alpha + nb * inv_beta
         return np.asarray(pair_s(src, dst, np.ones(src.size), nb), dtype=np.float64)
 
+    if pair_s is None:  # one pair at a time in the loop below: the links' scalar path
+        terms = p.links.scalar_terms
+
+        def one(src: int, dst: int, nb: float) -> float:
+            alpha, inv_beta = terms(src, dst)
+            return alpha + nb * inv_beta
+    else:
+        def one(src: int, dst: int, nb: float) -> float:
+            return float(dur(np.array([src]), np.array([dst]), np.array([nb]))[0])
+
     d_moved = dur(before[moved], after[moved], nbytes[moved])
     recv = np.bincount(after[moved], weights=d_moved, minlength=P)
     send = np.bincount(before[moved], weights=d_moved, minlength=P)
@@ -138,13 +148,16 @@ def spread_receptions(p: Problem, after: np.ndarray, *, pair_s=None, max_swaps: 
                 cand = cand[stays[cand] & (np.abs(w[cand] - w[f]) <= 1e-9 * abs(w[f]))][:SEARCH_SHARDS]
                 if cand.size == 0:
                     continue
-                # the shard with the most halo neighbours already on r (fewest new cut edges)
-                on_r = [int(np.count_nonzero(after[nbr[indptr[g]:indptr[g + 1]]] == r)) for g in cand.tolist()]
-                g = int(cand[int(np.argmax(on_r))])
-                if not interior(g, g_r):
+                # the staying shard nearest f in shard order (in space, for the usual
+                # row-major shard numbering) whose neighbours all lie in the group
+                g = -1
+                for k in np.argsort(np.abs(cand - f), kind="stable")[:4].tolist():
+                    if interior(int(cand[k]), g_r):
+                        g = int(cand[k])
+                        break
+                if g < 0:
                     continue
-                d_fq = float(dur(np.array([src_f]), np.array([q]), nbytes[[f]])[0])
-                d_g = float(dur(np.array([q]), np.array([r]), nbytes[[g]])[0])
+                d_fq, d_g = one(src_f, q, float(nbytes[f])), one(q, r, float(nbytes[g]))
                 if max(t_r - d_f + d_g, recv[q] + d_fq, send[q] + d_g) >= t_r:
                     continue
                 after[f], after[g] = q, r
