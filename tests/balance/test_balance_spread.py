@@ -71,3 +71,17 @@ def test_topo_spreads_a_run_that_lands_on_one_receiver(monkeypatch):
     # no rank receives more than a few of the slow shards (one takes ~6.6 ms)
     assert _slow_receive_s(p, with_spread.owners_after).max() < 0.04
     assert with_spread.ratio_to_bound <= 1.05
+
+
+def test_a_run_on_one_host_does_not_spread_its_migration():
+    """Ranks of one host copy through one memory system (often on shared cores): spreading a
+    migration over more of them does not make it faster, so topo leaves it alone there."""
+    from hpccloud.balance.calibration import Calibration
+
+    p = make_problem("hetero-speed", 1024, 16, 6400, seed=1).warm()
+    one_host = plan_problem(p, "topo", PlanOptions(horizon_steps=20, calibration=Calibration(rank_host=(0,) * 1024)))
+    hosts = plan_problem(p, "topo", PlanOptions(horizon_steps=20,
+                                                calibration=Calibration(rank_host=tuple(range(1024)))))
+    group_of_rank, _ = p.groups
+    assert not np.any(group_of_rank[one_host.owners_after] != group_of_rank[p.owners])  # stays in its groups
+    assert hosts.ratio_to_bound <= 1.05 < one_host.ratio_to_bound
