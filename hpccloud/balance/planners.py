@@ -840,7 +840,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     # spreading a migration over more ranks (spread_receptions, the layered flows) pays when
     # their transfers run side by side; ranks of one host copy through one memory system,
     # often on shared cores, so a run whose ranks all share a host does not try it (the
-    # 4-rank matrix on 2 cores: topo within 1.02 x the best in 5 of 15 cells with it, 8-10 without)
+    # 4-rank matrix on 2 cores with it: topo within 1.02 x the best in 5 of 15 cells, 8-10
+    # in earlier sessions without; too noisy to pin on it, but nothing there to gain)
     hosts = None if cal is None else cal.rank_host
     spread_ok = hosts is None or len(set(hosts)) > 1
 
