@@ -843,14 +843,14 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     # 4-rank matrix on 2 cores with it: topo within 1.02 x the best in 5 of 15 cells, 8-10
     # in earlier sessions without; too noisy to pin on it, but nothing there to gain)
     hosts = None if cal is None else cal.rank_host
-    spread_ok = hosts is None or len(set(hosts)) > 1
+    spread_ok = (hosts is None or len(set(hosts)) > 1) and p.n_ranks <= PORTFOLIO_MAX_RANKS
 
     def polished(owners: np.ndarray) -> _Eval:
         if opts.local_moves:
             ev = _evaluate(p, owners, cal=cal)
             owners = local.improve(p, owners, ev.loads, max_moves=opts.local_moves, cut=ev.cut, **local_terms)
         ev = _evaluate(p, owners, p.owners, cal)
-        if spread_ok and ev.moved.size and p.n_ranks <= PORTFOLIO_MAX_RANKS:
+        if spread_ok and ev.moved.size:
             # slow receptions spread over the receiving group, if that pays (above the portfolio's
             # rank limit it did not change a plan measured, and would add ~40 % to the planning time)
             spread = spread_receptions(p, owners, pair_s=pair_s)
@@ -871,7 +871,8 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
     candidates.append(full)
     if p.n_ranks <= PORTFOLIO_MAX_RANKS and p.n_shards <= COUNT_SPLIT_MAX_SHARDS_PER_RANK * p.n_ranks:
         candidates.append(polished(_count_split(p, full.owners)))
-    if multi and np.any(group_of_rank[full.owners] != group_of_rank[p.owners]):
+    full_crosses = multi and bool(np.any(group_of_rank[full.owners] != group_of_rank[p.owners]))
+    if full_crosses:
         # moves across groups ride the slowest links: price staying inside the groups, unless
         # staying clearly cannot win. Predict its makespan from the groups' equal-finish
         # times (work + halo over aggregate speed), scaled by what the rank level made of
@@ -882,8 +883,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         if (t_stay_pred - full.makespan_s) * H < 2.0 * full.migration_s:
             candidates.append(polished(_rebalance(p, opts, before, cross_region=False,
                                                   halo_aware=opts.halo_aware)))
-    if (spread_ok and multi and p.n_ranks <= PORTFOLIO_MAX_RANKS
-            and np.any(group_of_rank[full.owners] != group_of_rank[p.owners])):
+    if spread_ok and full_crosses:
         # the flows across groups taken from every sending rank, not from the group's edge
         candidates.append(polished(_rebalance(p, opts, before, cross_region=True,
                                               halo_aware=opts.halo_aware, spread_take=True)))
