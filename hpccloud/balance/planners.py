@@ -87,6 +87,12 @@ class PlanOptions:
         ``topo`` plans on a motion-compensated forecast of the next window's
         work (:func:`~hpccloud.balance.forecast.forecast_work`): a load that
         moves is planned for where it is going, not where it was.
+    scenarios : other work units per shard the next window may bring, as likely
+        as the problem's own (e.g. the window's last steps alone, when the load
+        grows or shifts within a window). ``topo`` prices every candidate on each
+        and on the problem's own work and decides on the mean (its predicted
+        step is that mean): a map that holds up whichever comes wins over one
+        tuned to a single forecast. Not used when the motion forecast applies.
     """
 
     horizon_steps: int = 100
@@ -98,6 +104,7 @@ class PlanOptions:
     calibration: Calibration | None = None
     portfolio: bool = True
     recent_work: tuple[np.ndarray, ...] = ()
+    scenarios: tuple[np.ndarray, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -108,6 +115,11 @@ class PlanOptions:
             raise InvalidArgument(f"PlanOptions.min_gain must be in [0, 1), got {self.min_gain!r}")
         if self.local_moves < 0:
             raise InvalidArgument(f"PlanOptions.local_moves must be >= 0, got {self.local_moves!r}")
+        for k, w in enumerate(self.scenarios):
+            w = np.asarray(w)
+            if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise InvalidArgument(f"PlanOptions.scenarios[{k}] must be a 1-D array of finite work "
+                                      "units >= 0, one per shard")
 
 
 class Moves(Sequence):
@@ -171,6 +183,7 @@ class MigrationPlan:
     loads_after_s: np.ndarray | None = field(default=None, repr=False)
     calibration: Calibration | None = None
     forecast_shift: int = 0  # topo planned on the work moved by this many shards (0: as measured)
+    scenarios: int = 0  # other work scenarios topo priced beside the problem's own (its figures are means)
 
     @property
     def horizon_total_s(self) -> float:
@@ -200,6 +213,7 @@ class MigrationPlan:
             "horizon_total_s": self.horizon_total_s,
             "plan_seconds": self.plan_seconds,
             "forecast_shift": self.forecast_shift,
+            "scenarios": self.scenarios,
             "moves": [list(m) for m in self.moves],
         }
         if self.calibration is not None:
@@ -245,6 +259,39 @@ def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None =
                 p, owners_before, owners, pair_s=lambda *a: cal.pair_s(p, *a))
             ev.migration_s = sched_s + cal.migration_extra_s(ev.migration_bytes)
     return ev
+
+
+def _scenario_problems(p: Problem, opts: PlanOptions) -> list[Problem]:
+    """``opts.scenarios`` as problems (those equal to ``p``'s own work add nothing)."""
+    out = []
+    for k, w in enumerate(opts.scenarios):
+        w = np.asarray(w, np.float64)
+        if w.shape != p.work_units.shape:
+            raise InvalidArgument(f"PlanOptions.scenarios[{k}] has {w.size} work units for "
+                                  f"{p.n_shards} shards")
+        if not np.array_equal(w, p.work_units):
+            out.append(p.with_work_units(w))
+    return out
+
+
+def _expected(ev: _Eval, scenarios: list[Problem], cal: Calibration | None) -> _Eval:
+    """``ev`` priced on its own problem and every scenario alike: mean loads, mean makespan."""
+    if not scenarios:
+        return ev
+    loads = [ev.loads] + [_evaluate(q, ev.owners, cal=cal).loads for q in scenarios]
+    return dataclasses.replace(ev, loads=np.mean(loads, axis=0),
+                               makespan_s=float(np.mean([x.max() for x in loads])))
+
+
+def _bound_s(p: Problem, cal: Calibration | None) -> float:
+    """T*: no map of ``p`` steps faster (with ``cal``: on the calibrated terms)."""
+    bound = p.memo("lower_bound_s", lower_bound_s)
+    if cal is not None:  # every calibrated term is >= 0: the scaled compute bound still holds
+        bound = cal.step_fixed_s + cal.compute_scale * bound
+        if cal.per_shard_s > 0:  # ... and so does the count bound with each shard's dispatch
+            bound = max(bound, cal.step_fixed_s + count_bound_s(p.work_units, p.speed_units_per_s,
+                                                                cal.per_shard_s, cal.compute_scale))
+    return bound
 
 
 # --------------------------------------------------------------------------- baselines
@@ -887,17 +934,29 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         # the flows across groups taken from every sending rank, not from the group's edge
         candidates.append(polished(_rebalance(p, opts, before, cross_region=True,
                                               halo_aware=opts.halo_aware, spread_take=True)))
+    scenarios = _scenario_problems(p, opts)
+    if scenarios and p.n_ranks <= PORTFOLIO_MAX_RANKS:
+        # the next window may bring any of the scenarios: a scattered map averages
+        # what no forecast saw coming (neighbouring shards err together), so price it too
+        candidates.append(_evaluate(p, _greedy_owners(p), p.owners, cal))
+    # every candidate priced on each scenario alike (nothing changes without scenarios)
+    candidates = [_expected(e, scenarios, cal) for e in candidates]
     best = min(candidates, key=lambda e: e.total_s(H))
     if (opts.portfolio and p.n_ranks <= PORTFOLIO_MAX_RANKS
             and best.makespan_s > (1.0 + PORTFOLIO_GAP) * bound
             and _portfolio_may_pay(best.makespan_s - bound, H, cal)):
         # hysteresis: another family of map replaces topo's own only if it saves min_gain of the total
-        best = _portfolio(p, opts, best, full, bound, polished) or best
+        other = _portfolio(p, opts, best, full, bound, polished)
+        if other is not None:
+            other = _expected(other, scenarios, cal)
+            if other.total_s(H) < (1.0 - opts.min_gain) * best.total_s(H):
+                best = other
     # the cheapest over the horizon wins, but a plan must beat the local polish (if any)
     # by min_gain: noise in the work units is not a reason to move many shards
-    if polish is not None and (best.makespan_s > polish.makespan_s - min_gain_s
-                               or best.total_s(H) >= polish.total_s(H)):
-        best = polish
+    if polish is not None:
+        polish = _expected(polish, scenarios, cal)
+        if best.makespan_s > polish.makespan_s - min_gain_s or best.total_s(H) >= polish.total_s(H):
+            best = polish
     gain_s = t_now - best.makespan_s
     if best.moved.size and gain_s * H > best.migration_s and gain_s >= min_gain_s:
         return best, True
@@ -930,13 +989,11 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
             work, forecast_shift = f
             p = p.with_work_units(work)
     cal = opts.calibration
-    before = _evaluate(p, p.owners, cal=cal)
-    bound = p.memo("lower_bound_s", lower_bound_s)
-    if cal is not None:  # every calibrated term is >= 0: the scaled compute bound still holds
-        bound = cal.step_fixed_s + cal.compute_scale * bound
-        if cal.per_shard_s > 0:  # ... and so does the count bound with each shard's dispatch
-            bound = max(bound, cal.step_fixed_s + count_bound_s(p.work_units, p.speed_units_per_s,
-                                                                cal.per_shard_s, cal.compute_scale))
+    if planner != "topo" or forecast_shift:  # a moving load: the motion forecast stands alone
+        opts = dataclasses.replace(opts, scenarios=())
+    scenarios = _scenario_problems(p, opts)
+    before = _expected(_evaluate(p, p.owners, cal=cal), scenarios, cal)
+    bound = float(np.mean([_bound_s(q, cal) for q in (p, *scenarios)]))
     after, gate = PLANNERS[planner](p, opts, before, bound)
     if after is not before:
         p.check_residency(after.owners)
@@ -955,4 +1012,4 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         imbalance_before=model.imbalance(before.loads), imbalance_after=model.imbalance(after.loads),
         resource_cost=cost, gate_passed=gate, plan_seconds=elapsed, horizon_steps=opts.horizon_steps,
         provenance=p.provenance, loads_before_s=before.loads, loads_after_s=after.loads, calibration=cal,
-        forecast_shift=forecast_shift)
+        forecast_shift=forecast_shift, scenarios=len(scenarios))

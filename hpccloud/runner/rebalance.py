@@ -34,8 +34,10 @@ def measured_models(job, window: Window) -> dict[str, np.ndarray]:
         rate = np.ones(job.size)
     rate = np.where(np.isfinite(rate), rate, np.nanmedian(rate))
     job.speed.set_rates(job.wl.kernel, rate)
-    work = window.shard_work(job.comm, len(job.shard_map), job.shard_map.owners(), rates["wall"],
-                             rate)
+    work, recent = window.shard_work(job.comm, len(job.shard_map), job.shard_map.owners(),
+                                     rates["wall"], rate)
+    # the window's end as a scenario beside its mean (topo prices its candidates on both)
+    job.scenario_work = [recent]
     # the previous window's work goes to the planner beside this one's (topo prices its
     # candidates on both: a load that moves must not be chased to where it was)
     job.recent_work = [job.shard_map.work_units()] if job.measured_work else []
@@ -64,7 +66,8 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
             cal = job.calibrator.refit()
         return plan_problem(problem, job.cfg.balancer,
                             PlanOptions(horizon_steps=horizon, calibration=cal,
-                                        recent_work=tuple(job.recent_work)))
+                                        recent_work=tuple(job.recent_work),
+                                        scenarios=tuple(job.scenario_work)))
 
     knew_planning = job.cfg.calibrate and job.calibrator.knows_planning
     p = bcast_result(job.comm, make_plan)

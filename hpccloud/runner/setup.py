@@ -86,6 +86,7 @@ class Job:
         self.checkpoints: list[dict[str, Any]] = []  # seconds the loop spent on each
         self.measured_work = False  # the map's work units are a window's measurement
         self.recent_work: list[np.ndarray] = []  # the window before's work units, for topo
+        self.scenario_work: list[np.ndarray] = []  # the last window's end, for topo
         self.ckpt_writer: CheckpointWriter | None = None  # made at the first checkpoint
         self.claims: RunClaims | None = None  # the validation pass's run id, config digest and folder locks
         # set by use_map and prepare (declared here, assigned there)

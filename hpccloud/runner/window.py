@@ -14,6 +14,9 @@ import numpy as np
 
 from hpccloud.measure.cores import CoreShares, planner_rates
 
+#: ``recent`` work: the last 1/RECENT_PART of a window's steps
+RECENT_PART = 3
+
 
 class Window:
     """Step records and per-shard seconds since the last :meth:`reset` (one per rank)."""
@@ -23,15 +26,13 @@ class Window:
 
     def reset(self) -> None:
         self.steps: list[dict[str, Any]] = []
-        self.shard_s: dict[int, float] = {}
-        self.shard_n: dict[int, int] = {}
+        self.shard_steps: dict[int, list[float]] = {}  # this rank's seconds per local shard, per step
 
     def add(self, record: dict[str, Any], shard_s: dict[int, float]) -> None:
         """One step: its gathered record and this rank's seconds per local shard."""
         self.steps.append(record)
         for sid, sec in shard_s.items():
-            self.shard_s[sid] = self.shard_s.get(sid, 0.0) + sec
-            self.shard_n[sid] = self.shard_n.get(sid, 0) + 1
+            self.shard_steps.setdefault(sid, []).append(sec)
 
     def rank_sums(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per rank: work units, busy wall seconds and busy CPU seconds over the window."""
@@ -54,21 +55,25 @@ class Window:
         return {"wall": wall, "cpu": cpu_rate, "planner": planner_rates(wall, cpu_rate, cores)}
 
     def shard_work(self, comm, n_shards: int, owners: np.ndarray, wall: np.ndarray,
-                   fallback: np.ndarray) -> np.ndarray:
-        """Collective: every shard's work units — its mean seconds per step × its rank's rate.
+                   fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Collective: every shard's work units over the window and over its last steps.
 
-        Per-shard seconds stay local during the window and are gathered once here.
-        A shard's units are its share of its rank's wall time × that rank's wall
-        rate (``fallback`` where a rank has none), so they travel with the shard.
+        A shard's units are its mean seconds per step × its rank's wall rate
+        (``fallback`` where a rank has none), so they travel with the shard.
+        Returns ``(window, recent)``: ``recent`` averages only the last third of
+        the shard's steps (at least one), what a load that grows or shifts
+        within the window looks like at its end. Per-shard seconds stay local
+        during the window and are gathered once here.
         """
-        shard_s = np.zeros(n_shards)
-        shard_n = np.zeros(n_shards)
-        for part_s, part_n in comm.allgather((self.shard_s, self.shard_n)):
-            for sid, sec in part_s.items():
-                shard_s[sid] += sec
-                shard_n[sid] += part_n[sid]
-        mean_s = np.where(shard_n > 0, shard_s / np.maximum(shard_n, 1), 0.0)
-        return mean_s * np.where(np.isfinite(wall), wall, fallback)[owners]
+        window_s = np.zeros(n_shards)
+        recent_s = np.zeros(n_shards)
+        mine = {sid: (float(np.mean(x)), float(np.mean(x[-max(1, len(x) // RECENT_PART):])))
+                for sid, x in self.shard_steps.items() if x}
+        for part in comm.allgather(mine):
+            for sid, (w, r) in part.items():
+                window_s[sid], recent_s[sid] = w, r
+        rate = np.where(np.isfinite(wall), wall, fallback)[owners]
+        return window_s * rate, recent_s * rate
 
     def median_step_s(self) -> float | None:
         return float(np.median([s["step_s"] for s in self.steps])) if self.steps else None

@@ -1,0 +1,40 @@
+"""The measurement window's per-shard work: the window's mean and its last third."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpccloud.runner.window import RECENT_PART, Window
+
+
+class _TwoRanks:
+    """allgather as two ranks would see it: this rank's part and a fixed other one."""
+
+    def __init__(self, other):
+        self.other = other
+
+    def allgather(self, mine):
+        return [mine, self.other]
+
+
+def test_shard_work_is_the_window_mean_and_the_last_third_times_the_rank_rate():
+    w = Window()
+    for k in range(9):  # shard 0 grows 1, 2, ... 9 ms per step; shard 1 stays at 4 ms
+        w.add({}, {0: (k + 1) * 1e-3, 1: 4e-3})
+    other = {2: (2e-3, 3e-3)}  # rank 1's shard 2: window mean 2 ms, last third 3 ms
+    window, recent = w.shard_work(_TwoRanks(other), 3, owners=np.array([0, 0, 1]),
+                                  wall=np.array([1000.0, np.nan]), fallback=np.array([1.0, 500.0]))
+    last = 9 // RECENT_PART
+    assert window.tolist() == pytest.approx([5.0, 4.0, 1.0])
+    assert recent.tolist() == pytest.approx([np.mean(np.arange(10 - last, 10)), 4.0, 1.5])
+
+
+def test_a_one_step_window_has_its_step_as_the_recent_work():
+    w = Window()
+    w.add({}, {0: 2e-3})
+    window, recent = w.shard_work(_TwoRanks({}), 1, owners=np.array([0]), wall=np.array([100.0, 1.0]),
+                                  fallback=np.ones(2))
+    assert window.tolist() == recent.tolist() == pytest.approx([0.2])
+    w.reset()
+    assert not w.shard_steps and not w.steps
