@@ -53,3 +53,15 @@ problems = st.builds(
     n_classes=st.integers(1, 3),
     slow_factor=st.sampled_from([1.0, 100.0, 1e4]),
 )
+
+
+def assert_moves_are_the_owner_changes(p, mp) -> None:
+    """``mp.moves`` replayed on ``p.owners`` give ``mp.owners_after``: each shard once, from
+    where it was to where it may live."""
+    after = mp.owners_after
+    assert np.all(p.allowed[p.class_id, after])
+    replay = p.owners.copy()
+    for s, src, dst in mp.moves:
+        assert replay[s] == src and src != dst
+        replay[s] = dst
+    assert np.array_equal(replay, after)

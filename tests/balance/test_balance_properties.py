@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from balance_testutil import problems
+from balance_testutil import assert_moves_are_the_owner_changes, problems
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,13 +81,7 @@ def test_topo_with_recent_windows_keeps_shards_and_residency_and_its_gate(p, hor
     rng = np.random.default_rng(seed)
     recent = (np.roll(p.work_units, -shift) * rng.uniform(0.9, 1.1, p.n_shards),)
     mp = plan_problem(p, "topo", PlanOptions(horizon_steps=horizon, recent_work=recent))
-    after = mp.owners_after
-    assert np.all(p.allowed[p.class_id, after])
-    replay = p.owners.copy()
-    for s, src, dst in mp.moves:
-        assert replay[s] == src and src != dst
-        replay[s] = dst
-    assert np.array_equal(replay, after)
+    assert_moves_are_the_owner_changes(p, mp)
     assert abs(mp.forecast_shift) < p.n_shards
     if mp.moves:
         assert mp.gate_passed
