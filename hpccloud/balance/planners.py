@@ -463,6 +463,8 @@ def _layer_key(cand: np.ndarray, owner: np.ndarray, centre: float) -> np.ndarray
     rank of the group (one shard each, then a second, ...) instead of emptying the
     ranks at the group's edge one after another.
     """
+    if cand.size == 0:  # an earlier flow of the same bucket took every shard
+        return np.zeros(0, np.float64)
     order = np.lexsort((cand, owner))
     o_sorted, c_sorted = owner[order], cand[order].astype(np.float64)
     first = np.searchsorted(o_sorted, o_sorted, side="left")

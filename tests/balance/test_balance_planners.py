@@ -152,6 +152,18 @@ def test_forecast_follows_a_translating_load_and_ignores_a_still_one():
     assert shift2 == gx + 2
 
 
+def test_layer_key_of_no_candidates_is_empty_and_topo_plans_when_a_flow_finds_none():
+    """CI found it (hypothesis): a second flow out of a bucket an earlier flow had emptied."""
+    from balance_testutil import assert_moves_are_the_owner_changes, random_problem
+
+    from hpccloud.balance.planners import _layer_key
+
+    assert _layer_key(np.zeros(0, np.int64), np.zeros(0, np.int64), 3.0).shape == (0,)
+    p = random_problem(seed=9, n_shards=24, n_ranks=9, n_regions=3, n_classes=3, slow_factor=1.0)
+    for horizon in (1, 20):
+        assert_moves_are_the_owner_changes(p, plan_problem(p, "topo", PlanOptions(horizon_steps=horizon)))
+
+
 def test_layer_key_takes_every_ranks_outermost_shard_first():
     from hpccloud.balance.planners import _layer_key, _take_by_work
 
