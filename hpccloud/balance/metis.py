@@ -45,6 +45,10 @@ WEIGHT_SCALE = 1000
 #: up to this many parts the remap is the exact assignment (k × k costs, O(k³)); above, a greedy
 #: on the parts' shared bytes (a 131 072² cost matrix would be 137 GB)
 EXACT_REMAP_MAX_PARTS = 2048
+#: a part whose target is below this many average vertices is left empty: METIS's recursive
+#: bisection (on the coarsened graph) cannot fill it and prints "Cannot bisect a graph with 0
+#: vertices" / "too many parts" on the job's stdout (a rank at 2 % of the speed, 48 shards)
+MIN_PART_VERTICES = 2.0
 
 
 def _int_weights(x: np.ndarray) -> np.ndarray:
@@ -80,6 +84,12 @@ def partition(work_units: np.ndarray, edges: tuple[np.ndarray, np.ndarray, np.nd
     if n <= k:
         # no more vertices than parts: one each, the largest targets first
         return np.argsort(-part_fraction, kind="stable")[:n].astype(np.int64)
+    frac = part_fraction / part_fraction.sum()
+    keep = np.flatnonzero(frac * n >= MIN_PART_VERTICES)
+    if keep.size < k:  # parts too small to fill stay empty; the others share their targets
+        if keep.size == 0:
+            keep = np.array([int(np.argmax(frac))])
+        return keep[partition(work_units, edges, frac[keep])]
     u, v, nbytes = edges
     indptr, nbr, w = _csr(n, u, v, nbytes)
     tp = (part_fraction / part_fraction.sum()).tolist()

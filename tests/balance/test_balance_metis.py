@@ -28,6 +28,19 @@ def test_partition_follows_speed_targets_and_keeps_a_chain_in_blocks():
     assert int(np.count_nonzero(parts[1:] != parts[:-1])) <= 4
 
 
+def test_a_part_too_small_to_fill_stays_empty_and_metis_prints_nothing(capfd):
+    """Targets below two vertices' worth made METIS print "Cannot bisect a graph with 0
+    vertices" on the job's stdout; such parts now stay empty and the rest share their targets."""
+    p = Problem.uniform(work_units=np.ones(48), owners=np.zeros(48, int), speed_units_per_s=[1.0] * 4)
+    frac = np.array([0.02, 0.0, 0.245, 0.735])
+    parts = partition(p.work_units, (p.edge_u, p.edge_v, p.edge_bytes), frac)
+    counts = np.bincount(parts, minlength=4)
+    assert counts[0] == counts[1] == 0
+    assert np.allclose(counts[2:], [12, 36], atol=3), counts
+    out, err = capfd.readouterr()
+    assert "***" not in out + err
+
+
 def test_scratch_remap_gives_each_part_to_the_rank_that_holds_it():
     # the parts are the current blocks under other part numbers: nothing must move
     p = Problem.uniform(work_units=np.ones(30), owners=np.repeat([0, 1, 2], 10), speed_units_per_s=[1.0] * 3)
