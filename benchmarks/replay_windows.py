@@ -42,12 +42,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hpccloud.balance import PlanOptions, Problem, plan_problem  # noqa: E402
 from hpccloud.balance.model import halo_s  # noqa: E402
 from hpccloud.measure.levels import LinkTable  # noqa: E402
+from hpccloud.runner.window import recent_steps  # noqa: E402
 from hpccloud.workloads import make_workload  # noqa: E402
 
 WORKLOADS = ("mandelbrot", "stencil2d")
 LAYOUTS = {"3+1": (1, 0, 0, 0), "1+3": (0, 0, 0, 1), "2+1": (0, 0, 1), "1+1": (0, 1)}
 PLANNERS = ("static", "greedy", "metis", "topo", "topo-mean")
-RECENT_PART = 3  # as hpccloud.runner.window
 
 
 def work_per_step(name: str, ranks: int, steps: int, params: dict) -> tuple[np.ndarray, object]:
@@ -105,7 +105,7 @@ def replay(W: np.ndarray, sm, cores: tuple[int, ...], window: int, noise: float,
                 seen = W[(e - 1) * window:e * window] * (1 + noise * rng.standard_normal((window, S)))
                 seen = np.maximum(seen, 0.0)
                 mean = seen.mean(0)
-                scen = () if name == "topo-mean" else (seen[-max(1, window // RECENT_PART):].mean(0),)
+                scen = () if name == "topo-mean" else (seen[-recent_steps(window):].mean(0),)
                 mp = plan_problem(problem(mean, owners), planner,
                                   PlanOptions(horizon_steps=window, scenarios=scen,
                                               recent_work=() if before is None else (before,)))

@@ -92,7 +92,7 @@ def partition(work_units: np.ndarray, edges: tuple[np.ndarray, np.ndarray, np.nd
         return keep[partition(work_units, edges, frac[keep])]
     u, v, nbytes = edges
     indptr, nbr, w = _csr(n, u, v, nbytes)
-    tp = (part_fraction / part_fraction.sum()).tolist()
+    tp = frac.tolist()
     tp[-1] = max(0.0, 1.0 - sum(tp[:-1]))  # pymetis wants a sum of exactly 1 (to 1e-12)
     _, parts = pymetis.part_graph(
         k, pymetis.CSRAdjacency(indptr, nbr), vweights=_int_weights(work_units),

@@ -274,7 +274,7 @@ def _scenario_problems(p: Problem, opts: PlanOptions) -> list[Problem]:
     return out
 
 
-def _expected(ev: _Eval, scenarios: list[Problem], cal: Calibration | None) -> _Eval:
+def _expected(ev: _Eval, scenarios: Sequence[Problem], cal: Calibration | None) -> _Eval:
     """``ev`` priced on its own problem and every scenario alike: mean loads, mean makespan."""
     if not scenarios:
         return ev
@@ -873,7 +873,8 @@ def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: f
     return winner
 
 
-def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_Eval, bool | None]:
+def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float,
+          scenarios: Sequence[Problem] = ()) -> tuple[_Eval, bool | None]:
     H = opts.horizon_steps
     t_now = before.makespan_s
     # no plan ends below T*: when even T* would not gain enough, stop (O(S), no planning)
@@ -936,7 +937,6 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float) -> tuple[_
         # the flows across groups taken from every sending rank, not from the group's edge
         candidates.append(polished(_rebalance(p, opts, before, cross_region=True,
                                               halo_aware=opts.halo_aware, spread_take=True)))
-    scenarios = _scenario_problems(p, opts)
     if scenarios and p.n_ranks <= PORTFOLIO_MAX_RANKS:
         # the next window may bring any of the scenarios: a scattered map averages
         # what no forecast saw coming (neighbouring shards err together), so price it too
@@ -996,7 +996,9 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     scenarios = _scenario_problems(p, opts)
     before = _expected(_evaluate(p, p.owners, cal=cal), scenarios, cal)
     bound = float(np.mean([_bound_s(q, cal) for q in (p, *scenarios)]))
-    after, gate = PLANNERS[planner](p, opts, before, bound)
+    # only topo gets scenarios (emptied above for the others): built once, here
+    after, gate = (_topo(p, opts, before, bound, scenarios) if scenarios
+                   else PLANNERS[planner](p, opts, before, bound))
     if after is not before:
         p.check_residency(after.owners)
     gain_s = before.makespan_s - after.makespan_s

@@ -18,6 +18,11 @@ from hpccloud.measure.cores import CoreShares, planner_rates
 RECENT_PART = 3
 
 
+def recent_steps(n: int) -> int:
+    """How many of a window's ``n`` steps its ``recent`` work averages (at least one)."""
+    return max(1, n // RECENT_PART)
+
+
 class Window:
     """Step records and per-shard seconds since the last :meth:`reset` (one per rank)."""
 
@@ -67,7 +72,7 @@ class Window:
         """
         window_s = np.zeros(n_shards)
         recent_s = np.zeros(n_shards)
-        mine = {sid: (float(np.mean(x)), float(np.mean(x[-max(1, len(x) // RECENT_PART):])))
+        mine = {sid: (float(np.mean(x)), float(np.mean(x[-recent_steps(len(x)):])))
                 for sid, x in self.shard_steps.items() if x}
         for part in comm.allgather(mine):
             for sid, (w, r) in part.items():
