@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from hpccloud.balance import model
 from hpccloud.balance.problem import Problem
 from hpccloud.runner.calibrate import Calibrator, model_error
 
@@ -24,7 +25,7 @@ def test_rebalance_cost_outside_the_move_is_the_median_of_the_later_rebalances()
     assert c.refit().plan_fixed_s == pytest.approx(0.019)
 
 
-def test_migration_terms_from_the_transfers_and_what_the_moves_leave_over():
+def test_migration_terms_from_the_transfers_and_the_moves_rounds():
     c = _cal()
 
     def recs(scale):  # rank 0 sends 4 MB to its host-mate and 2 MB across regions
@@ -39,45 +40,44 @@ def test_migration_terms_from_the_transfers_and_what_the_moves_leave_over():
     first = c.refit()
     assert all(x != x for x in first.route_s_per_byte) and first.pack_s_per_byte == 0.0
     # ... but its rounds are fair: the wall time beyond the slowest receiver's shards (rank 2:
-    # 20 ms of 40) over the busiest rank's 2 calls
-    assert first.per_call_s == pytest.approx(0.02 / 2)
-    # later migrations: the truth is 1e-10 s/B on the host, 1e-9 across, 1 ms a call
+    # 20 ms of 40) is the fixed cost, and no call is priced apart from the bytes
+    assert first.migration_fixed_s == pytest.approx(0.02) and first.per_call_s == 0.0
+    # later migrations: the truth is 1e-10 s/B on the host, 1e-9 across, 2.4 ms of rounds
     for _ in range(3):
-        c.add_migration(recs(1.0), achieved_s=4e-4 + 2e-3 + 2 * 1e-3, pack_s=0.0012)
+        c.add_migration(recs(1.0), achieved_s=2e-3 + 2.4e-3, pack_s=0.0012)
     (m, *_) = c.migrations
     assert m.calls == 2 and m.bytes_by_route == (4e6, 0.0, 2e6)  # rank 0: same host, cross region
     cal = c.refit()
-    # the routes come from the later transfers' own timings, the per-call cost from what
-    # the migrations' wall times leave over
+    # the routes come from the later transfers' own timings (the first's are left out)
     assert cal.route_s_per_byte[1] != cal.route_s_per_byte[1]  # same region: never seen (NaN)
     assert cal.route_s_per_byte[0] == pytest.approx(1e-10)
     assert cal.route_s_per_byte[2] == pytest.approx(1e-9)
-    # every sample makes 2 calls, so a fixed cost and the per-call cost cannot be told
-    # apart: their sum over a 2-call migration is what the records fix
-    assert cal.migration_fixed_s + 2 * cal.per_call_s == pytest.approx(2e-3, rel=1e-3)
-    assert cal.per_call_s > 0.0
+    # the fixed cost is the median of the four migrations' rounds (the first's 20 ms included,
+    # the slowest receiver's 2 ms of shards (rank 2) left out of the later ones' 4.4 ms)
+    assert cal.migration_fixed_s == pytest.approx(2.4e-3) and cal.per_call_s == 0.0
     assert cal.pack_s_per_byte == pytest.approx(0.0012 / 6e6)
+    # priced as the model prices a move: the bytes on their route + fixed + packing (4 MB to
+    # the host-mate: 0.4 ms at 1e-10 s/B, 2.4 ms, 0.8 ms)
+    p = Problem.uniform(np.ones(2), np.array([0, 0]), [1.0, 1.0, 1.0], nbytes=np.array([4e6, 1.0]))
+    sched, nbytes, _ = model.migration_schedule(p, np.array([0, 0]), np.array([1, 0]),
+                                                pair_s=lambda *a: cal.pair_s(p, *a))
+    assert sched + cal.migration_extra_s(nbytes) == pytest.approx(4e-4 + 2.4e-3 + 8e-4)
 
 
-def test_the_transport_probe_prices_the_fixed_part_until_three_migrations():
+def test_the_transport_probe_prices_the_fixed_part_until_the_first_migration():
     c = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"], migration_fixed_s=0.004)
     assert c.refit().migration_fixed_s == 0.004  # before any migration: the probe's figure
     recs = [{"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 1e-3}]
-    c.add_migration(recs, achieved_s=0.004 + 1e-3 + 0.003, pack_s=0.0)  # the first
-    # its bytes are not fitted; its rounds beyond the probe's move price the call until a
-    # second migration is measured
-    assert c.refit().migration_fixed_s == 0.004
-    assert c.refit().per_call_s == pytest.approx(0.003)
-    c.add_migration(recs, achieved_s=0.004 + 1e-3 + 0.002, pack_s=0.0)
+    c.add_migration(recs, achieved_s=1e-3 + 0.007, pack_s=0.0)  # the first: 7 ms of rounds
     cal = c.refit()
-    # one fitted migration: the fixed part stays the probe's, the one call on the busiest
-    # rank gets what the bytes leave over
-    assert cal.migration_fixed_s == 0.004
-    assert cal.per_call_s == pytest.approx(0.002, rel=1e-6)
-    for _ in range(3):
-        c.add_migration(recs, achieved_s=0.004 + 1e-3 + 0.002, pack_s=0.0)
-    cal = c.refit()  # enough samples: fitted (the same 1-call migrations: only the sum is fixed)
-    assert cal.migration_fixed_s + cal.per_call_s == pytest.approx(0.006, rel=1e-3)
+    assert cal.migration_fixed_s == pytest.approx(0.007) and cal.per_call_s == 0.0
+    for rounds in (0.003, 0.005, 0.009, 0.004):
+        c.add_migration(recs, achieved_s=1e-3 + rounds, pack_s=0.0)
+    # the median of the five, robust to the one slow move
+    assert c.refit().migration_fixed_s == pytest.approx(0.005)
+    # a move without timed shards: all of its wall time is rounds
+    c.add_migration([{"src_rank": 0, "dst_rank": 2, "nbytes": 1e6}], achieved_s=0.006, pack_s=0.0)
+    assert c.refit().migration_fixed_s == pytest.approx(0.0055)
 
 
 def test_the_probes_per_byte_figures_price_the_first_migration():
