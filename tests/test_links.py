@@ -72,6 +72,26 @@ def test_model_from_samples_and_transfers():
     assert m.beta_bytes_per_s[0, 1] > before_01
 
 
+def test_refit_is_computed_when_the_fits_are_read():
+    # a migration refits on every rank, only the planning rank reads the fits: the work waits
+    # for the first read, and what it reads is what an eager fit of the same samples gives
+    m = LinkModel(2)
+    sizes = np.array(SIZES, dtype=np.float64)
+    for n in sizes:
+        m.add_sample(0, 1, n, 3e-6 + n / 4e9)
+    m.refit([(0, 1)])
+    assert m._stale == {(0, 1)}
+    table = m.table()  # the read fits the stale pair once
+    assert not m._stale and m.table() is table
+    alpha, beta = hockney_fit(sizes, 3e-6 + sizes / 4e9)
+    assert m.alpha_s[0, 1] == alpha and m.beta_bytes_per_s[0, 1] == beta
+    # a stored fit given after the refit was asked for is the one that stays
+    m.add_sample(0, 1, 1e6, 1.0)
+    m.refit()
+    m.set_pairs([0], [1], [1e-5], [1e9])
+    assert m.to_json()["pairs"] == [[0, 1, 1e-5, 1e9]]
+
+
 def test_region_matrix_and_json_round_trip():
     text = """
     [[regions]]

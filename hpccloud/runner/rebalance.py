@@ -146,7 +146,10 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
     job.shard_map = new_map
     unpack_s = time.perf_counter() - t0
     job.tracer.add("unpack", "rebalance", t0, t0 + unpack_s, shards=len(new_payloads))
+    t0 = time.perf_counter()
     job.check_local()
+    t1 = time.perf_counter()
+    job.tracer.add("check", "rebalance", t0, t1)
     all_records = [r if isinstance(r, dict) else r.to_json() for r in records]  # same everywhere
     for r in all_records:  # each transfer on the receiver's timeline, as the receiver timed it
         if r["dst_rank"] == job.rank:
@@ -157,9 +160,12 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
         job.links.add_sample(r["src_rank"], r["dst_rank"], r["nbytes"], r["seconds"])
     job.links.refit((r["src_rank"], r["dst_rank"]) for r in all_records)
     job.audit.extend(all_records)
+    t0 = time.perf_counter()
+    job.tracer.add("records", "rebalance", t1, t0, transfers=len(all_records))
     # the slowest rank's figures; the wait sleeps (a spinning one took a shared core from
     # the ranks still unpacking)
     slowest = sleeping_allgather(comm, (transport_s, pack_s, unpack_s)).max(axis=0)
+    job.tracer.add("gather", "rebalance", t0, time.perf_counter())
     return {"achieved_migration_s": float(slowest[0]),
             "pack_s": float(slowest[1]), "unpack_s": float(slowest[2]),
             "moved_bytes": sum(r["nbytes"] for r in all_records),
