@@ -81,8 +81,9 @@ class Calibrator:
         self.transfers: list[deque[tuple[float, float]]] = [deque(maxlen=TRANSFER_SAMPLES)
                                                             for _ in ROUTES]
         self.first_migration: MigrationSample | None = None
-        # every migration's rounds, the first's included: its wall time beyond its data phase
-        self.rounds_s: deque[float] = deque(maxlen=MIGRATION_SAMPLES)
+        # every migration's rounds, the first's included: its wall time beyond its data phase,
+        # with the calls of its busiest rank (most shards sent or received)
+        self.rounds: deque[tuple[float, int]] = deque(maxlen=MIGRATION_SAMPLES)
 
     # ------------------------------------------------------------------ samples
     def add_window(self, p: Problem, steps: list[dict[str, Any]]) -> None:
@@ -121,6 +122,7 @@ class Calibrator:
         size = len(self.rank_host)
         per = np.zeros((size, len(ROUTES)))
         calls = np.zeros(size)
+        sends, recvs = np.zeros(size), np.zeros(size)
         received = np.zeros(size)  # each receiver's seconds on its shards (timed back to back)
         total = 0.0
         for r in records:
@@ -130,6 +132,8 @@ class Calibrator:
             per[b, route] += n
             calls[a] += 1
             calls[b] += 1
+            sends[a] += 1
+            recvs[b] += 1
             total += n
             secs = r.get("seconds")
             if secs is not None and np.isfinite(secs):
@@ -144,7 +148,8 @@ class Calibrator:
         # receiver's last shard; each receiver times its shards back to back) is the
         # barriers, the agreement on the plan, the bookkeeping per shard and the closing
         # gather. They meet no fresh memory, so the first migration's count too
-        self.rounds_s.append(max(0.0, float(achieved_s) - float(received.max())))
+        self.rounds.append((max(0.0, float(achieved_s) - float(received.max())),
+                            int(np.maximum(sends, recvs).max())))
         # the first migration's bytes meet fresh memory (receive buffers and unpacked arrays
         # faulting in before the pool holds any): on the default job at 2 ranks its 12
         # transfers took 4.1 ms against 1.0-1.5 ms for later ones, its unpack 4.4 ms against
@@ -196,26 +201,29 @@ class Calibrator:
 
         The step terms: least squares of the steps' wall times on the model's slowest rank
         (:func:`~hpccloud.balance.calibration.fit_step_makespan`).
-        The rebalance terms: route throughput from the transfers' timings (each
-        transfer's seconds include its call's cost, so there is no separate per-call
-        term); the fixed cost is the median of the migrations' rounds (wall time
-        beyond the data phase); packing per byte; the rebalance's cost outside the move.
+        The rebalance terms: route throughput from the transfers' timings; the
+        migrations' *rounds* (wall time beyond the data phase: the barriers, the
+        agreement, the bookkeeping per shard, the closing gather) as a fixed cost plus
+        a cost per call of the busiest rank; packing per byte; the rebalance's cost
+        outside the move.
 
-        The rounds did not grow measurably with the shards a move made: over 228
-        migrations of the balance matrix's cells (3 layouts x 5 workloads x topo and
-        greedy, 2 runs) they were 2-22 ms (5-95 %: 3.4-13) at 1-21 shards on the
-        busiest rank. Predicting each migration from the ones before it, the median
-        error was 0.23 with the median of the rounds, 0.24-0.26 with a per-call
-        slope fitted or fixed at 0.1-0.3 ms, and 0.28 with the fit this replaced
-        (fixed cost from the transport probe until three migrations, per-call cost
-        from what the wall time left over): the probe's one-shard move (1.1-6.1 ms)
-        misses the plan's broadcast skew, the per-shard bookkeeping and the
-        closing gather.
+        The per-call cost is the median over the migrations of what each spent beyond
+        the transport probe's one-shard move, per call beyond the first; the fixed
+        cost the median of the rounds less their calls' cost. Over 987 migrations
+        of the balance matrix's cells (3 layouts x 5 workloads, topo and greedy, 254
+        runs), predicting each from the ones before it in its run, the median error
+        was 0.240 (topo 0.289, greedy 0.212). Without a per-call term (the median
+        of the rounds) it was 0.246 (topo 0.328), and a move of 20 shards was priced
+        like one of two. The fit this replaced (the probe's fixed part until three
+        migrations, then a per-call cost from what the wall time left over) had
+        recorded 0.28 (topo 0.38) over the 228 migrations of the 60 runs made with
+        it, under-predicting 73-82 %
+        of the moves; the rounds (5-95 %: 3.4-13 ms) are 2-3x the probe's move.
         """
         migrations = list(self.migrations)
         prior = self._prior()
         cal = fit_step_makespan(list(self.steps), list(self.step_wall_s), prior=prior)
-        if self.rounds_s:
+        if self.rounds:
             # a route with no timed transfer keeps the probe's figure (or NaN)
             routes = cast("tuple[float, float, float]", tuple(
                 r if np.isfinite(r) else q
@@ -224,10 +232,13 @@ class Calibrator:
                       if np.isfinite(m.pack_s) and np.isfinite(m.total_bytes) and m.total_bytes > 0]
             pack = (sum(t for t, _ in packed) / sum(b for _, b in packed) if packed
                     else prior.pack_s_per_byte)
-            cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=0.0,
-                                      migration_fixed_s=float(np.median(self.rounds_s)),
-                                      pack_s_per_byte=pack,
-                                      samples=cal.samples + len(self.rounds_s))
+            probe = self.migration_fixed_prior_s  # one shard's move; 0: not probed
+            slopes = [max(0.0, (r - probe) / (c - 1)) for r, c in self.rounds if c > 1 and probe > 0]
+            per_call = float(np.median(slopes)) if slopes else 0.0
+            fixed = max(0.0, float(np.median([r - per_call * c for r, c in self.rounds])))
+            cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
+                                      migration_fixed_s=fixed, pack_s_per_byte=pack,
+                                      samples=cal.samples + len(self.rounds))
         if self.plan_s:
             cal = dataclasses.replace(cal, plan_fixed_s=float(np.median(self.plan_s)))
         self.calibration = cal

@@ -80,6 +80,35 @@ def test_the_transport_probe_prices_the_fixed_part_until_the_first_migration():
     assert c.refit().migration_fixed_s == pytest.approx(0.0055)
 
 
+def test_per_call_cost_is_what_moves_spent_beyond_the_probes_one_shard_move():
+    # the truth: rounds of 2 ms for one shard (what the probe's move took) + 0.5 ms a call more
+    c = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"], migration_fixed_s=0.002)
+
+    def move(n_shards):  # rank 0 sends n_shards to rank 1, each timed at 0.1 ms by rank 1
+        recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 1000.0, "seconds": 1e-4}] * n_shards
+        c.add_migration(recs, achieved_s=n_shards * 1e-4 + 0.002 + 0.0005 * (n_shards - 1),
+                        pack_s=0.0)
+
+    move(1)  # one call: it says nothing of the per-call cost
+    cal = c.refit()
+    assert cal.per_call_s == 0.0 and cal.migration_fixed_s == pytest.approx(0.002)
+    for n in (8, 3, 20):
+        move(n)
+    cal = c.refit()
+    assert cal.per_call_s == pytest.approx(0.0005) and cal.migration_fixed_s == pytest.approx(0.0015)
+    # priced as the model prices it: a 20-shard move costs its calls (0.1 ms a shard of
+    # 1000 B on the host route, 0.5 ms a call, 1.5 ms fixed)
+    p = Problem.uniform(np.ones(20), np.zeros(20, np.int64), [1.0, 1.0, 1.0], nbytes=np.full(20, 1000))
+    sched, nbytes, _ = model.migration_schedule(p, np.zeros(20, np.int64), np.ones(20, np.int64),
+                                                pair_s=lambda *a: cal.pair_s(p, *a))
+    assert sched + cal.migration_extra_s(nbytes) == pytest.approx(20 * 1e-4 + 0.002 + 0.0005 * 19)
+    # without a probe (one rank, or not measured) no per-call cost is guessed
+    bare = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"])
+    bare.add_migration([{"src_rank": 0, "dst_rank": 1, "nbytes": 1000.0, "seconds": 1e-4}] * 8,
+                       achieved_s=0.01, pack_s=0.0)
+    assert bare.refit().per_call_s == 0.0
+
+
 def test_the_probes_per_byte_figures_price_the_first_migration():
     c = Calibrator(hosts=["a", "a", "b"], rank_region=["eu", "eu", "us"], migration_fixed_s=0.004,
                    route_s_per_byte=2e-9, pack_s_per_byte=1e-9)
