@@ -5,8 +5,8 @@ hands this module the window's step records and the last migration's figures;
 :class:`Calibrator` turns them into samples of the pure model in
 :mod:`hpccloud.balance.calibration` and refits its terms by least squares —
 per-step fixed cost and per-shard dispatch, compute and halo scales, the
-rebalance's fixed (its rounds) and pack costs and the transport's achieved
-throughput per route class. The plan is then priced, and the gate decided, on
+rebalance's fixed and per-call costs (from its rounds), packing and the
+transport's achieved throughput per route class. The plan is then priced, and the gate decided, on
 the calibrated figures. Nothing here is configured: every term comes from this
 run's own records (until a term is measured it stays at the identity prior,
 i.e. the raw model).
@@ -121,7 +121,6 @@ class Calibrator:
         wall time without packing and unpacking (``achieved_s``; those are ``pack_s``)."""
         size = len(self.rank_host)
         per = np.zeros((size, len(ROUTES)))
-        calls = np.zeros(size)
         sends, recvs = np.zeros(size), np.zeros(size)
         received = np.zeros(size)  # each receiver's seconds on its shards (timed back to back)
         total = 0.0
@@ -130,8 +129,6 @@ class Calibrator:
             route = self.route(a, b)
             per[a, route] += n
             per[b, route] += n
-            calls[a] += 1
-            calls[b] += 1
             sends[a] += 1
             recvs[b] += 1
             total += n
@@ -142,8 +139,8 @@ class Calibrator:
             return
         k = int(np.argmax(per.sum(axis=1)))
         by_route = cast("tuple[float, float, float]", tuple(float(x) for x in per[k]))
-        sample = MigrationSample(by_route, int(calls[k]), float(achieved_s), pack_s=float(pack_s),
-                                 total_bytes=total)
+        sample = MigrationSample(by_route, int(sends[k] + recvs[k]), float(achieved_s),
+                                 pack_s=float(pack_s), total_bytes=total)
         # the move's rounds: its wall time beyond its data phase (which ends with the slowest
         # receiver's last shard; each receiver times its shards back to back) is the
         # barriers, the agreement on the plan, the bookkeeping per shard and the closing
@@ -217,8 +214,8 @@ class Calibrator:
         like one of two. The fit this replaced (the probe's fixed part until three
         migrations, then a per-call cost from what the wall time left over) had
         recorded 0.28 (topo 0.38) over the 228 migrations of the 60 runs made with
-        it, under-predicting 73-82 %
-        of the moves; the rounds (5-95 %: 3.4-13 ms) are 2-3x the probe's move.
+        it, under-predicting 73-82 % of the moves; the rounds (5-95 %: 3.4-13 ms)
+        are 2-3x the probe's move.
         """
         migrations = list(self.migrations)
         prior = self._prior()
