@@ -70,13 +70,15 @@ class Window:
         within the window looks like at its end. Per-shard seconds stay local
         during the window and are gathered once here.
         """
-        window_s = np.zeros(n_shards)
-        recent_s = np.zeros(n_shards)
-        mine = {sid: (float(np.mean(x)), float(np.mean(x[-recent_steps(len(x)):])))
-                for sid, x in self.shard_steps.items() if x}
-        for part in comm.allgather(mine):
-            for sid, (w, r) in part.items():
-                window_s[sid], recent_s[sid] = w, r
+        from hpccloud.comm.wait import sleeping_allreduce
+
+        # every shard is on one rank: a sum of the ranks' rows is the whole map's (a wait
+        # that sleeps: the ranks arrive from their last step at different times)
+        rows = np.zeros((2, n_shards))
+        for sid, x in self.shard_steps.items():
+            if x:
+                rows[0, sid], rows[1, sid] = np.mean(x), np.mean(x[-recent_steps(len(x)):])
+        window_s, recent_s = sleeping_allreduce(comm, rows)
         rate = np.where(np.isfinite(wall), wall, fallback)[owners]
         return window_s * rate, recent_s * rate
 

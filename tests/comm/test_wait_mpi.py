@@ -56,3 +56,39 @@ def test_sleeping_bcast_is_bcast(comm):
         assert got["root"] == root and got["s"] == "é" * 10
         assert np.array_equal(got["a"], np.arange(1000.0))
     assert sleeping_bcast(comm, b"" if rank == 0 else None) == b""
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
+def test_sleeping_allreduce_sums_a_late_ranks_rows(comm):
+    from hpccloud.comm.wait import sleeping_allreduce
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    rows = np.zeros((2, size))
+    rows[:, rank] = (rank + 1.0, 10.0 * rank)  # each rank owns one column, as shards do
+    if rank == 0:
+        time.sleep(0.02)  # the others wait in the sleeping phase
+    got = sleeping_allreduce(comm, rows)
+    assert got.tolist() == [[r + 1.0 for r in range(size)], [10.0 * r for r in range(size)]]
+    assert rows[0, rank] == rank + 1.0  # the input is left as it was
+
+
+def test_a_wait_that_backs_off_doubles_its_sleeps_up_to_the_cap(monkeypatch):
+    """Without ``max_sleep_s`` every sleep is ``poll_s``; with it the sleeps double to the cap,
+    and the wait still ends at the first poll that finds the requests done."""
+    import hpccloud.comm.wait as wait
+
+    def run(**kw):
+        polls = {"n": 0}
+
+        def poll(requests, seconds):
+            polls["n"] += 1
+            return polls["n"] > 9  # the spin and eight bursts find nothing
+
+        sleeps = []
+        monkeypatch.setattr(wait, "_poll", poll)
+        monkeypatch.setattr(wait.time, "sleep", sleeps.append)
+        wait.sleeping_waitall(["request"], poll_s=1e-5, **kw)
+        return sleeps
+
+    assert run() == [1e-5] * 9
+    assert run(max_sleep_s=2e-4) == pytest.approx([1e-5, 2e-5, 4e-5, 8e-5, 1.6e-4, 2e-4, 2e-4, 2e-4, 2e-4])
