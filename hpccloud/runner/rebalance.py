@@ -46,6 +46,41 @@ def measured_models(job, window: Window) -> dict[str, np.ndarray]:
     return rates
 
 
+#: most steps of the measured window, and of the next, whose work the workload's model estimates
+FORECAST_STEPS = 3
+
+
+def _spread(steps: list[int], most: int) -> list[int]:
+    """Up to ``most`` of ``steps`` (sorted), evenly spread, the first and the last kept."""
+    if len(steps) <= most:
+        return steps
+    return [steps[int(i)] for i in np.linspace(0, len(steps) - 1, most).round()]
+
+
+def workload_forecast(job, window: Window, step: int, horizon: int) -> list[np.ndarray] | None:
+    """The next window's work per shard as the workload models it, scaled to what was measured.
+
+    For a workload whose :meth:`~hpccloud.workloads.base.Workload.work_estimate`
+    models its change from step to step (a hot spot that moves, a zoom), each
+    shard's measured work is scaled by its estimate at a step of the next
+    window over its mean estimate in the window that was measured (up to
+    :data:`FORECAST_STEPS` each). Returns ``[mean, *per_step]``: the planner's
+    work and its scenarios (None: the workload has no model, or no step is
+    left). The rates stay measured; only the change of work comes from the model.
+    """
+    if not job.wl.forecasts_work:
+        return None
+    past = _spread(sorted(int(r["step"]) for r in window.steps), FORECAST_STEPS)
+    future = _spread(list(range(step + 1, min(step + horizon, job.cfg.steps - 1) + 1)), FORECAST_STEPS)
+    if not past or not future:
+        return None
+    est = job.wl.work_forecast(job.shard_map.shards, past + future)
+    then = est[:len(past)].mean(axis=0)
+    ratio = np.divide(est[len(past):], then, out=np.ones((len(future), then.size)), where=then > 0)
+    ahead = job.shard_map.work_units() * ratio
+    return [ahead.mean(axis=0), *ahead]
+
+
 def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     """Collective: plan and (if the gate opens) migrate; return the plan's record.
 
@@ -64,10 +99,14 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
         if job.cfg.calibrate:
             job.calibrator.add_window(problem, window.steps)
             cal = job.calibrator.refit()
+        recent, scenarios = tuple(job.recent_work), tuple(job.scenario_work)
+        ahead = workload_forecast(job, window, step, horizon) if job.cfg.balancer == "topo" else None
+        if ahead is not None:  # the workload's own model of the change replaces the guesses
+            problem = problem.with_work_units(ahead[0])
+            recent, scenarios = (), tuple(ahead[1:])
         return plan_problem(problem, job.cfg.balancer,
                             PlanOptions(horizon_steps=horizon, calibration=cal,
-                                        recent_work=tuple(job.recent_work),
-                                        scenarios=tuple(job.scenario_work)))
+                                        recent_work=recent, scenarios=scenarios))
 
     knew_planning = job.cfg.calibrate and job.calibrator.knows_planning
     p = bcast_result(job.comm, make_plan)
@@ -77,6 +116,8 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     record = {"after_step": step, **p.to_json(),
               "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
                                     for k, v in rates.items()}}
+    record["work_basis"] = ("workload forecast" if job.cfg.balancer == "topo" and job.wl.forecasts_work
+                            else "measured window")
     record.pop("owners_before", None)
     record.pop("owners_after", None)
     if job.cfg.calibrate:

@@ -196,11 +196,15 @@ def _place_initially(job: Job) -> None:
     cells = sum(int(np.prod(s.shape)) for s in job.shard_map.shards) // job.size
     job.speed = probe_speed(job.comm, job.wl.kernel, n_units=int(np.clip(cells, 1 << 16, 1 << 22)),
                             window_s=0.2, cores=job.cores)
-    est = job.shard_map.with_work_units(
-        [job.wl.work_estimate(s, job.start_step) for s in job.shard_map.shards])
     opts = PlanOptions(horizon_steps=max(1, job.cfg.steps))
-    p = bcast_result(job.comm, lambda: plan(est, job.links, job.speed, job.policy, opts,
-                                            planner=job.cfg.balancer))
+    steps = estimate_steps(job.cfg, job.start_step)
+
+    def place():  # on the root only: an estimate may run the kernel on samples of every shard
+        est = job.wl.work_forecast(job.shard_map.shards, steps).mean(axis=0)
+        return plan(job.shard_map.with_work_units(est), job.links, job.speed, job.policy, opts,
+                    planner=job.cfg.balancer)
+
+    p = bcast_result(job.comm, place)
     job.shard_map = job.shard_map.with_owners(p.owners_after, version=job.shard_map.version)
     rec = p.to_json()
     for key in ("owners_before", "moves", "migration_s", "migration_bytes", "gate_passed",
@@ -208,6 +212,25 @@ def _place_initially(job: Job) -> None:
         rec.pop(key, None)
     job.initial_placement = {**rec, "n_placed_off_even": len(p.moves),
                              "speed": job.speed.to_json(), "seconds": time.perf_counter() - t0}
+
+
+def estimate_steps(cfg: RunConfig, start: int, most: int = 4) -> list[int]:
+    """The steps whose estimated work the initial placement is planned on: those it holds
+    for, up to the first rebalance (the whole run without one), ``most`` of them evenly
+    spread. A load that moves (a zoom, a sweeping hot spot) is placed for where it will
+    be while the placement stands, not only where it starts.
+
+    >>> estimate_steps(RunConfig(steps=60, rebalance_every=10), 0)
+    [0, 1, 2]
+    >>> estimate_steps(RunConfig(steps=20, rebalance_every=0), 4)
+    [4, 9, 14, 19]
+    """
+    from hpccloud.runner.loop import next_rebalance
+
+    end = next_rebalance(cfg, start)
+    end = cfg.steps if end is None else min(end, cfg.steps)
+    end = max(end, start + 1)
+    return sorted({int(t) for t in np.linspace(start, end - 1, min(most, end - start)).round()})
 
 
 def _links(job: Job):

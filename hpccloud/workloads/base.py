@@ -40,6 +40,9 @@ class Workload:
     rtol: float = 0.0
     #: the runner may recycle the arrays of shards that left (the workload keeps no view of them)
     recycle_departed: bool = False
+    #: :meth:`work_estimate` models how each shard's work changes from step to step (a
+    #: moving hot spot, a zoom); the default's constant figure does not
+    forecasts_work: bool = False
     #: default parameters; ``params`` given by the user override them
     defaults: dict[str, Any] = {}
     #: what the result array holds (CF ``long_name``) and its units (None: no physical unit)
@@ -70,6 +73,7 @@ class Workload:
         #: a :class:`~hpccloud.comm.bufpool.BufferPool` the runner shares: arrays of shards that
         #: left this rank come back from it warm (no page faults) for shards that arrive
         self.pool = None
+        self._forecasts: dict[int, np.ndarray] = {}
 
     def _typed(self, key: str, value: Any) -> Any:
         """``value`` as the type of the default; strings (from ``--param``) are parsed.
@@ -171,6 +175,25 @@ class Workload:
         """Work units ``shard`` will take at ``step``, before any step has measured it (the
         initial placement uses it); by default the map's own figure."""
         return float(shard.work_units)
+
+    def work_forecast(self, shards, steps) -> np.ndarray:
+        """:meth:`work_estimate` of every shard at every step, shape ``(len(steps), len(shards))``.
+
+        ``shards`` is the whole map's (by id). Each step is estimated once: a
+        rebalance asks for the window it measured, which the one before asked
+        for as its future. Steps before the earliest asked for are forgotten.
+        """
+        steps = [int(t) for t in steps]
+        for t in [t for t in self._forecasts if t < min(steps, default=0)]:
+            del self._forecasts[t]
+        out = np.empty((len(steps), len(shards)))
+        for i, t in enumerate(steps):
+            row = self._forecasts.get(t)
+            if row is None or row.size != len(shards):
+                row = np.array([self.work_estimate(s, t) for s in shards], np.float64)
+                self._forecasts[t] = row
+            out[i] = row
+        return out
 
     def forget(self, sid: int) -> None:
         """Shard ``sid`` left this rank: drop (or recycle) what the workload kept for it."""

@@ -27,6 +27,7 @@ from hpccloud.workloads.base import Workload
 class Stencil2D(Workload):
     name = "stencil2d"
     kernel = "stencil2d"
+    forecasts_work = True
     halo = True
     exact = True
     defaults = {
