@@ -15,7 +15,9 @@ Layouts (``--layouts``; or ``NAME=core:core:...``, one core per rank):
 Balancers run interleaved within a round (static, even, greedy, metis, topo,
 static, ...) so machine drift hits all alike; ``--runs`` rounds (default 3). Per
 cell it prints the medians of: total time and its ratio to static's, busy
-max/mean (per-rank busy time over the run), and the model's error —
+max/mean (per-rank busy time over the run; ``core_busy_max_over_mean``: the same
+on each rank's share of the cores, see :func:`hpccloud.report.core_busy`), and
+the model's error —
 ``step_pred_err``: median over plans after the first of
 ``|makespan_after_s − achieved_step_s_after| / achieved``; ``migration_pred_err``:
 the same for ``migration_s`` against ``achieved_migration_s`` over plans that moved.
@@ -123,7 +125,8 @@ def one_run(layout: str, balancer: str, workload: str, args, folder: str, k: int
         rep = json.load(fh)
     step_err, mig_err = model_errors(rep)
     return {"workload": workload, "layout": layout, "balancer": balancer, "total_s": float(rep["total_s"]),
-            "busy_max_over_mean": rep.get("busy_max_over_mean"), "step_pred_err": step_err,
+            "busy_max_over_mean": rep.get("busy_max_over_mean"),
+            "core_busy_max_over_mean": rep.get("core_busy_max_over_mean"), "step_pred_err": step_err,
             "migration_pred_err": mig_err, "bytes_moved": int(rep.get("bytes_moved", 0)),
             "job_wall_s": time.perf_counter() - t0}
 
@@ -134,8 +137,9 @@ def cells(runs: list[dict]) -> list[dict]:
     for key in dict.fromkeys((r["workload"], r["layout"], r["balancer"]) for r in runs):
         mine = [r for r in runs if (r["workload"], r["layout"], r["balancer"]) == key]
         row = dict(zip(("workload", "layout", "balancer"), key, strict=True))
-        for f in ("total_s", "busy_max_over_mean", "step_pred_err", "migration_pred_err", "bytes_moved"):
-            row[f] = _median([r[f] for r in mine])
+        for f in ("total_s", "busy_max_over_mean", "core_busy_max_over_mean", "step_pred_err",
+                  "migration_pred_err", "bytes_moved"):
+            row[f] = _median([r.get(f) for r in mine])
         row["runs"] = len(mine)
         out.append(row)
     for row in out:
@@ -147,13 +151,16 @@ def cells(runs: list[dict]) -> list[dict]:
 
 def print_cells(rows: list[dict]) -> None:
     print(f"{'workload':<11}{'layout':<7}{'balancer':<9}{'runs':>5}{'total s':>9}{'/static':>8}"
-          f"{'busy max/mean':>14}{'step err':>9}{'migr err':>9}{'moved MB':>9}")
+          f"{'busy max/mean':>14}{'core busy':>10}{'step err':>9}{'migr err':>9}{'moved MB':>9}")
     for r in rows:
         print(f"{r['workload']:<11}{r['layout']:<7}{r['balancer']:<9}{r['runs']:>5}{r['total_s']:>9.2f}"
-              f"{r['total_vs_static']:>8.2f}{r['busy_max_over_mean']:>14.3f}{r['step_pred_err']:>9.2f}"
+              f"{r['total_vs_static']:>8.2f}{r['busy_max_over_mean']:>14.3f}"
+              f"{r.get('core_busy_max_over_mean', float('nan')):>10.3f}{r['step_pred_err']:>9.2f}"
               f"{r['migration_pred_err']:>9.2f}{r['bytes_moved'] / 1e6:>9.1f}")
-    print("medians over runs; /static: total time over static's in the same layout; errors: "
-          "|predicted - achieved| / achieved (step: plans after the first; migration: plans that moved)")
+    print("medians over runs; /static: total time over static's in the same layout; busy: per-rank "
+          "kernel wall time; core busy: the same on each rank's share of the cores (CPU time / "
+          "cores where ranks share them); errors: |predicted - achieved| / achieved (step: plans "
+          "after the first; migration: plans that moved)")
 
 
 def netns_reason() -> str | None:

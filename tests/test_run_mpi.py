@@ -185,3 +185,10 @@ def test_planner_rates_come_from_the_measured_core_groups(comm):
                 assert r["planner"][k] == pytest.approx(r["wall"][k])
         assert any(r["cpu"]), r
     assert all(len(s["busy_cpu_s"]) == 3 and min(s["busy_cpu_s"]) >= 0 for s in rep["steps"])
+    # the balance on the cores each rank gets: CPU time / cores where ranks share them
+    cpu = np.sum([s["busy_cpu_s"] for s in rep["steps"]], axis=0)
+    for k in range(3):
+        want = (cpu[k] / cores["cores_per_rank"][k] if cores["oversubscribed"][k] and cpu[k] > 0
+                else rep["busy_s_per_rank"][k])
+        assert rep["core_busy_s_per_rank"][k] == pytest.approx(want)
+    assert rep["core_busy_max_over_mean"] >= 1.0

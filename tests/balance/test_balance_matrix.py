@@ -25,11 +25,11 @@ def test_balance_matrix_quick_one_cell(tmp_path):
     rows = json.loads(out.read_text())
     assert len(rows) == 1
     row = rows[0]
-    for key in ("workload", "layout", "balancer", "total_s", "busy_max_over_mean", "step_pred_err",
-                "migration_pred_err"):
+    for key in ("workload", "layout", "balancer", "total_s", "busy_max_over_mean", "core_busy_max_over_mean",
+                "step_pred_err", "migration_pred_err"):
         assert key in row, key
     assert (row["workload"], row["layout"], row["balancer"], row["runs"]) == ("stencil2d", "2+1", "topo", 1)
-    assert row["total_s"] > 0 and row["busy_max_over_mean"] >= 1.0
+    assert row["total_s"] > 0 and row["busy_max_over_mean"] >= 1.0 and row["core_busy_max_over_mean"] >= 1.0
     assert "stencil2d  2+1    topo" in res.stdout
 
 
