@@ -48,6 +48,11 @@ def overhead(steps: list[dict[str, Any]]) -> dict[str, float | None]:
             "fraction_of_step": float(np.median(over / np.maximum(step, 1e-12)))}
 
 
+def _busy_wall(steps: list[dict[str, Any]], size: int) -> np.ndarray:
+    """Per rank: the kernels' wall time summed over the steps."""
+    return np.array([s["busy_s"] for s in steps]).sum(axis=0) if steps else np.zeros(size)
+
+
 def core_busy(steps: list[dict[str, Any]], cores, size: int) -> np.ndarray:
     """Per rank: the time its kernels held its share of the cores over the run.
 
@@ -67,7 +72,7 @@ def core_busy(steps: list[dict[str, Any]], cores, size: int) -> np.ndarray:
     """
     if not steps:
         return np.zeros(size)
-    wall = np.array([s["busy_s"] for s in steps]).sum(axis=0)
+    wall = _busy_wall(steps, size)
     cpu = np.array([s.get("busy_cpu_s", s["busy_s"]) for s in steps]).sum(axis=0)
     if cores is None:
         return wall
@@ -86,8 +91,7 @@ def build_report(job, total_s: float, output: dict[str, Any] | None) -> dict[str
     from hpccloud.runner.calibrate import model_error
 
     _fill_achieved(job.steps, job.plans)
-    busy = (np.array([s["busy_s"] for s in job.steps]).sum(axis=0) if job.steps
-            else np.zeros(job.size))
+    busy = _busy_wall(job.steps, job.size)
     core = core_busy(job.steps, job.cores, job.size)
     return {
         "kind": KIND,

@@ -22,7 +22,7 @@ from hpccloud.balance import PlanOptions, plan_problem, problem_from
 from hpccloud.comm.agree import bcast_result
 from hpccloud.comm.transport import execute_aligned
 from hpccloud.comm.wait import sleeping_allgather
-from hpccloud.runner.window import Window
+from hpccloud.runner.window import Window, spread_steps
 
 
 def measured_models(job, window: Window) -> dict[str, np.ndarray]:
@@ -50,13 +50,6 @@ def measured_models(job, window: Window) -> dict[str, np.ndarray]:
 FORECAST_STEPS = 3
 
 
-def _spread(steps: list[int], most: int) -> list[int]:
-    """Up to ``most`` of ``steps`` (sorted), evenly spread, the first and the last kept."""
-    if len(steps) <= most:
-        return steps
-    return [steps[int(i)] for i in np.linspace(0, len(steps) - 1, most).round()]
-
-
 def workload_forecast(job, window: Window, step: int, horizon: int) -> list[np.ndarray] | None:
     """The next window's work per shard as the workload models it, scaled to what was measured.
 
@@ -70,8 +63,8 @@ def workload_forecast(job, window: Window, step: int, horizon: int) -> list[np.n
     """
     if not job.wl.forecasts_work:
         return None
-    past = _spread(sorted(int(r["step"]) for r in window.steps), FORECAST_STEPS)
-    future = _spread(list(range(step + 1, min(step + horizon, job.cfg.steps - 1) + 1)), FORECAST_STEPS)
+    past = spread_steps(sorted(int(r["step"]) for r in window.steps), FORECAST_STEPS)
+    future = spread_steps(list(range(step + 1, min(step + horizon, job.cfg.steps - 1) + 1)), FORECAST_STEPS)
     if not past or not future:
         return None
     est = job.wl.work_forecast(job.shard_map.shards, past + future)
@@ -104,20 +97,20 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
         if ahead is not None:  # the workload's own model of the change replaces the guesses
             problem = problem.with_work_units(ahead[0])
             recent, scenarios = (), tuple(ahead[1:])
-        return plan_problem(problem, job.cfg.balancer,
+        plan = plan_problem(problem, job.cfg.balancer,
                             PlanOptions(horizon_steps=horizon, calibration=cal,
                                         recent_work=recent, scenarios=scenarios))
+        return plan, "measured window" if ahead is None else "workload forecast"
 
     knew_planning = job.cfg.calibrate and job.calibrator.knows_planning
-    p = bcast_result(job.comm, make_plan)
+    p, work_basis = bcast_result(job.comm, make_plan)
     t_plan = time.perf_counter()
     job.tracer.add("measure", "rebalance", t0, t_models, after_step=step)
     job.tracer.add("plan", "rebalance", t_models, t_plan, after_step=step, moves=len(p.moves))
     record = {"after_step": step, **p.to_json(),
               "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
                                     for k, v in rates.items()}}
-    record["work_basis"] = ("workload forecast" if job.cfg.balancer == "topo" and job.wl.forecasts_work
-                            else "measured window")
+    record["work_basis"] = work_basis
     record.pop("owners_before", None)
     record.pop("owners_after", None)
     if job.cfg.calibrate:

@@ -34,6 +34,7 @@ from hpccloud.policy import Policy
 from hpccloud.runner.calibrate import Calibrator
 from hpccloud.runner.options import RunConfig
 from hpccloud.runner.residency import check_held, halo_closed, place_resident
+from hpccloud.runner.window import spread_steps
 from hpccloud.trace import Tracer
 from hpccloud.workloads import make_workload
 
@@ -229,8 +230,7 @@ def estimate_steps(cfg: RunConfig, start: int, most: int = 4) -> list[int]:
 
     end = next_rebalance(cfg, start)
     end = cfg.steps if end is None else min(end, cfg.steps)
-    end = max(end, start + 1)
-    return sorted({int(t) for t in np.linspace(start, end - 1, min(most, end - start)).round()})
+    return spread_steps(list(range(start, max(end, start + 1))), most)
 
 
 def _links(job: Job):

@@ -23,6 +23,17 @@ def recent_steps(n: int) -> int:
     return max(1, n // RECENT_PART)
 
 
+def spread_steps(steps: list[int], most: int) -> list[int]:
+    """Up to ``most`` of ``steps`` (sorted), evenly spread, the first and the last kept.
+
+    >>> spread_steps(list(range(35, 40)), 4)
+    [35, 36, 38, 39]
+    """
+    if len(steps) <= most:
+        return steps
+    return [steps[int(i)] for i in np.linspace(0, len(steps) - 1, most).round()]
+
+
 class Window:
     """Step records and per-shard seconds since the last :meth:`reset` (one per rank)."""
 

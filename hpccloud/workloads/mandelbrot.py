@@ -92,18 +92,12 @@ class Mandelbrot(Workload):
         them, several on one rank, until the first rebalance: on the default job a
         contiguous placement's first steps took ~1.5-2× greedy's scattered one.
         """
-        p = self.params
-        rows, cols = shard.index
-        ny, nx = rows.stop - rows.start, cols.stop - cols.start
+        ny, nx = shard.shape
         if nx * ny == 0:
             return 0.0
-        side = max(1, min(16, int(np.sqrt(self.ESTIMATE_SAMPLES / p["grid"] ** 2))))
-        x0, x1, y0, y1 = self.view(step)
-        n = p["n"]
-        dx, dy = (x1 - x0) / n, (y1 - y0) / n
-        counts = self._kernel(x0 + cols.start * dx, x0 + cols.stop * dx,
-                              y0 + rows.start * dy, y0 + rows.stop * dy,
-                              min(side, nx), min(side, ny), p["max_iter"])
+        side = max(1, min(16, int(np.sqrt(self.ESTIMATE_SAMPLES / self.params["grid"] ** 2))))
+        counts = self._kernel(*self._bounds(shard, step), min(side, nx), min(side, ny),
+                              self.params["max_iter"])
         return float(nx * ny) * (float(counts.mean(dtype=np.float64)) + 1.0) / self._probe_cost()
 
     def _probe_cost(self) -> float:
@@ -116,12 +110,16 @@ class Mandelbrot(Workload):
             self._probe_pixel_cost = float(counts.mean(dtype=np.float64)) + 1.0
         return self._probe_pixel_cost
 
-    def compute(self, shard, arr, step):
+    def _bounds(self, shard, step: int) -> tuple[float, float, float, float]:
+        """``(x0, x1, y0, y1)`` of ``shard``'s tile in the view of ``step``."""
         x0, x1, y0, y1 = self.view(step)
         n = self.params["n"]
         rows, cols = shard.index
         dx, dy = (x1 - x0) / n, (y1 - y0) / n
-        counts = self._kernel(x0 + cols.start * dx, x0 + cols.stop * dx,
-                              y0 + rows.start * dy, y0 + rows.stop * dy,
-                              cols.stop - cols.start, rows.stop - rows.start, self.params["max_iter"])
+        return (x0 + cols.start * dx, x0 + cols.stop * dx, y0 + rows.start * dy, y0 + rows.stop * dy)
+
+    def compute(self, shard, arr, step):
+        rows, cols = shard.index
+        counts = self._kernel(*self._bounds(shard, step), cols.stop - cols.start, rows.stop - rows.start,
+                              self.params["max_iter"])
         return counts, self._iterations(counts)
