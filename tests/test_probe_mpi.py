@@ -63,8 +63,9 @@ def test_transport_probe_times_one_call_on_every_rank(comm):
     assert big.shard_bytes == 3 << 20
     assert np.isfinite(big.s_per_byte) and big.s_per_byte >= 0
     assert np.isfinite(big.copy_s_per_byte) and big.copy_s_per_byte > 0
-    assert all(r == (big.s_per_byte, big.copy_s_per_byte)
-               for r in comm.allgather((big.s_per_byte, big.copy_s_per_byte)))
+    assert np.isfinite(big.fresh_s_per_byte) and 0 <= big.fresh_s_per_byte < 1e-6
+    assert all(r == (big.s_per_byte, big.copy_s_per_byte, big.fresh_s_per_byte)
+               for r in comm.allgather((big.s_per_byte, big.copy_s_per_byte, big.fresh_s_per_byte)))
     assert big.to_json()["shard_bytes"] == 3 << 20
     capped = probe_transport(comm, topo, rounds=1, warmup=0, shard_bytes=1 << 40)
     assert capped.shard_bytes == PROBE_SHARD_BYTES_MAX  # a huge shard is probed at the cap

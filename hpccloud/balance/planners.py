@@ -257,7 +257,8 @@ def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None =
         else:
             sched_s, ev.migration_bytes, ev.moved = model.migration_schedule(
                 p, owners_before, owners, pair_s=lambda *a: cal.pair_s(p, *a))
-            ev.migration_s = sched_s + cal.migration_extra_s(ev.migration_bytes)
+            ev.migration_s = (sched_s + cal.migration_extra_s(ev.migration_bytes)
+                              + cal.fresh_s(p, owners_before, owners, ev.moved))
     return ev
 
 

@@ -35,6 +35,7 @@ from hpccloud.balance.calibration import (
     MigrationSample,
     StepSample,
     fit_step_makespan,
+    fresh_bytes,
     relative_error,
 )
 
@@ -55,9 +56,18 @@ class Calibrator:
     """The run's calibration and the samples it was fitted from (kept on every rank)."""
 
     def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0,
-                 route_s_per_byte: float = float("nan"), pack_s_per_byte: float = float("nan")):
+                 route_s_per_byte: float = float("nan"), pack_s_per_byte: float = float("nan"),
+                 fresh_s_per_byte: float = float("nan"), rank_core=None):
         self.rank_host = host_labels(hosts)
         self.rank_region = tuple(rank_region)
+        # which ranks share cores (labels; None: none do), and the probe's cost of memory
+        # touched for the first time: a migration's first bytes pay it until one is measured
+        self.rank_core = None if rank_core is None else tuple(int(x) for x in rank_core)
+        self.fresh_prior_s_per_byte = float(fresh_s_per_byte)
+        # each rank's most bytes sent + received in one migration (memory it has touched),
+        # and every migration that went beyond it: (seconds beyond its warm price, fresh bytes)
+        self.warm_io_bytes = np.zeros(len(self.rank_host))
+        self.fresh: deque[tuple[float, float]] = deque(maxlen=MIGRATION_SAMPLES)
         # the transport probe's measured cost of one call (setup): a migration's fixed cost
         # until three migrations let the fit tell it from the per-call cost
         self.migration_fixed_prior_s = float(migration_fixed_s)
@@ -116,9 +126,14 @@ class Calibrator:
         else:
             self.plan_s.append(outside)
 
-    def add_migration(self, records: list[dict[str, Any]], achieved_s: float, pack_s: float) -> None:
+    def add_migration(self, records: list[dict[str, Any]], achieved_s: float, pack_s: float,
+                      predicted_s: float | None = None) -> None:
         """One migration: bytes per route class on its busiest rank, calls, and the move's
-        wall time without packing and unpacking (``achieved_s``; those are ``pack_s``)."""
+        wall time without packing and unpacking (``achieved_s``; those are ``pack_s``).
+
+        ``predicted_s`` is the plan's price of the move on the current calibration
+        (packing included): with it, a move that touched fresh memory measures what that
+        cost (its time beyond the rest of the price, per fresh byte)."""
         size = len(self.rank_host)
         per = np.zeros((size, len(ROUTES)))
         sends, recvs = np.zeros(size), np.zeros(size)
@@ -137,7 +152,13 @@ class Calibrator:
                 received[b] += float(secs)
         if not records:
             return
-        k = int(np.argmax(per.sum(axis=1)))
+        io = per.sum(axis=1)  # each rank's bytes sent + received
+        fresh = fresh_bytes(io, self.warm_io_bytes, self.rank_core)
+        if predicted_s is not None and fresh > 0:
+            warm_price = predicted_s - self.calibration.fresh_s_per_byte * fresh
+            self.fresh.append((float(achieved_s) + float(pack_s) - warm_price, fresh))
+        self.warm_io_bytes = np.maximum(self.warm_io_bytes, io)
+        k = int(np.argmax(io))
         by_route = cast("tuple[float, float, float]", tuple(float(x) for x in per[k]))
         sample = MigrationSample(by_route, int(sends[k] + recvs[k]), float(achieved_s),
                                  pack_s=float(pack_s), total_bytes=total)
@@ -167,10 +188,14 @@ class Calibrator:
         """What is known before any sample: the hosts, and the transport probe's figures."""
         route = self.route_prior_s_per_byte
         pack = self.pack_prior_s_per_byte
+        fresh = self.fresh_prior_s_per_byte
         return Calibration(rank_host=self.rank_host, migration_fixed_s=self.migration_fixed_prior_s,
                            route_s_per_byte=(route, route, route) if np.isfinite(route) and route >= 0
                            else Calibration.route_s_per_byte,
-                           pack_s_per_byte=pack if np.isfinite(pack) and pack >= 0 else 0.0)
+                           pack_s_per_byte=pack if np.isfinite(pack) and pack >= 0 else 0.0,
+                           fresh_s_per_byte=fresh if np.isfinite(fresh) and fresh >= 0 else 0.0,
+                           rank_core=self.rank_core,
+                           warm_io_bytes=tuple(float(x) for x in self.warm_io_bytes))
 
     def route(self, a: int, b: int) -> int:
         """Route class of a transfer from rank ``a`` to ``b`` (index into ``ROUTES``)."""
@@ -236,6 +261,9 @@ class Calibrator:
             cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
                                       migration_fixed_s=fixed, pack_s_per_byte=pack,
                                       samples=cal.samples + len(self.rounds))
+        if self.fresh:  # Σ beyond / Σ fresh bytes: the moves that touched the most weigh the most
+            cal = dataclasses.replace(cal, fresh_s_per_byte=max(
+                0.0, sum(t for t, _ in self.fresh) / sum(b for _, b in self.fresh)))
         if self.plan_s:
             cal = dataclasses.replace(cal, plan_fixed_s=float(np.median(self.plan_s)))
         self.calibration = cal

@@ -133,7 +133,7 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
         if job.cfg.calibrate and job.rank == 0:
             pack = record["pack_s"] + record["unpack_s"]
             job.calibrator.add_migration(job.audit[-record["transfers"]:],
-                                         max(0.0, move_s - pack), pack)
+                                         max(0.0, move_s - pack), pack, record["migration_s"])
         job.tracer.add("move", "rebalance", t_plan, t_end, after_step=step)
     record["achieved_step_s_before"] = window.median_step_s()
     record["phases_s"] = {"models": t_models - t0, "plan": t_plan - t_models,

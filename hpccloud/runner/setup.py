@@ -160,8 +160,10 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     probe = job.transport_probe
     priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
                                        "route_s_per_byte": probe.s_per_byte,
-                                       "pack_s_per_byte": 2.0 * probe.copy_s_per_byte}
-    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, **priors)
+                                       "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
+                                       "fresh_s_per_byte": probe.fresh_s_per_byte}
+    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, rank_core=job.cores.group,
+                                **priors)
     job.setup_s["models"] = time.perf_counter() - t0
     if cfg.restart:
         from hpccloud.runner.checkpointing import restart

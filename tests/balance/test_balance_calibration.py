@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from balance_testutil import problems
@@ -115,12 +117,15 @@ def test_terms_no_sample_exercises_keep_the_prior():
 
 
 def test_calibration_json_round_trip_and_bad_values():
-    cal = Calibration(step_fixed_s=1e-3, route_s_per_byte=(1e-10, float("nan"), 1e-8), rank_host=(0, 0, 1))
+    cal = Calibration(step_fixed_s=1e-3, route_s_per_byte=(1e-10, float("nan"), 1e-8), rank_host=(0, 0, 1),
+                      fresh_s_per_byte=1e-9, rank_core=(0, 1, 1), warm_io_bytes=(1e6, 0.0, 2e6))
     again = Calibration.from_json(cal.to_json())
     assert again.to_json() == cal.to_json()
     assert cal.to_json()["route_s_per_byte"]["same_region"] is None
     with pytest.raises(InvalidArgument, match="step_fixed_s"):
         Calibration(step_fixed_s=-1.0)
+    with pytest.raises(InvalidArgument, match="fresh_s_per_byte"):
+        Calibration(fresh_s_per_byte=float("nan"))
     with pytest.raises(InvalidArgument, match="unknown key"):
         Calibration.from_json({"step_fixd_s": 1.0})
 
@@ -194,3 +199,33 @@ def test_gate_never_opens_when_calibrated_gain_times_horizon_is_below_calibrated
         assert gain_s * horizon > mp.migration_s
     assert np.all(p.allowed[p.class_id, mp.owners_after])
     assert IDENTITY.samples == 0
+
+
+def test_fresh_memory_is_priced_on_the_busiest_core_group_beyond_each_ranks_busiest_move():
+    p = make_problem("hetero-speed", 4, 2, 40).warm()
+    before = p.owners.copy()
+    after = before.copy()
+    moved = np.flatnonzero(before == 0)[:3]  # three shards from rank 0: two to rank 2, one to rank 3
+    after[moved] = [2, 2, 3]
+    nb = p.nbytes_f64[moved]
+    cold = Calibration(fresh_s_per_byte=1e-9)  # nothing touched yet, every rank on its own core
+    io = np.array([nb.sum(), 0.0, nb[:2].sum(), nb[2]])
+    assert cold.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * io.max())
+    # ranks 0 and 3 share a core: they fault one after another
+    shared = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 0))
+    assert shared.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * (io[0] + io[3]))
+    # memory a rank touched in an earlier move is warm: only the bytes beyond it are fresh
+    warm = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 0), warm_io_bytes=tuple(io - [1e3, 0, 0, 0]))
+    assert warm.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * 1e3)
+    assert Calibration(fresh_s_per_byte=1e-9, warm_io_bytes=tuple(io)).fresh_s(p, before, after, moved) == 0.0
+    assert cold.fresh_s(p, before, before, np.zeros(0, np.int64)) == 0.0
+    # the planners price it: the same plan costs the fresh bytes more when nothing is warm
+    base = Calibration(migration_fixed_s=1e-3, route_s_per_byte=(1e-10,) * 3)
+    opts = {"horizon_steps": 50}
+    m0 = plan_problem(p, "greedy", PlanOptions(calibration=base, **opts))
+    m1 = plan_problem(p, "greedy", PlanOptions(calibration=dataclasses.replace(base, fresh_s_per_byte=1e-9), **opts))
+    assert m0.moves and np.array_equal(m0.owners_after, m1.owners_after)
+    moved = np.flatnonzero(p.owners != m0.owners_after)
+    io = (np.bincount(p.owners[moved], p.nbytes_f64[moved], p.n_ranks)
+          + np.bincount(m0.owners_after[moved], p.nbytes_f64[moved], p.n_ranks))
+    assert m1.migration_s - m0.migration_s == pytest.approx(1e-9 * io.max())

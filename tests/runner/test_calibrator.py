@@ -200,3 +200,28 @@ def test_shared_core_records_keep_the_compute_term_and_topo_moves_work_off_the_c
     assert plan.gate_passed and len(plan.moves) > 0
     assert set(plan.moves.dst_rank.tolist()) == {2}
     assert plan.makespan_after_s < 0.85 * plan.makespan_before_s
+
+
+def test_a_move_into_fresh_memory_measures_its_cost_and_warms_the_ranks():
+    # ranks 1 and 2 share a core; the probe said 1 ns per fresh byte, the moves pay 3
+    c = Calibrator(hosts=["a", "a", "a"], rank_region=["eu", "eu", "eu"], fresh_s_per_byte=1e-9,
+                   rank_core=[0, 1, 1])
+    cal = c.refit()
+    assert cal.fresh_s_per_byte == 1e-9 and cal.rank_core == (0, 1, 1) and cal.warm_io_bytes == (0, 0, 0)
+    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 2e6, "seconds": 1e-4},
+            {"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 1e-4}]
+    # fresh: rank 0 sent 3 MB (core 0); ranks 1 and 2 received 3 MB on core 1 -> 3 MB
+    warm_price = 0.004
+    c.add_migration(recs, achieved_s=warm_price + 3e6 * 3e-9 - 0.001, pack_s=0.001,
+                    predicted_s=warm_price + 3e6 * 1e-9)
+    cal = c.refit()
+    assert cal.fresh_s_per_byte == pytest.approx(3e-9)
+    assert cal.warm_io_bytes == (3e6, 2e6, 1e6)
+    # the same move again meets warm memory: no sample, and priced without it
+    c.add_migration(recs, achieved_s=warm_price, pack_s=0.0, predicted_s=warm_price)
+    assert len(c.fresh) == 1
+    p = Problem.uniform(np.ones(3), np.array([0, 0, 0]), [1.0, 1.0, 1.0], nbytes=np.array([2e6, 1e6, 1e6]))
+    moved = np.array([0, 1])
+    assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 0]), moved) == 0.0
+    # a bigger one: 1 MB more on rank 0's core, priced at the measured rate
+    assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 2]), np.arange(3)) == pytest.approx(1e6 * 3e-9)
