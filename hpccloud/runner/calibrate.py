@@ -44,6 +44,9 @@ STEP_SAMPLES = 48
 MIGRATION_SAMPLES = 16
 #: transfers kept per route class for the route's throughput
 TRANSFER_SAMPLES = 256
+#: a move is cold when more than this share of its busiest core's bytes met memory never
+#: touched before (see :meth:`Calibrator.add_migration`)
+COLD_SHARE = 0.25
 
 
 def host_labels(hosts) -> tuple[int, ...]:
@@ -154,7 +157,16 @@ class Calibrator:
             return
         io = per.sum(axis=1)  # each rank's bytes sent + received
         fresh = fresh_bytes(io, self.warm_io_bytes, self.rank_core)
-        if predicted_s is not None and fresh > 0:
+        # a move mostly into memory its ranks never touched (every job's first; a later one
+        # bigger than any before): receive buffers, packed and unpacked copies fault in. On
+        # the default job at 2 ranks the first move's 12 transfers took 4.1 ms against
+        # 1.0-1.5 ms for later ones, its unpack 4.4 ms against 0.3-1.8; a second move of
+        # 8.9 MB from a rank that had sent 2 MB packed at 1.4 ns/B, where warm moves pack at
+        # 0.3-0.4. Such a move measures the fresh-memory term (its time beyond the rest of its
+        # price) and is kept out of the transfers' and packing's fits: priced on it, every
+        # later move looked too dear (2x), and the gate stayed closed
+        cold = fresh > COLD_SHARE * fresh_bytes(io, None, self.rank_core)
+        if cold and predicted_s is not None:
             warm_price = predicted_s - self.calibration.fresh_s_per_byte * fresh
             self.fresh.append((float(achieved_s) + float(pack_s) - warm_price, fresh))
         self.warm_io_bytes = np.maximum(self.warm_io_bytes, io)
@@ -165,17 +177,12 @@ class Calibrator:
         # the move's rounds: its wall time beyond its data phase (which ends with the slowest
         # receiver's last shard; each receiver times its shards back to back) is the
         # barriers, the agreement on the plan, the bookkeeping per shard and the closing
-        # gather. They meet no fresh memory, so the first migration's count too
+        # gather. They meet no fresh memory, so a cold move's count too
         self.rounds.append((max(0.0, float(achieved_s) - float(received.max())),
                             int(np.maximum(sends, recvs).max())))
-        # the first migration's bytes meet fresh memory (receive buffers and unpacked arrays
-        # faulting in before the pool holds any): on the default job at 2 ranks its 12
-        # transfers took 4.1 ms against 1.0-1.5 ms for later ones, its unpack 4.4 ms against
-        # 0.3-1.8. Priced on them, every later move looks too dear, the gate stays closed and
-        # no cheaper sample ever comes: its bytes are kept for the record but not fitted
-        # (until a second migration the routes and packing keep the transport probe's figures)
         if self.first_migration is None:
             self.first_migration = sample
+        if cold:  # recorded, not fitted (the routes and packing keep their figures)
             return
         self.migrations.append(sample)
         for r in records:

@@ -218,10 +218,28 @@ def test_a_move_into_fresh_memory_measures_its_cost_and_warms_the_ranks():
     assert cal.fresh_s_per_byte == pytest.approx(3e-9)
     assert cal.warm_io_bytes == (3e6, 2e6, 1e6)
     # the same move again meets warm memory: no sample, and priced without it
-    c.add_migration(recs, achieved_s=warm_price, pack_s=0.0, predicted_s=warm_price)
-    assert len(c.fresh) == 1
+    c.add_migration(recs, achieved_s=warm_price, pack_s=3e6 * 1e-10, predicted_s=warm_price)
+    assert len(c.fresh) == 1 and len(c.migrations) == 1
+    assert c.refit().pack_s_per_byte == pytest.approx(1e-10)  # the cold move's packing is not fitted
     p = Problem.uniform(np.ones(3), np.array([0, 0, 0]), [1.0, 1.0, 1.0], nbytes=np.array([2e6, 1e6, 1e6]))
     moved = np.array([0, 1])
     assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 0]), moved) == 0.0
     # a bigger one: 1 MB more on rank 0's core, priced at the measured rate
     assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 2]), np.arange(3)) == pytest.approx(1e6 * 3e-9)
+
+
+def test_a_later_move_mostly_into_fresh_memory_is_kept_out_of_the_warm_fits():
+    c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], fresh_s_per_byte=1e-9)
+    small = [{"src_rank": 0, "dst_rank": 1, "nbytes": 1e6, "seconds": 1e-4}]
+    c.add_migration(small, achieved_s=0.003, pack_s=0.0, predicted_s=0.003)  # first: cold
+    c.add_migration(small, achieved_s=0.002, pack_s=1e6 * 2e-10, predicted_s=0.002)  # warm
+    # 4 MB where 1 MB was touched: 3/4 fresh -> cold; its packing is slow and not fitted
+    big = [{"src_rank": 0, "dst_rank": 1, "nbytes": 4e6, "seconds": 4e-3}]
+    c.add_migration(big, achieved_s=0.010, pack_s=4e6 * 1.5e-9, predicted_s=0.006 + 3e6 * 1e-9)
+    cal = c.refit()
+    assert cal.pack_s_per_byte == pytest.approx(2e-10) and cal.route_s_per_byte[0] == pytest.approx(1e-10)
+    assert len(c.fresh) == 2 and cal.warm_io_bytes == (4e6, 4e6)
+    # 5 MB: 1/5 fresh -> warm, fitted
+    c.add_migration([{"src_rank": 0, "dst_rank": 1, "nbytes": 5e6, "seconds": 5e-4}],
+                    achieved_s=0.004, pack_s=5e6 * 2e-10, predicted_s=0.004)
+    assert len(c.fresh) == 2 and len(c.migrations) == 2
