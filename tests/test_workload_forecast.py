@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hpccloud.runner.options import RunConfig
-from hpccloud.runner.rebalance import FORECAST_STEPS, workload_forecast
+from hpccloud.runner.rebalance import FORECAST_STEPS, changing_units, workload_forecast
 from hpccloud.runner.setup import estimate_steps
 from hpccloud.runner.window import Window
 from hpccloud.workloads import make_workload
@@ -73,19 +73,38 @@ def _job(wl, work, steps=60):
 def test_next_window_work_is_the_measured_work_scaled_by_the_models_change():
     wl = make_workload("stencil2d", {"n": 128, "grid": 8, "period": 16})
     shards = wl.shard_map(2).shards
-    measured = np.random.default_rng(1).uniform(1.0, 2.0, len(shards))
     window = Window()
     for t in range(10, 20):
         window.add({"step": t}, {})
-    ahead = workload_forecast(_job(wl, measured), window, step=19, horizon=10)
     past, future = [10, 14, 19], [20, 24, 29]  # FORECAST_STEPS of each window, spread
-    assert len(ahead) == 1 + FORECAST_STEPS
     est = np.array([[wl.work_estimate(s, t) for s in shards] for t in past + future])
-    want = measured * est[3:] / est[:3].mean(axis=0)
+    then = est[:3].mean(axis=0)
+    measured = then * np.random.default_rng(1).uniform(0.9, 1.1, len(shards))  # noisy, in step
+    ahead = workload_forecast(_job(wl, measured), window, step=19, horizon=10)
+    assert len(ahead) == 1 + FORECAST_STEPS
+    want = np.maximum(0.0, measured + changing_units(then, measured) * (est[3:] - then))
     assert np.allclose(ahead[1:], want)
     assert np.allclose(ahead[0], want.mean(axis=0))
     # the hot spot moves on: some shard's work changes, and none is made up from nothing
     assert not np.allclose(ahead[0], measured)
+
+
+def test_only_the_part_of_the_work_the_model_sees_changes():
+    # measured = a constant per shard (dispatch) + k x the model's estimate: the forecast
+    # moves only the k part, so a tile entering the hot spot is not forecast 7x its work
+    wl = make_workload("stencil2d", {"n": 128, "grid": 8, "period": 16})
+    shards = wl.shard_map(2).shards
+    window = Window()
+    for t in range(10, 20):
+        window.add({"step": t}, {})
+    past, future = [10, 14, 19], [20, 24, 29]
+    est = np.array([[wl.work_estimate(s, t) for s in shards] for t in past + future])
+    measured = 3.0 + 0.5 * est[:3].mean(axis=0)
+    ahead = workload_forecast(_job(wl, measured), window, step=19, horizon=10)
+    assert np.allclose(ahead[1:], 3.0 + 0.5 * est[3:])
+    # no spread in the estimate: the two parts cannot be told apart, all of it scales
+    assert changing_units(np.full(4, 2.0), np.array([1.0, 2.0, 3.0, 6.0])) == 1.5
+    assert changing_units(np.zeros(3), np.ones(3)) == 0.0
 
 
 def test_no_forecast_without_a_model_or_without_steps_left():
