@@ -70,16 +70,22 @@ def _job(wl, work, steps=60):
     return SimpleNamespace(wl=wl, shard_map=m, cfg=RunConfig(steps=steps, rebalance_every=10))
 
 
-def test_next_window_work_is_the_measured_work_scaled_by_the_models_change():
+def _hot_spot_window():
+    """A stencil with a moving hot spot, a measured window of steps 10-19, and the model's
+    estimate of every shard at the FORECAST_STEPS steps of each window (spread)."""
     wl = make_workload("stencil2d", {"n": 128, "grid": 8, "period": 16})
-    shards = wl.shard_map(2).shards
     window = Window()
     for t in range(10, 20):
         window.add({"step": t}, {})
-    past, future = [10, 14, 19], [20, 24, 29]  # FORECAST_STEPS of each window, spread
-    est = np.array([[wl.work_estimate(s, t) for s in shards] for t in past + future])
+    est = np.array([[wl.work_estimate(s, t) for s in wl.shard_map(2).shards]
+                    for t in (10, 14, 19, 20, 24, 29)])
+    return wl, window, est
+
+
+def test_next_window_work_is_the_measured_work_scaled_by_the_models_change():
+    wl, window, est = _hot_spot_window()
     then = est[:3].mean(axis=0)
-    measured = then * np.random.default_rng(1).uniform(0.9, 1.1, len(shards))  # noisy, in step
+    measured = then * np.random.default_rng(1).uniform(0.9, 1.1, then.size)  # noisy, in step
     ahead = workload_forecast(_job(wl, measured), window, step=19, horizon=10)
     assert len(ahead) == 1 + FORECAST_STEPS
     want = np.maximum(0.0, measured + changing_units(then, measured) * (est[3:] - then))
@@ -92,13 +98,7 @@ def test_next_window_work_is_the_measured_work_scaled_by_the_models_change():
 def test_only_the_part_of_the_work_the_model_sees_changes():
     # measured = a constant per shard (dispatch) + k x the model's estimate: the forecast
     # moves only the k part, so a tile entering the hot spot is not forecast 7x its work
-    wl = make_workload("stencil2d", {"n": 128, "grid": 8, "period": 16})
-    shards = wl.shard_map(2).shards
-    window = Window()
-    for t in range(10, 20):
-        window.add({"step": t}, {})
-    past, future = [10, 14, 19], [20, 24, 29]
-    est = np.array([[wl.work_estimate(s, t) for s in shards] for t in past + future])
+    wl, window, est = _hot_spot_window()
     measured = 3.0 + 0.5 * est[:3].mean(axis=0)
     ahead = workload_forecast(_job(wl, measured), window, step=19, horizon=10)
     assert np.allclose(ahead[1:], 3.0 + 0.5 * est[3:])
