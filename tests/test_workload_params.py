@@ -95,3 +95,19 @@ def test_stencil_pack_writes_a_recycled_buffer_and_unpack_restores_the_tile():
     back = wl.unpack(shard, again)
     assert back.shape == tile.shape and np.array_equal(back[1:-1, 1:-1], tile[1:-1, 1:-1])
     assert not back[0].any() and not back[-1].any() and not back[:, 0].any() and not back[:, -1].any()
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_unpack_copies_says_what_unpack_does(name):
+    """The migration model prices ``unpack_copies`` bytes of new memory per byte received:
+    every workload's figure must be what its unpack really writes."""
+    import numpy as np
+
+    wl = make_workload(name)
+    shard_map = wl.shard_map(2)
+    shard = next(s for s in shard_map.shards if np.prod(s.shape) > 0)
+    payload = np.ascontiguousarray(wl.pack(shard, wl.initial(shard)))
+    arr = wl.unpack(shard, payload)
+    copied = 0.0 if np.may_share_memory(arr, payload) else arr.nbytes / payload.nbytes
+    assert wl.unpack_copies == pytest.approx(copied, rel=0.1), (
+        f"{name}.unpack_copies={wl.unpack_copies}, its unpack writes {copied:.2f} bytes per byte")

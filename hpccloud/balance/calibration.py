@@ -25,11 +25,13 @@ route_s_per_byte[route]`` — the transport's *achieved* throughput per route cl
 (:data:`ROUTES`: same host, same region, across regions), not the raw link β.
 A route never measured falls back to the link model (``α + n/β``).
 ``fresh`` is memory the ranks touch for the first time (:meth:`Calibration.fresh_s`):
-each rank's bytes sent + received beyond its busiest migration so far
-(``warm_io_bytes``), summed over the ranks that share cores (``rank_core``),
-of the busiest core group, × ``fresh_s_per_byte``. A job's first migrations
-took 3-4x their price without it (stencil2d, 4 ranks on 2 cores: 26-37 ms
-against 7-9 ms); the later ones meet the memory the first touched.
+each rank's bytes sent + received (received twice where the workload's unpack
+copies them, ``unpack_copies``) beyond the most it touched in one migration so
+far (``warm_io_bytes``); the senders' fresh bytes summed over the ranks that
+share cores (``rank_core``) on their busiest core group, plus the receivers'
+on theirs, × ``fresh_s_per_byte``. A job's first migrations took 3-4x their
+price without it (stencil2d, 4 ranks on 2 cores: 26-37 ms against 7-9 ms); the
+later ones meet the memory the first touched.
 ``plan_fixed_s`` (planning + agreement rounds) is paid by every rebalance,
 moves or not; it is reported, and the gate does not count it (it is spent either way).
 
@@ -72,8 +74,9 @@ class Calibration:
     region"; without it every pair inside a region counts as ``same_region``.
     ``samples`` is how many records the fit used (0 for a prior).
     ``rank_core`` [P] labels the ranks that share cores alike (None: none
-    share) and ``warm_io_bytes`` [P] is the most each rank has sent + received
-    in one migration (None: nothing yet), for :meth:`fresh_s`.
+    share), ``warm_io_bytes`` [P] the most memory each rank has touched in one
+    migration (:func:`touched_bytes`; None: nothing yet) and ``unpack_copies``
+    the bytes the workload's unpack writes per byte received, for :meth:`fresh_s`.
     """
 
     step_fixed_s: float = 0.0
@@ -90,10 +93,12 @@ class Calibration:
     fresh_s_per_byte: float = 0.0
     rank_core: tuple[int, ...] | None = None
     warm_io_bytes: tuple[float, ...] | None = None
+    unpack_copies: float = 0.0
 
     def __post_init__(self) -> None:
         for f in ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale", "plan_fixed_s",
-                  "migration_fixed_s", "per_call_s", "pack_s_per_byte", "fresh_s_per_byte"):
+                  "migration_fixed_s", "per_call_s", "pack_s_per_byte", "fresh_s_per_byte",
+                  "unpack_copies"):
             x = getattr(self, f)
             if not (np.isfinite(x) and x >= 0):
                 raise InvalidArgument(f"Calibration.{f} must be finite and >= 0, got {x!r}")
@@ -138,13 +143,14 @@ class Calibration:
     def fresh_s(self, p: Problem, owners_before: np.ndarray, owners_after: np.ndarray,
                 moved: np.ndarray) -> float:
         """What moving shards ``moved`` pays for memory its ranks touch for the first time
-        (:func:`fresh_bytes` of each rank's bytes sent + received, × ``fresh_s_per_byte``)."""
+        (:func:`fresh_bytes` of each rank's bytes sent and received, × ``fresh_s_per_byte``)."""
         if self.fresh_s_per_byte <= 0 or moved.size == 0:
             return 0.0
         nbytes = p.nbytes_f64[moved]
-        io = (np.bincount(owners_before[moved], nbytes, p.n_ranks)
-              + np.bincount(owners_after[moved], nbytes, p.n_ranks))
-        return self.fresh_s_per_byte * fresh_bytes(io, self.warm_io_bytes, self.rank_core)
+        sent = np.bincount(owners_before[moved], nbytes, p.n_ranks)
+        received = np.bincount(owners_after[moved], nbytes, p.n_ranks)
+        return self.fresh_s_per_byte * fresh_bytes(sent, received, self.warm_io_bytes,
+                                                   self.rank_core, self.unpack_copies)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -172,24 +178,48 @@ class Calibration:
 IDENTITY = Calibration()
 
 
-def fresh_bytes(io_bytes: ArrayLike, warm_io_bytes: ArrayLike | None = None,
-                rank_core: ArrayLike | None = None) -> float:
-    """Bytes of first-touched memory on a migration's busiest core group.
+def touched_bytes(sent: ArrayLike, received: ArrayLike, unpack_copies: float = 0.0) -> np.ndarray:
+    """Bytes of memory each rank writes in a move: what it sends (a pack's copy, or the
+    transport's send) plus what it receives, again where unpack copies it into arrays of
+    its own (``unpack_copies``: the workload's :attr:`~hpccloud.workloads.base.Workload.unpack_copies`).
 
-    Each rank's bytes sent + received (``io_bytes`` [P]) beyond ``warm_io_bytes``
-    (its busiest migration so far; None: none), summed over the ranks of each
-    core group (``rank_core`` labels; None: a rank per core): ranks that share a
-    core fault one after another.
-
-    >>> fresh_bytes([4.0, 1.0, 2.0], [1.0, 0.0, 3.0], rank_core=[0, 1, 1])
-    3.0
+    >>> touched_bytes([4.0, 0.0], [0.0, 4.0], unpack_copies=1.0)
+    array([4., 8.])
     """
-    io = np.asarray(io_bytes, np.float64)
-    fresh = np.maximum(0.0, io - (0.0 if warm_io_bytes is None else np.asarray(warm_io_bytes, np.float64)))
+    return (np.asarray(sent, np.float64)
+            + (1.0 + float(unpack_copies)) * np.asarray(received, np.float64))
+
+
+def fresh_bytes(sent: ArrayLike, received: ArrayLike, warm_io_bytes: ArrayLike | None = None,
+                rank_core: ArrayLike | None = None, unpack_copies: float = 0.0) -> float:
+    """Bytes of first-touched memory on a migration's path: its senders' busiest core
+    group, then its receivers'.
+
+    Each rank's :func:`touched_bytes` beyond ``warm_io_bytes`` (the most it
+    touched in one migration so far; None: none) is fresh; it is shared
+    between the rank's sending and receiving in proportion. Each side's fresh
+    bytes are summed over the ranks of each core group (``rank_core`` labels;
+    None: a rank per core: ranks that share a core fault one after another),
+    and the two sides' busiest groups add up: the senders pack and send before
+    the receivers' buffers fill and unpack.
+
+    >>> fresh_bytes([4.0, 0.0, 0.0], [0.0, 2.0, 2.0], rank_core=[0, 1, 1])
+    8.0
+    >>> fresh_bytes([4.0, 0.0, 0.0], [0.0, 2.0, 2.0], [2.0, 0.0, 0.0], rank_core=[0, 1, 1],
+    ...             unpack_copies=1.0)
+    10.0
+    """
+    sent = np.asarray(sent, np.float64)
+    received = (1.0 + float(unpack_copies)) * np.asarray(received, np.float64)
+    touched = sent + received
+    warm = 0.0 if warm_io_bytes is None else np.asarray(warm_io_bytes, np.float64)
+    share = np.divide(np.maximum(0.0, touched - warm), touched, out=np.zeros_like(touched),
+                      where=touched > 0)
     if rank_core is None:
-        return float(fresh.max(initial=0.0))
+        return float((share * sent).max(initial=0.0) + (share * received).max(initial=0.0))
     _, group = np.unique(np.asarray(rank_core), return_inverse=True)
-    return float(np.bincount(group, fresh).max(initial=0.0))
+    return float(np.bincount(group, share * sent).max(initial=0.0)
+                 + np.bincount(group, share * received).max(initial=0.0))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from hpccloud.balance.calibration import (
     fit_step_makespan,
     fresh_bytes,
     relative_error,
+    touched_bytes,
 )
 
 #: steps (per rank rows) and migrations kept for the fit: the machine drifts
@@ -60,20 +61,27 @@ class Calibrator:
 
     def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0,
                  route_s_per_byte: float = float("nan"), pack_s_per_byte: float = float("nan"),
-                 fresh_s_per_byte: float = float("nan"), rank_core=None):
+                 fresh_s_per_byte: float = float("nan"), rank_core=None,
+                 unpack_copies: float = 0.0, per_call_s: float = float("nan")):
         self.rank_host = host_labels(hosts)
         self.rank_region = tuple(rank_region)
         # which ranks share cores (labels; None: none do), and the probe's cost of memory
         # touched for the first time: a migration's first bytes pay it until one is measured
         self.rank_core = None if rank_core is None else tuple(int(x) for x in rank_core)
         self.fresh_prior_s_per_byte = float(fresh_s_per_byte)
-        # each rank's most bytes sent + received in one migration (memory it has touched),
+        # the bytes the workload's unpack writes per byte received (its own arrays)
+        self.unpack_copies = float(unpack_copies)
+        # each rank's most bytes touched in one migration (sent + received, see
+        # :func:`~hpccloud.balance.calibration.touched_bytes`),
         # and every migration that went beyond it: (seconds beyond its warm price, fresh bytes)
         self.warm_io_bytes = np.zeros(len(self.rank_host))
         self.fresh: deque[tuple[float, float]] = deque(maxlen=MIGRATION_SAMPLES)
         # the transport probe's measured cost of one call (setup): a migration's fixed cost
         # until three migrations let the fit tell it from the per-call cost
         self.migration_fixed_prior_s = float(migration_fixed_s)
+        # ... and of each shard beyond the first (its burst; NaN: not probed), until a
+        # migration of several shards is measured
+        self.per_call_prior_s = float(per_call_s)
         # ... and its shard-sized rounds (NaN: not probed): seconds per byte moved, on every
         # route until the route's own transfers are timed, and per byte packed + unpacked
         # until a migration's packing is. Without them the first migration was priced on
@@ -140,6 +148,7 @@ class Calibrator:
         size = len(self.rank_host)
         per = np.zeros((size, len(ROUTES)))
         sends, recvs = np.zeros(size), np.zeros(size)
+        sent, got = np.zeros(size), np.zeros(size)  # bytes
         received = np.zeros(size)  # each receiver's seconds on its shards (timed back to back)
         total = 0.0
         for r in records:
@@ -149,6 +158,8 @@ class Calibrator:
             per[b, route] += n
             sends[a] += 1
             recvs[b] += 1
+            sent[a] += n
+            got[b] += n
             total += n
             secs = r.get("seconds")
             if secs is not None and np.isfinite(secs):
@@ -156,7 +167,7 @@ class Calibrator:
         if not records:
             return
         io = per.sum(axis=1)  # each rank's bytes sent + received
-        fresh = fresh_bytes(io, self.warm_io_bytes, self.rank_core)
+        fresh = fresh_bytes(sent, got, self.warm_io_bytes, self.rank_core, self.unpack_copies)
         # a move mostly into memory its ranks never touched (every job's first; a later one
         # bigger than any before): receive buffers, packed and unpacked copies fault in. On
         # the default job at 2 ranks the first move's 12 transfers took 4.1 ms against
@@ -165,11 +176,13 @@ class Calibrator:
         # 0.3-0.4. Such a move measures the fresh-memory term (its time beyond the rest of its
         # price) and is kept out of the transfers' and packing's fits: priced on it, that
         # run's next moves were predicted at 2x what they took (19.0 ms for 10.0, 19.6 for 8.5)
-        cold = fresh > COLD_SHARE * fresh_bytes(io, None, self.rank_core)
+        cold = fresh > COLD_SHARE * fresh_bytes(sent, got, None, self.rank_core,
+                                                self.unpack_copies)
         if cold and predicted_s is not None:
             warm_price = predicted_s - self.calibration.fresh_s_per_byte * fresh
             self.fresh.append((float(achieved_s) + float(pack_s) - warm_price, fresh))
-        self.warm_io_bytes = np.maximum(self.warm_io_bytes, io)
+        self.warm_io_bytes = np.maximum(self.warm_io_bytes,
+                                        touched_bytes(sent, got, self.unpack_copies))
         k = int(np.argmax(io))
         by_route = cast("tuple[float, float, float]", tuple(float(x) for x in per[k]))
         sample = MigrationSample(by_route, int(sends[k] + recvs[k]), float(achieved_s),
@@ -196,12 +209,16 @@ class Calibrator:
         route = self.route_prior_s_per_byte
         pack = self.pack_prior_s_per_byte
         fresh = self.fresh_prior_s_per_byte
-        return Calibration(rank_host=self.rank_host, migration_fixed_s=self.migration_fixed_prior_s,
+        per_call = self.per_call_prior_s if np.isfinite(self.per_call_prior_s) else 0.0
+        # the probe's one-shard move is the fixed cost and that shard's call
+        return Calibration(rank_host=self.rank_host,
+                           migration_fixed_s=max(0.0, self.migration_fixed_prior_s - per_call),
                            route_s_per_byte=(route, route, route) if np.isfinite(route) and route >= 0
                            else Calibration.route_s_per_byte,
                            pack_s_per_byte=pack if np.isfinite(pack) and pack >= 0 else 0.0,
+                           per_call_s=max(0.0, per_call),
                            fresh_s_per_byte=fresh if np.isfinite(fresh) and fresh >= 0 else 0.0,
-                           rank_core=self.rank_core,
+                           rank_core=self.rank_core, unpack_copies=self.unpack_copies,
                            warm_io_bytes=tuple(float(x) for x in self.warm_io_bytes))
 
     def route(self, a: int, b: int) -> int:
@@ -263,7 +280,7 @@ class Calibrator:
                     else prior.pack_s_per_byte)
             probe = self.migration_fixed_prior_s  # one shard's move; 0: not probed
             slopes = [max(0.0, (r - probe) / (c - 1)) for r, c in self.rounds if c > 1 and probe > 0]
-            per_call = float(np.median(slopes)) if slopes else 0.0
+            per_call = float(np.median(slopes)) if slopes else prior.per_call_s
             fixed = max(0.0, float(np.median([r - per_call * c for r, c in self.rounds])))
             cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
                                       migration_fixed_s=fixed, pack_s_per_byte=pack,

@@ -229,6 +229,13 @@ class Workload:
         """Rebuild the stored array from a payload."""
         return payload
 
+    #: bytes :meth:`unpack` writes into arrays of its own per byte received (0: it keeps the
+    #: payload; 1: it copies it, e.g. into a tile with a halo ring). A migration's receivers
+    #: touch that much new memory besides their receive buffers, and the model prices it
+    #: (:func:`~hpccloud.balance.calibration.fresh_bytes`); a test holds every workload's
+    #: figure to what its unpack does
+    unpack_copies: float = 0.0
+
     def result_map(self, shard_map: ShardMap) -> ShardMap:
         """The shard map of the result arrays (default: the data's own)."""
         return shard_map

@@ -118,7 +118,7 @@ def test_terms_no_sample_exercises_keep_the_prior():
 
 def test_calibration_json_round_trip_and_bad_values():
     cal = Calibration(step_fixed_s=1e-3, route_s_per_byte=(1e-10, float("nan"), 1e-8), rank_host=(0, 0, 1),
-                      fresh_s_per_byte=1e-9, rank_core=(0, 1, 1), warm_io_bytes=(1e6, 0.0, 2e6))
+                      fresh_s_per_byte=1e-9, rank_core=(0, 1, 1), warm_io_bytes=(1e6, 0.0, 2e6), unpack_copies=1.0)
     again = Calibration.from_json(cal.to_json())
     assert again.to_json() == cal.to_json()
     assert cal.to_json()["route_s_per_byte"]["same_region"] is None
@@ -201,23 +201,35 @@ def test_gate_never_opens_when_calibrated_gain_times_horizon_is_below_calibrated
     assert IDENTITY.samples == 0
 
 
-def test_fresh_memory_is_priced_on_the_busiest_core_group_beyond_each_ranks_busiest_move():
+def test_fresh_memory_is_priced_on_the_senders_then_the_receivers_busiest_core_group():
     p = make_problem("hetero-speed", 4, 2, 40).warm()
     before = p.owners.copy()
     after = before.copy()
     moved = np.flatnonzero(before == 0)[:3]  # three shards from rank 0: two to rank 2, one to rank 3
     after[moved] = [2, 2, 3]
     nb = p.nbytes_f64[moved]
-    cold = Calibration(fresh_s_per_byte=1e-9)  # nothing touched yet, every rank on its own core
-    io = np.array([nb.sum(), 0.0, nb[:2].sum(), nb[2]])
-    assert cold.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * io.max())
-    # ranks 0 and 3 share a core: they fault one after another
-    shared = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 0))
-    assert shared.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * (io[0] + io[3]))
+    sent = np.array([nb.sum(), 0.0, 0.0, 0.0])
+    received = np.array([0.0, 0.0, nb[:2].sum(), nb[2]])
+    # nothing touched yet, every rank on its own core: rank 0 packs and sends, then the
+    # busiest receiver's buffers fill
+    cold = Calibration(fresh_s_per_byte=1e-9)
+    assert cold.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * (nb.sum() + received.max()))
+    # ranks 2 and 3 share a core: they fault one after another
+    shared = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 2))
+    assert shared.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * 2 * nb.sum())
+    # an unpack that copies: the receivers touch their bytes twice
+    copies = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 2), unpack_copies=1.0)
+    assert copies.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * 3 * nb.sum())
     # memory a rank touched in an earlier move is warm: only the bytes beyond it are fresh
-    warm = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 0), warm_io_bytes=tuple(io - [1e3, 0, 0, 0]))
+    touched = sent + received
+    warm = Calibration(fresh_s_per_byte=1e-9, rank_core=(0, 1, 2, 0),
+                       warm_io_bytes=tuple(touched - [1e3, 0, 0, 0]))
     assert warm.fresh_s(p, before, after, moved) == pytest.approx(1e-9 * 1e3)
-    assert Calibration(fresh_s_per_byte=1e-9, warm_io_bytes=tuple(io)).fresh_s(p, before, after, moved) == 0.0
+    assert Calibration(fresh_s_per_byte=1e-9, warm_io_bytes=tuple(touched)).fresh_s(p, before, after, moved) == 0.0
+    # a rank half warm: half of each of its sides is fresh
+    half = Calibration(fresh_s_per_byte=1e-9, warm_io_bytes=(0.0, 0.0, 0.5 * received[2], 0.0))
+    assert half.fresh_s(p, before, after, moved) == pytest.approx(
+        1e-9 * (nb.sum() + max(0.5 * received[2], received[3])))
     assert cold.fresh_s(p, before, before, np.zeros(0, np.int64)) == 0.0
     # the planners price it: the same plan costs the fresh bytes more when nothing is warm
     base = Calibration(migration_fixed_s=1e-3, route_s_per_byte=(1e-10,) * 3)
@@ -226,6 +238,6 @@ def test_fresh_memory_is_priced_on_the_busiest_core_group_beyond_each_ranks_busi
     m1 = plan_problem(p, "greedy", PlanOptions(calibration=dataclasses.replace(base, fresh_s_per_byte=1e-9), **opts))
     assert m0.moves and np.array_equal(m0.owners_after, m1.owners_after)
     moved = np.flatnonzero(p.owners != m0.owners_after)
-    io = (np.bincount(p.owners[moved], p.nbytes_f64[moved], p.n_ranks)
-          + np.bincount(m0.owners_after[moved], p.nbytes_f64[moved], p.n_ranks))
-    assert m1.migration_s - m0.migration_s == pytest.approx(1e-9 * io.max())
+    sent = np.bincount(p.owners[moved], p.nbytes_f64[moved], p.n_ranks)
+    received = np.bincount(m0.owners_after[moved], p.nbytes_f64[moved], p.n_ranks)
+    assert m1.migration_s - m0.migration_s == pytest.approx(1e-9 * (sent.max() + received.max()))

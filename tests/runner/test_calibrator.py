@@ -210,10 +210,10 @@ def test_a_move_into_fresh_memory_measures_its_cost_and_warms_the_ranks():
     assert cal.fresh_s_per_byte == 1e-9 and cal.rank_core == (0, 1, 1) and cal.warm_io_bytes == (0, 0, 0)
     recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 2e6, "seconds": 1e-4},
             {"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 1e-4}]
-    # fresh: rank 0 sent 3 MB (core 0); ranks 1 and 2 received 3 MB on core 1 -> 3 MB
+    # fresh: rank 0 sent 3 MB (core 0), then ranks 1 and 2 received 3 MB on core 1 -> 6 MB
     warm_price = 0.004
-    c.add_migration(recs, achieved_s=warm_price + 3e6 * 3e-9 - 0.001, pack_s=0.001,
-                    predicted_s=warm_price + 3e6 * 1e-9)
+    c.add_migration(recs, achieved_s=warm_price + 6e6 * 3e-9 - 0.001, pack_s=0.001,
+                    predicted_s=warm_price + 6e6 * 1e-9)
     cal = c.refit()
     assert cal.fresh_s_per_byte == pytest.approx(3e-9)
     assert cal.warm_io_bytes == (3e6, 2e6, 1e6)
@@ -224,8 +224,9 @@ def test_a_move_into_fresh_memory_measures_its_cost_and_warms_the_ranks():
     p = Problem.uniform(np.ones(3), np.array([0, 0, 0]), [1.0, 1.0, 1.0], nbytes=np.array([2e6, 1e6, 1e6]))
     moved = np.array([0, 1])
     assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 0]), moved) == 0.0
-    # a bigger one: 1 MB more on rank 0's core, priced at the measured rate
-    assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 2]), np.arange(3)) == pytest.approx(1e6 * 3e-9)
+    # a bigger one: 1 MB more sent from rank 0's core, 1 MB more received by rank 2 (core 1),
+    # priced at the measured rate
+    assert c.refit().fresh_s(p, p.owners, np.array([1, 2, 2]), np.arange(3)) == pytest.approx(2e6 * 3e-9)
 
 
 def test_a_later_move_mostly_into_fresh_memory_is_kept_out_of_the_warm_fits():
@@ -235,7 +236,7 @@ def test_a_later_move_mostly_into_fresh_memory_is_kept_out_of_the_warm_fits():
     c.add_migration(small, achieved_s=0.002, pack_s=1e6 * 2e-10, predicted_s=0.002)  # warm
     # 4 MB where 1 MB was touched: 3/4 fresh -> cold; its packing is slow and not fitted
     big = [{"src_rank": 0, "dst_rank": 1, "nbytes": 4e6, "seconds": 4e-3}]
-    c.add_migration(big, achieved_s=0.010, pack_s=4e6 * 1.5e-9, predicted_s=0.006 + 3e6 * 1e-9)
+    c.add_migration(big, achieved_s=0.010, pack_s=4e6 * 1.5e-9, predicted_s=0.006 + 6e6 * 1e-9)
     cal = c.refit()
     assert cal.pack_s_per_byte == pytest.approx(2e-10) and cal.route_s_per_byte[0] == pytest.approx(1e-10)
     assert len(c.fresh) == 2 and cal.warm_io_bytes == (4e6, 4e6)
@@ -243,3 +244,34 @@ def test_a_later_move_mostly_into_fresh_memory_is_kept_out_of_the_warm_fits():
     c.add_migration([{"src_rank": 0, "dst_rank": 1, "nbytes": 5e6, "seconds": 5e-4}],
                     achieved_s=0.004, pack_s=5e6 * 2e-10, predicted_s=0.004)
     assert len(c.fresh) == 2 and len(c.migrations) == 2
+
+
+def test_an_unpack_that_copies_counts_the_received_bytes_twice():
+    # the stencil's unpack copies each payload into a tile with a halo ring: the receiver
+    # touches its receive buffer and the tile
+    c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], fresh_s_per_byte=1e-9,
+                   unpack_copies=1.0)
+    assert c.refit().unpack_copies == 1.0
+    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 1e6, "seconds": 1e-4}]
+    c.add_migration(recs, achieved_s=0.002 + 3e6 * 2e-9, pack_s=0.0, predicted_s=0.002 + 3e6 * 1e-9)
+    cal = c.refit()
+    assert cal.fresh_s_per_byte == pytest.approx(2e-9)
+    assert cal.warm_io_bytes == (1e6, 2e6)
+    # back the other way: rank 0 now receives 2 MB of touched memory where it had sent 1 MB
+    p = Problem.uniform(np.ones(1), np.array([1]), [1.0, 1.0], nbytes=np.array([1e6]))
+    assert cal.fresh_s(p, p.owners, np.array([0]), np.array([0])) == pytest.approx(1e6 * 2e-9)
+
+
+def test_the_probes_per_shard_cost_prices_the_first_move_until_one_is_measured():
+    # the probe: one shard's move 3 ms, each shard beyond the first of a burst 0.2 ms
+    c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], migration_fixed_s=3e-3,
+                   per_call_s=2e-4)
+    cal = c.refit()
+    assert cal.per_call_s == pytest.approx(2e-4)
+    assert cal.migration_fixed_s == pytest.approx(2.8e-3)  # the one-shard move less its call
+    # a move of 5 shards whose rounds took 5 ms: 0.5 ms per shard beyond the first
+    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 8.0, "seconds": 0.0} for _ in range(5)]
+    c.add_migration(recs, achieved_s=5e-3, pack_s=0.0)
+    assert c.refit().per_call_s == pytest.approx(5e-4)
+    # not probed (one rank): no per-shard cost until measured
+    assert Calibrator(hosts=["a"], rank_region=["eu"], migration_fixed_s=3e-3).refit().per_call_s == 0.0
