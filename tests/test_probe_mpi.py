@@ -57,10 +57,6 @@ def test_transport_probe_times_one_call_on_every_rank(comm):
     assert all(r == res.ring_s for r in comm.allgather(res.ring_s))
     assert res.to_json()["ring_s"] == res.ring_s
     assert res.to_json()["provenance"] == "measured"
-    # ... and of each shard beyond the first of a burst, the same on every rank
-    assert np.isfinite(res.per_call_s) and res.per_call_s >= 0
-    assert all(r == res.per_call_s for r in comm.allgather(res.per_call_s))
-    assert res.to_json()["per_call_s"] == res.per_call_s
     assert res.shard_bytes == 0 and not np.isfinite(res.s_per_byte)  # no shard-sized rounds asked
     # shard-sized rounds: per-byte prices of a move and of a copy, the same on every rank
     big = probe_transport(comm, topo, rounds=2, warmup=1, shard_bytes=3 << 20)

@@ -398,9 +398,6 @@ class TransportProbeResult:
     #: the slowest rank's CPU seconds per byte of memory it writes for the first time, beyond
     #: rewriting it (:func:`fresh_memory_s_per_byte`): a migration's first bytes pay it
     fresh_s_per_byte: float = float("nan")
-    #: what each shard beyond the first adds to a move: a burst of :data:`BURST_SHARDS`
-    #: 8-byte shards from one rank to the next, beyond ``fixed_s``, per shard (NaN: one rank)
-    per_call_s: float = float("nan")
 
     def to_json(self) -> dict:
         def num(x: float) -> float | None:
@@ -412,8 +409,7 @@ class TransportProbeResult:
                 "of the rounds", "ring_s": num(self.ring_s),
                 "shard_bytes": self.shard_bytes, "s_per_byte": num(self.s_per_byte),
                 "copy_s_per_byte": num(self.copy_s_per_byte),
-                "fresh_s_per_byte": num(self.fresh_s_per_byte),
-                "per_call_s": num(self.per_call_s)}
+                "fresh_s_per_byte": num(self.fresh_s_per_byte)}
 
 
 #: rank 0 works this long before it releases each round of :func:`probe_transport`, as a
@@ -425,9 +421,6 @@ PLAN_STANDIN_S = 2e-3
 
 #: the shard-sized rounds of :func:`probe_transport` move at most this much per rank
 PROBE_SHARD_BYTES_MAX = 8 << 20
-
-#: shards of :func:`probe_transport`'s burst: a migration's cost per shard
-BURST_SHARDS = 8
 
 
 def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 2,
@@ -469,10 +462,10 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     policy = Policy(dataclasses.replace(
         topology, data_classes={PROBE_CLASS: DataClass(PROBE_CLASS, regions, False)}))
 
-    def ring(elements: int, rounds: int, every_rank: bool = True, shards: int = 1):
-        """Pass ``shards`` shards of ``elements`` float64 per rank to the next rank ``rounds``
-        times (or, without ``every_rank``, rank 0's alone, round after round one rank
-        further); yield each round's wall time on this rank and the payload that arrived.
+    def ring(elements: int, rounds: int, every_rank: bool = True):
+        """Pass one shard of ``elements`` float64 per rank to the next rank ``rounds`` times
+        (or, without ``every_rank``, one shard alone, round after round one rank further);
+        yield each round's wall time on this rank and the payload that arrived.
 
         A round is timed over the span a migration's model prices (see
         :func:`hpccloud.runner.rebalance.migrate`): from the plan's broadcast
@@ -482,18 +475,15 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
         migration spent 3.5-5.9 ms: the barriers' waits for a shared core
         were outside it.
         """
-        shard_map = block_1d(size * shards * elements, size * shards, "<f8", size,
-                             data_class=PROBE_CLASS)
-        shard_map = shard_map.with_owners(np.arange(size * shards, dtype=np.int64) // shards,
-                                          version=0)
-        local = {sid: np.full(elements, float(rank))
-                 for sid in range(rank * shards, (rank + 1) * shards)}
+        shard_map = block_1d(size * elements, size, "<f8", size, data_class=PROBE_CLASS)
+        shard_map = shard_map.with_owners(np.arange(size, dtype=np.int64), version=0)
+        local = {rank: np.full(elements, float(rank))}
         for _ in range(rounds):
             after = shard_map.owners().copy()
             if every_rank:
                 after = (after + 1) % size
             else:
-                after[:shards] = (after[:shards] + 1) % size
+                after[0] = (after[0] + 1) % size
             if rank == 0:  # the plan takes a while: the other ranks' wait goes to sleep
                 until = time.perf_counter() + PLAN_STANDIN_S
                 while time.perf_counter() < until:
@@ -503,8 +493,7 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
             shard_map, local, records, _, _ = execute_aligned(comm, shard_map, local, after,
                                                               policy, key=key)
             sleeping_allgather(comm, np.zeros(3))  # the move's closing gather
-            yield (time.perf_counter() - t0, (local.get(rank) if every_rank and shards == 1 else None),
-                   records)
+            yield time.perf_counter() - t0, (local.get(rank) if every_rank else None), records
 
     def slowest(seconds) -> np.ndarray:
         out = np.empty(len(seconds))
@@ -518,20 +507,9 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     ring_s = float(np.median(slowest([t for t, _, _ in ring(1, warmup + rounds)])[warmup:]))
     timed = slowest([t for t, _, _ in ring(1, rounds, every_rank=False)])
     fixed = float(np.median(timed))
-    # a burst of shards from one rank to the next: what a migration pays per shard (its
-    # calls, headers, records, the Python around each), as the calibrator fits it from a
-    # job's moves (their rounds beyond a one-shard move, per shard beyond the first). Without
-    # it a job's first move was priced as if its shards cost nothing each: mandelbrot and
-    # particles, 3-37 shards, under-priced by a median 34 %
-    per_call = float("nan")
-    if size > 1:
-        burst = float(np.median(slowest([t for t, _, _ in ring(1, rounds, every_rank=False,
-                                                                 shards=BURST_SHARDS)])))
-        per_call = max(0.0, (burst - fixed) / (BURST_SHARDS - 1))
     nbytes = min(int(shard_bytes), PROBE_SHARD_BYTES_MAX) // 8 * 8
     if nbytes <= 0:
-        return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, ring_s=ring_s,
-                                    per_call_s=per_call)
+        return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, ring_s=ring_s)
     # the first round is not timed: it meets the size's first buffers. Seconds per byte as
     # the calibrator takes them from a migration's transfers (each timed by its receiver,
     # the same records on every rank): a difference of two rounds' wall times read 4x the
@@ -550,8 +528,7 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     per_byte = sum(float(r.seconds) for r in timed_records) / moved if moved > 0 else float("nan")
     return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, shard_bytes=nbytes,
                                 s_per_byte=per_byte, copy_s_per_byte=float(copy_s) / nbytes,
-                                ring_s=ring_s, fresh_s_per_byte=float(fresh),
-                                per_call_s=per_call)
+                                ring_s=ring_s, fresh_s_per_byte=float(fresh))
 
 
 #: bytes of each of :func:`fresh_memory_s_per_byte`'s rounds

@@ -62,7 +62,7 @@ class Calibrator:
     def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0,
                  route_s_per_byte: float = float("nan"), pack_s_per_byte: float = float("nan"),
                  fresh_s_per_byte: float = float("nan"), rank_core=None,
-                 unpack_copies: float = 0.0, per_call_s: float = float("nan")):
+                 unpack_copies: float = 0.0):
         self.rank_host = host_labels(hosts)
         self.rank_region = tuple(rank_region)
         # which ranks share cores (labels; None: none do), and the probe's cost of memory
@@ -79,9 +79,6 @@ class Calibrator:
         # the transport probe's measured cost of one call (setup): a migration's fixed cost
         # until three migrations let the fit tell it from the per-call cost
         self.migration_fixed_prior_s = float(migration_fixed_s)
-        # ... and of each shard beyond the first (its burst; NaN: not probed), until a
-        # migration of several shards is measured
-        self.per_call_prior_s = float(per_call_s)
         # ... and its shard-sized rounds (NaN: not probed): seconds per byte moved, on every
         # route until the route's own transfers are timed, and per byte packed + unpacked
         # until a migration's packing is. Without them the first migration was priced on
@@ -209,14 +206,10 @@ class Calibrator:
         route = self.route_prior_s_per_byte
         pack = self.pack_prior_s_per_byte
         fresh = self.fresh_prior_s_per_byte
-        per_call = self.per_call_prior_s if np.isfinite(self.per_call_prior_s) else 0.0
-        # the probe's one-shard move is the fixed cost and that shard's call
-        return Calibration(rank_host=self.rank_host,
-                           migration_fixed_s=max(0.0, self.migration_fixed_prior_s - per_call),
+        return Calibration(rank_host=self.rank_host, migration_fixed_s=self.migration_fixed_prior_s,
                            route_s_per_byte=(route, route, route) if np.isfinite(route) and route >= 0
                            else Calibration.route_s_per_byte,
                            pack_s_per_byte=pack if np.isfinite(pack) and pack >= 0 else 0.0,
-                           per_call_s=max(0.0, per_call),
                            fresh_s_per_byte=fresh if np.isfinite(fresh) and fresh >= 0 else 0.0,
                            rank_core=self.rank_core, unpack_copies=self.unpack_copies,
                            warm_io_bytes=tuple(float(x) for x in self.warm_io_bytes))
@@ -280,7 +273,7 @@ class Calibrator:
                     else prior.pack_s_per_byte)
             probe = self.migration_fixed_prior_s  # one shard's move; 0: not probed
             slopes = [max(0.0, (r - probe) / (c - 1)) for r, c in self.rounds if c > 1 and probe > 0]
-            per_call = float(np.median(slopes)) if slopes else prior.per_call_s
+            per_call = float(np.median(slopes)) if slopes else 0.0
             fixed = max(0.0, float(np.median([r - per_call * c for r, c in self.rounds])))
             cal = dataclasses.replace(cal, route_s_per_byte=routes, per_call_s=per_call,
                                       migration_fixed_s=fixed, pack_s_per_byte=pack,

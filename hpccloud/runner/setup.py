@@ -161,8 +161,7 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
                                        "route_s_per_byte": probe.s_per_byte,
                                        "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
-                                       "fresh_s_per_byte": probe.fresh_s_per_byte,
-                                       "per_call_s": probe.per_call_s}
+                                       "fresh_s_per_byte": probe.fresh_s_per_byte}
     job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, rank_core=job.cores.group,
                                 unpack_copies=job.wl.unpack_copies, **priors)
     job.setup_s["models"] = time.perf_counter() - t0

@@ -261,17 +261,3 @@ def test_an_unpack_that_copies_counts_the_received_bytes_twice():
     p = Problem.uniform(np.ones(1), np.array([1]), [1.0, 1.0], nbytes=np.array([1e6]))
     assert cal.fresh_s(p, p.owners, np.array([0]), np.array([0])) == pytest.approx(1e6 * 2e-9)
 
-
-def test_the_probes_per_shard_cost_prices_the_first_move_until_one_is_measured():
-    # the probe: one shard's move 3 ms, each shard beyond the first of a burst 0.2 ms
-    c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], migration_fixed_s=3e-3,
-                   per_call_s=2e-4)
-    cal = c.refit()
-    assert cal.per_call_s == pytest.approx(2e-4)
-    assert cal.migration_fixed_s == pytest.approx(2.8e-3)  # the one-shard move less its call
-    # a move of 5 shards whose rounds took 5 ms: 0.5 ms per shard beyond the first
-    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 8.0, "seconds": 0.0} for _ in range(5)]
-    c.add_migration(recs, achieved_s=5e-3, pack_s=0.0)
-    assert c.refit().per_call_s == pytest.approx(5e-4)
-    # not probed (one rank): no per-shard cost until measured
-    assert Calibrator(hosts=["a"], rank_region=["eu"], migration_fixed_s=3e-3).refit().per_call_s == 0.0
