@@ -175,9 +175,19 @@ class Calibrator:
         # run's next moves were predicted at 2x what they took (19.0 ms for 10.0, 19.6 for 8.5)
         cold = fresh > COLD_SHARE * fresh_bytes(sent, got, None, self.rank_core,
                                                 self.unpack_copies)
+        calls = int(np.maximum(sends, recvs).max())
+        rounds_s = max(0.0, float(achieved_s) - float(received.max()))
         if cold and predicted_s is not None:
-            warm_price = predicted_s - self.calibration.fresh_s_per_byte * fresh
-            self.fresh.append((float(achieved_s) + float(pack_s) - warm_price, fresh))
+            # what the move's data phase and packing spent beyond their warm price: its
+            # rounds are the rounds' fit's to explain (fixed + per call). Measured on the
+            # whole move, a first move of 30-48 small shards (mandelbrot) put the excess of
+            # its rounds into the fresh rate (3.2-4.2 ns/B) as well as into the per-call
+            # cost, and the next move was priced at 2.5x what it took (18.5 ms for 7.2)
+            cal = self.calibration
+            warm_price = predicted_s - cal.fresh_s_per_byte * fresh
+            rounds_price = cal.migration_fixed_s + cal.per_call_s * calls
+            self.fresh.append((float(received.max()) + float(pack_s) - (warm_price - rounds_price),
+                               fresh))
         self.warm_io_bytes = np.maximum(self.warm_io_bytes,
                                         touched_bytes(sent, got, self.unpack_copies))
         k = int(np.argmax(io))
@@ -188,8 +198,7 @@ class Calibrator:
         # receiver's last shard; each receiver times its shards back to back) is the
         # barriers, the agreement on the plan, the bookkeeping per shard and the closing
         # gather. They meet no fresh memory, so a cold move's count too
-        self.rounds.append((max(0.0, float(achieved_s) - float(received.max())),
-                            int(np.maximum(sends, recvs).max())))
+        self.rounds.append((rounds_s, calls))
         if self.first_migration is None:
             self.first_migration = sample
         if cold:  # recorded, not fitted (the routes and packing keep their figures)

@@ -205,15 +205,16 @@ def test_shared_core_records_keep_the_compute_term_and_topo_moves_work_off_the_c
 def test_a_move_into_fresh_memory_measures_its_cost_and_warms_the_ranks():
     # ranks 1 and 2 share a core; the probe said 1 ns per fresh byte, the moves pay 3
     c = Calibrator(hosts=["a", "a", "a"], rank_region=["eu", "eu", "eu"], fresh_s_per_byte=1e-9,
-                   rank_core=[0, 1, 1])
+                   rank_core=[0, 1, 1], migration_fixed_s=0.003)
     cal = c.refit()
     assert cal.fresh_s_per_byte == 1e-9 and cal.rank_core == (0, 1, 1) and cal.warm_io_bytes == (0, 0, 0)
-    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 2e6, "seconds": 1e-4},
-            {"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 1e-4}]
-    # fresh: rank 0 sent 3 MB (core 0), then ranks 1 and 2 received 3 MB on core 1 -> 6 MB
+    # fresh: rank 0 sent 3 MB (core 0), then ranks 1 and 2 received 3 MB on core 1 -> 6 MB.
+    # Priced: 3 ms of rounds, 1 ms of data phase and packing, 6 ms of fresh memory; the data
+    # phase took 18 ms and the packing 1 ms: 18 ms beyond their warm price, 3 ns per fresh byte
+    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 2e6, "seconds": 0.018},
+            {"src_rank": 0, "dst_rank": 2, "nbytes": 1e6, "seconds": 0.009}]
     warm_price = 0.004
-    c.add_migration(recs, achieved_s=warm_price + 6e6 * 3e-9 - 0.001, pack_s=0.001,
-                    predicted_s=warm_price + 6e6 * 1e-9)
+    c.add_migration(recs, achieved_s=0.003 + 0.018, pack_s=0.001, predicted_s=warm_price + 6e6 * 1e-9)
     cal = c.refit()
     assert cal.fresh_s_per_byte == pytest.approx(3e-9)
     assert cal.warm_io_bytes == (3e6, 2e6, 1e6)
@@ -250,9 +251,9 @@ def test_an_unpack_that_copies_counts_the_received_bytes_twice():
     # the stencil's unpack copies each payload into a tile with a halo ring: the receiver
     # touches its receive buffer and the tile
     c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], fresh_s_per_byte=1e-9,
-                   unpack_copies=1.0)
+                   unpack_copies=1.0, migration_fixed_s=0.002)
     assert c.refit().unpack_copies == 1.0
-    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 1e6, "seconds": 1e-4}]
+    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 1e6, "seconds": 3e6 * 2e-9}]
     c.add_migration(recs, achieved_s=0.002 + 3e6 * 2e-9, pack_s=0.0, predicted_s=0.002 + 3e6 * 1e-9)
     cal = c.refit()
     assert cal.fresh_s_per_byte == pytest.approx(2e-9)
@@ -261,3 +262,20 @@ def test_an_unpack_that_copies_counts_the_received_bytes_twice():
     p = Problem.uniform(np.ones(1), np.array([1]), [1.0, 1.0], nbytes=np.array([1e6]))
     assert cal.fresh_s(p, p.owners, np.array([0]), np.array([0])) == pytest.approx(1e6 * 2e-9)
 
+
+
+def test_a_cold_move_whose_rounds_ran_long_leaves_the_fresh_rate_to_its_data_phase():
+    # 24 small shards from rank 0 to rank 1: the rounds took 12 ms beyond the 2 ms one-shard
+    # move (0.5 ms a shard), the data phase what it was priced at. The rounds' fit takes the
+    # excess as a per-shard cost; the fresh rate measures nothing beyond its data phase
+    c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], fresh_s_per_byte=1e-9,
+                   migration_fixed_s=0.002, route_s_per_byte=1e-9)
+    data = 24 * 5e-5  # 1.2 MB at 1 ns/B
+    fresh = 2 * 1.2e6  # sent, then received: priced at the probe's 1 ns/B, and so it went
+    recs = [{"src_rank": 0, "dst_rank": 1, "nbytes": 5e4, "seconds": (data + fresh * 1e-9) / 24}
+            for _ in range(24)]
+    c.add_migration(recs, achieved_s=0.014 + data + fresh * 1e-9, pack_s=0.0,
+                    predicted_s=0.002 + data + fresh * 1e-9)
+    cal = c.refit()
+    assert cal.per_call_s == pytest.approx(0.012 / 23)
+    assert cal.fresh_s_per_byte == pytest.approx(1e-9)
