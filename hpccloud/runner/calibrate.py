@@ -170,9 +170,9 @@ class Calibrator:
         # the default job at 2 ranks the first move's 12 transfers took 4.1 ms against
         # 1.0-1.5 ms for later ones, its unpack 4.4 ms against 0.3-1.8; a second move of
         # 8.9 MB from a rank that had sent 2 MB packed at 1.4 ns/B, where warm moves pack at
-        # 0.3-0.4. Such a move measures the fresh-memory term (its time beyond the rest of its
-        # price) and is kept out of the transfers' and packing's fits: priced on it, that
-        # run's next moves were predicted at 2x what they took (19.0 ms for 10.0, 19.6 for 8.5)
+        # 0.3-0.4. Such a move measures the fresh-memory term (below) and is kept out of the
+        # transfers' and packing's fits: priced on it, that run's next moves were predicted
+        # at 2x what they took (19.0 ms for 10.0, 19.6 for 8.5)
         cold = fresh > COLD_SHARE * fresh_bytes(sent, got, None, self.rank_core,
                                                 self.unpack_copies)
         calls = int(np.maximum(sends, recvs).max())
