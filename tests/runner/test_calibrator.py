@@ -263,10 +263,9 @@ def test_an_unpack_that_copies_counts_the_received_bytes_twice():
     assert cal.fresh_s(p, p.owners, np.array([0]), np.array([0])) == pytest.approx(1e6 * 2e-9)
 
 
-
 def test_a_cold_move_whose_rounds_ran_long_leaves_the_fresh_rate_to_its_data_phase():
     # 24 small shards from rank 0 to rank 1: the rounds took 12 ms beyond the 2 ms one-shard
-    # move (0.5 ms a shard), the data phase what it was priced at. The rounds' fit takes the
+    # move (about 0.5 ms a shard), the data phase what it was priced at. The rounds' fit takes the
     # excess as a per-shard cost; the fresh rate measures nothing beyond its data phase
     c = Calibrator(hosts=["a", "a"], rank_region=["eu", "eu"], fresh_s_per_byte=1e-9,
                    migration_fixed_s=0.002, route_s_per_byte=1e-9)
