@@ -26,8 +26,8 @@ route_s_per_byte[route]`` — the transport's *achieved* throughput per route cl
 A route never measured falls back to the link model (``α + n/β``).
 ``fresh`` is memory the ranks touch for the first time (:meth:`Calibration.fresh_s`):
 each rank's bytes sent + received (received twice where the workload's unpack
-copies them, ``unpack_copies``) beyond the most it touched in one migration so
-far (``warm_io_bytes``); the senders' fresh bytes summed over the ranks that
+copies them, ``unpack_copies``) beyond the most one migration has left warm on it
+so far (``warm_io_bytes``); the senders' fresh bytes summed over the ranks that
 share cores (``rank_core``) on their busiest core group, plus the receivers'
 on theirs, × ``fresh_s_per_byte``. A job's first migrations took 3-4x their
 price without it (stencil2d, 4 ranks on 2 cores: 26-37 ms against 7-9 ms); the
@@ -74,8 +74,8 @@ class Calibration:
     region"; without it every pair inside a region counts as ``same_region``.
     ``samples`` is how many records the fit used (0 for a prior).
     ``rank_core`` [P] labels the ranks that share cores alike (None: none
-    share), ``warm_io_bytes`` [P] the most memory each rank has touched in one
-    migration (:func:`touched_bytes`; None: nothing yet) and ``unpack_copies``
+    share), ``warm_io_bytes`` [P] the most memory one migration has left warm on
+    each rank (:func:`warmed_bytes`; None: nothing yet) and ``unpack_copies``
     the bytes the workload's unpack writes per byte received, for :meth:`fresh_s`.
     """
 
@@ -190,13 +190,25 @@ def touched_bytes(sent: ArrayLike, received: ArrayLike, unpack_copies: float = 0
             + (1.0 + float(unpack_copies)) * np.asarray(received, np.float64))
 
 
+def warmed_bytes(sent: ArrayLike, received: ArrayLike, unpack_copies: float = 0.0) -> np.ndarray:
+    """Memory a move leaves warm on each rank for its later moves (its buffer pool): what
+    it received and what it sent, each with the copy its unpack makes — a sender gives
+    back the payloads it sent and, where unpack copies, the arrays the shards lived in.
+
+    >>> warmed_bytes([4.0, 0.0], [0.0, 4.0], unpack_copies=1.0)
+    array([8., 8.])
+    """
+    return (1.0 + float(unpack_copies)) * (np.asarray(sent, np.float64)
+                                           + np.asarray(received, np.float64))
+
+
 def fresh_bytes(sent: ArrayLike, received: ArrayLike, warm_io_bytes: ArrayLike | None = None,
                 rank_core: ArrayLike | None = None, unpack_copies: float = 0.0) -> float:
     """Bytes of first-touched memory on a migration's path: its senders' busiest core
     group, then its receivers'.
 
-    Each rank's :func:`touched_bytes` beyond ``warm_io_bytes`` (the most it
-    touched in one migration so far; None: none) is fresh; it is shared
+    Each rank's :func:`touched_bytes` beyond ``warm_io_bytes`` (the most one
+    migration has left warm on it, :func:`warmed_bytes`; None: none) is fresh; it is shared
     between the rank's sending and receiving in proportion. Each side's fresh
     bytes are summed over the ranks of each core group (``rank_core`` labels;
     None: a rank per core: ranks that share a core fault one after another),
@@ -210,8 +222,8 @@ def fresh_bytes(sent: ArrayLike, received: ArrayLike, warm_io_bytes: ArrayLike |
     10.0
     """
     sent = np.asarray(sent, np.float64)
-    received = (1.0 + float(unpack_copies)) * np.asarray(received, np.float64)
-    touched = sent + received
+    touched = touched_bytes(sent, received, unpack_copies)
+    received = touched - sent  # what the receiving touches
     warm = 0.0 if warm_io_bytes is None else np.asarray(warm_io_bytes, np.float64)
     share = np.divide(np.maximum(0.0, touched - warm), touched, out=np.zeros_like(touched),
                       where=touched > 0)

@@ -257,10 +257,12 @@ def test_an_unpack_that_copies_counts_the_received_bytes_twice():
     c.add_migration(recs, achieved_s=0.002 + 3e6 * 2e-9, pack_s=0.0, predicted_s=0.002 + 3e6 * 1e-9)
     cal = c.refit()
     assert cal.fresh_s_per_byte == pytest.approx(2e-9)
-    assert cal.warm_io_bytes == (1e6, 2e6)
-    # back the other way: rank 0 now receives 2 MB of touched memory where it had sent 1 MB
-    p = Problem.uniform(np.ones(1), np.array([1]), [1.0, 1.0], nbytes=np.array([1e6]))
-    assert cal.fresh_s(p, p.owners, np.array([0]), np.array([0])) == pytest.approx(1e6 * 2e-9)
+    # the sender's pool got back the payload and the tile it lived in: both ranks have 2 MB warm
+    assert cal.warm_io_bytes == (2e6, 2e6)
+    p = Problem.uniform(np.ones(2), np.array([1, 1]), [1.0, 1.0], nbytes=np.array([1e6, 1e6]))
+    # back the other way: rank 0 receives into warm memory; twice that is half fresh
+    assert cal.fresh_s(p, p.owners, np.array([0, 1]), np.array([0])) == 0.0
+    assert cal.fresh_s(p, p.owners, np.array([0, 0]), np.array([0, 1])) == pytest.approx(2e6 * 2e-9)
 
 
 def test_a_cold_move_whose_rounds_ran_long_leaves_the_fresh_rate_to_its_data_phase():
