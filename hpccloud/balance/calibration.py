@@ -227,9 +227,8 @@ def fresh_bytes(sent: ArrayLike, received: ArrayLike, warm_io_bytes: ArrayLike |
     warm = 0.0 if warm_io_bytes is None else np.asarray(warm_io_bytes, np.float64)
     share = np.divide(np.maximum(0.0, touched - warm), touched, out=np.zeros_like(touched),
                       where=touched > 0)
-    if rank_core is None:
-        return float((share * sent).max(initial=0.0) + (share * received).max(initial=0.0))
-    _, group = np.unique(np.asarray(rank_core), return_inverse=True)
+    group = (np.arange(sent.size) if rank_core is None
+             else np.unique(np.asarray(rank_core), return_inverse=True)[1])
     return float(np.bincount(group, share * sent).max(initial=0.0)
                  + np.bincount(group, share * received).max(initial=0.0))
 

@@ -163,7 +163,7 @@ class Calibrator:
                 received[b] += float(secs)
         if not records:
             return
-        io = per.sum(axis=1)  # each rank's bytes sent + received
+        io = sent + got
         fresh = fresh_bytes(sent, got, self.warm_io_bytes, self.rank_core, self.unpack_copies)
         # a move mostly into memory its ranks never touched (every job's first; a later one
         # bigger than any before): receive buffers, packed and unpacked copies fault in. On

@@ -57,9 +57,10 @@ def workload_forecast(job, window: Window, step: int, horizon: int) -> list[np.n
     models its change from step to step (a hot spot that moves, a zoom), each
     shard's measured work changes by its estimate at a step of the next window
     less its mean estimate in the window that was measured (up to
-    :data:`FORECAST_STEPS` each), in measured units (:func:`changing_units`). Returns ``[mean, *per_step]``: the planner's
-    work and its scenarios (None: the workload has no model, or no step is
-    left). The rates stay measured; only the change of work comes from the model.
+    :data:`FORECAST_STEPS` each), in measured units (:func:`changing_units`).
+    Returns ``[mean, *per_step]``: the planner's work and its scenarios (None:
+    the workload has no model, or no step is left). The rates stay measured;
+    only the change of work comes from the model.
     """
     if not job.wl.forecasts_work:
         return None
