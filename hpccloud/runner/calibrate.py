@@ -88,6 +88,7 @@ class Calibrator:
         self.calibration = self._prior()
         self.steps: deque[StepSample] = deque(maxlen=STEP_SAMPLES)
         self.step_wall_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # beside self.steps
+        self.window_wall_s: deque[float] = deque(maxlen=STEP_SAMPLES)  # each step's window median
         self.migrations: deque[MigrationSample] = deque(maxlen=MIGRATION_SAMPLES)
         # a rebalance's wall time outside its move (window models, planning, agreement,
         # the closing barrier); the first rebalance's is kept apart: it pays the planners'
@@ -111,12 +112,14 @@ class Calibrator:
             return
         halo = model.halo_s(p, p.owners)
         rate = p.speed_units_per_s
+        median = float(np.median([float(rec["step_s"]) for rec in steps]))
         for rec in steps:
             units = np.asarray(rec["work_units"], np.float64)
             compute = np.where(rate > 0, units / np.maximum(rate, 1e-300), 0.0)
             self.steps.append(StepSample(compute, halo, np.asarray(rec["n_shards"], np.float64),
                                          np.asarray(rec["rank_step_s"], np.float64)))
             self.step_wall_s.append(float(rec["step_s"]))
+            self.window_wall_s.append(median)
 
     @property
     def knows_planning(self) -> bool:
@@ -274,7 +277,8 @@ class Calibrator:
         """
         migrations = list(self.migrations)
         prior = self._prior()
-        cal = fit_step_makespan(list(self.steps), list(self.step_wall_s), prior=prior)
+        cal = fit_step_makespan(list(self.steps), list(self.step_wall_s), prior=prior,
+                                window_s=list(self.window_wall_s))
         if self.rounds:
             # a route with no timed transfer keeps the probe's figure (or NaN)
             routes = cast("tuple[float, float, float]", tuple(
