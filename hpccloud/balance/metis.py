@@ -86,9 +86,12 @@ def partition(work_units: np.ndarray, edges: tuple[np.ndarray, np.ndarray, np.nd
         return np.argsort(-part_fraction, kind="stable")[:n].astype(np.int64)
     frac = part_fraction / part_fraction.sum()
     keep = np.flatnonzero(frac * n >= MIN_PART_VERTICES)
+    if keep.size == 0:
+        # every part is below the floor (fewer than 2 vertices per part: 7 shards on 4 equal
+        # ranks): as many parts as the vertices fill, largest targets first. Keeping only the
+        # largest, as before, put all 7 shards on one rank (makespan 7 where 2 was possible)
+        keep = np.sort(np.argsort(-frac, kind="stable")[:max(1, int(n // MIN_PART_VERTICES))])
     if keep.size < k:  # parts too small to fill stay empty; the others share their targets
-        if keep.size == 0:
-            keep = np.array([int(np.argmax(frac))])
         return keep[partition(work_units, edges, frac[keep])]
     u, v, nbytes = edges
     indptr, nbr, w = _csr(n, u, v, nbytes)

@@ -41,6 +41,17 @@ def test_a_part_too_small_to_fill_stays_empty_and_metis_prints_nothing(capfd):
     assert "***" not in out + err
 
 
+@pytest.mark.parametrize("n_shards, n_ranks", [(3, 2), (5, 3), (7, 4), (15, 8)])
+def test_fewer_than_two_shards_per_rank_still_spread_over_the_ranks(n_shards, n_ranks):
+    """Found by an untuned sweep (spmv shards=7 on 4 ranks): every part was below the
+    2-vertex floor, only the largest was kept, and metis put every shard on one rank."""
+    p = Problem.uniform(work_units=np.ones(n_shards), owners=np.arange(n_shards) % n_ranks,
+                        speed_units_per_s=np.ones(n_ranks))
+    mp = plan_problem(p, "metis")
+    assert np.unique(mp.owners_after).size == n_shards // 2
+    assert mp.makespan_after_s <= mp.makespan_before_s + 1.0  # one shard above: the floor's price
+
+
 def test_scratch_remap_gives_each_part_to_the_rank_that_holds_it():
     # the parts are the current blocks under other part numbers: nothing must move
     p = Problem.uniform(work_units=np.ones(30), owners=np.repeat([0, 1, 2], 10), speed_units_per_s=[1.0] * 3)
