@@ -188,7 +188,7 @@ def print_summary(rep: dict[str, Any], out=None) -> None:
             f"{p.get('moved_bytes', 0) / 1e6:.1f} MB moved; step time predicted "
             f"{p['makespan_after_s'] * 1e3:.2f} ms, achieved "
             f"{'—' if achieved is None else f'{achieved * 1e3:.2f} ms'}"
-            f"{'' if p['gate_passed'] else ' (gate closed)'}")
+            f"{'' if p['gate_passed'] else f' ({_gate_words(p)})'}")
     say(f"  bytes moved {rep['bytes_moved'] / 1e6:.1f} MB "
         f"({rep['cross_region_bytes'] / 1e6:.1f} MB across regions)")
     if rep["summary"]:
@@ -208,6 +208,19 @@ def _info(line: str) -> None:
         logging.getLogger("hpccloud.progress").info(line)
     else:
         print(line, flush=True)
+
+
+def _gate_words(p: dict) -> str:
+    """What the gate said of plan ``p`` (the baselines move whatever it says: they ignore it).
+
+    >>> _gate_words({"gate_passed": False, "moves": []})
+    'gate closed: no move'
+    >>> _gate_words({"gate_passed": False, "moves": [[3, 0, 1]]})  # greedy moved 1 shard
+    'gate would close; the baseline moves anyway'
+    """
+    if p["gate_passed"]:
+        return "gate passed"
+    return "gate closed: no move" if not p["moves"] else "gate would close; the baseline moves anyway"
 
 
 class Progress:
@@ -241,7 +254,7 @@ class Progress:
               f"{p['makespan_before_s'] * 1e3:.2f} -> {p['makespan_after_s'] * 1e3:.2f} ms, "
               f"imbalance {p['imbalance_before']:.2f} -> {p['imbalance_after']:.2f}, "
               f"{len(p['moves'])} moves, {p.get('moved_bytes', 0) / 1e6:.1f} MB "
-              f"({'gate passed' if p['gate_passed'] else 'gate closed: no move'})")
+              f"({_gate_words(p)})")
 
     def close(self) -> None:
         if self.tty:
