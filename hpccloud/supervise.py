@@ -26,6 +26,7 @@ progress parsing), so it is tested without launching anything.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,84 +268,94 @@ def supervise(cmd: Sequence[str], *, max_restarts: int = 3, checkpoint_dir: str 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     recoveries: list[Recovery] = []
     work = tempfile.mkdtemp(prefix="hpccloud-supervise-")
-    attempt, current = 0, cmd
-    pending: Recovery | None = None
-    pending_t = 0.0
-    while True:
-        progress_path = os.path.join(work, f"progress-{attempt}.tsv")
-        env = {**os.environ, PROGRESS_ENV: progress_path}
-        launched = time.time()
-        proc, out_tee, err_tee = _launch(current, env)
-        if pending is not None:
-            pending.seconds_to_launch = launched - pending_t
-        code = None
-        try:
-            while code is None:
-                code = proc.poll()
-                if pending is not None and pending.seconds_to_resume is None:
-                    t = read_progress(progress_path)["first_step_t"]
-                    if t is not None:
-                        pending.seconds_to_resume = t - pending_t
-                if deadline is not None and time.monotonic() > deadline:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    log("hpccloud supervise: timeout; the job was killed")
-                    return 124, recoveries
-                if code is None:
-                    time.sleep(0.02)
-        except BaseException:  # interrupted: take the job down with us
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        failed_t = time.time()
-        out_tee.thread.join(5)
-        err_tee.thread.join(5)
-        with _suppress():
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a launcher that left them behind
-        prog = read_progress(progress_path)
-        if pending is not None:
-            if pending.seconds_to_resume is None and prog["first_step_t"] is not None:
-                pending.seconds_to_resume = prog["first_step_t"] - pending_t
-            recoveries.append(pending)
-            pending = None
-        if code == 0:
-            break
-        if code in NO_RETRY or attempt >= max_restarts:
-            log(f"hpccloud supervise: the job failed with exit code {code}; "
-                + ("bad input is not retried" if code in NO_RETRY else
-                   f"no restarts left (--max-restarts {max_restarts})"))
-            _record(report_json, recoveries)
-            return code, recoveries
-        _remove_partial(ckpt_dir)
-        path, rejected = newest_verified(ckpt_dir, key)
-        step = int(os.path.basename(path).split("-")[1]) if path else 0
-        done = prog["last_step"]
-        attempt += 1
-        pending = Recovery(attempt=attempt, failure=_failure_text(code, err_tee.lines + out_tee.lines),
-                           exit_code=code, failed_at_step=done, checkpoint=path, checkpoint_step=step,
-                           steps_lost=None if done is None else max(0, done - step),
-                           rejected_checkpoints=rejected)
-        pending_t = failed_t
-        if path is not None:
-            current = with_flag(current, "--restart", path)
-        else:  # nothing verified yet: from the start (drop an old --restart)
-            i, _ = _flag_value(current, ["--restart"])
-            if i >= 0:
-                del current[i:i + (2 if current[i] == "--restart" else 1)]
-        if exclude_regions and attempt == 1:
-            for name in exclude_regions:
-                current = [*current, "--exclude-region", name]
-            if ranks_after_exclude is not None:
-                current = with_ranks(current, ranks_after_exclude)
-            pending.excluded_regions = list(exclude_regions)
-        log(f"hpccloud supervise: attempt {attempt} failed ({pending.failure}); relaunching from "
-            f"{checkpoint_name(step) if path else 'the start'} (steps lost: {pending.steps_lost})")
-    _record(report_json, recoveries)
-    for r in recoveries:
-        log(f"hpccloud supervise: recovery {r.attempt}: {r.failure}; resumed from step "
-            f"{r.checkpoint_step}, {r.steps_lost} steps lost, stepping again "
-            f"{'?' if r.seconds_to_resume is None else f'{r.seconds_to_resume:.2f}'} s after the failure")
-    return 0, recoveries
+    try:
+        attempt, current = 0, cmd
+        stepped = False
+        pending: Recovery | None = None
+        pending_t = 0.0
+        while True:
+            progress_path = os.path.join(work, f"progress-{attempt}.tsv")
+            env = {**os.environ, PROGRESS_ENV: progress_path}
+            launched = time.time()
+            proc, out_tee, err_tee = _launch(current, env)
+            if pending is not None:
+                pending.seconds_to_launch = launched - pending_t
+            code = None
+            try:
+                while code is None:
+                    code = proc.poll()
+                    if pending is not None and pending.seconds_to_resume is None:
+                        t = read_progress(progress_path)["first_step_t"]
+                        if t is not None:
+                            pending.seconds_to_resume = t - pending_t
+                    if deadline is not None and time.monotonic() > deadline:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                        log("hpccloud supervise: timeout; the job was killed")
+                        return 124, recoveries
+                    if code is None:
+                        time.sleep(0.02)
+            except BaseException:  # interrupted: take the job down with us
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            failed_t = time.time()
+            out_tee.thread.join(5)
+            err_tee.thread.join(5)
+            with _suppress():
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of a launcher that left them behind
+            prog = read_progress(progress_path)
+            if pending is not None:
+                if pending.seconds_to_resume is None and prog["first_step_t"] is not None:
+                    pending.seconds_to_resume = prog["first_step_t"] - pending_t
+                recoveries.append(pending)
+                pending = None
+            # an attempt that stepped had claimed --output for this job: what it left there is
+            # this job's own (a rank killed while the results were written left half of them,
+            # and the relaunch refused them as another run's: exit 2, never retried)
+            stepped = stepped or prog["first_step_t"] is not None
+            if code == 0:
+                break
+            if code in NO_RETRY or attempt >= max_restarts:
+                log(f"hpccloud supervise: the job failed with exit code {code}; "
+                    + ("bad input is not retried" if code in NO_RETRY else
+                       f"no restarts left (--max-restarts {max_restarts})"))
+                _record(report_json, recoveries)
+                return code, recoveries
+            _remove_partial(ckpt_dir)
+            path, rejected = newest_verified(ckpt_dir, key)
+            step = int(os.path.basename(path).split("-")[1]) if path else 0
+            done = prog["last_step"]
+            attempt += 1
+            pending = Recovery(attempt=attempt, failure=_failure_text(code, err_tee.lines + out_tee.lines),
+                               exit_code=code, failed_at_step=done, checkpoint=path, checkpoint_step=step,
+                               steps_lost=None if done is None else max(0, done - step),
+                               rejected_checkpoints=rejected)
+            pending_t = failed_t
+            if stepped and "--overwrite" not in current:
+                current = [*current, "--overwrite"]
+            if path is not None:
+                current = with_flag(current, "--restart", path)
+            else:  # nothing verified yet: from the start (drop an old --restart)
+                i, _ = _flag_value(current, ["--restart"])
+                if i >= 0:
+                    del current[i:i + (2 if current[i] == "--restart" else 1)]
+            if exclude_regions and attempt == 1:
+                for name in exclude_regions:
+                    current = [*current, "--exclude-region", name]
+                if ranks_after_exclude is not None:
+                    current = with_ranks(current, ranks_after_exclude)
+                pending.excluded_regions = list(exclude_regions)
+            log(f"hpccloud supervise: attempt {attempt} failed ({pending.failure}); relaunching from "
+                f"{checkpoint_name(step) if path else 'the start'} (steps lost: {pending.steps_lost})")
+        _record(report_json, recoveries)
+        for r in recoveries:
+            log(f"hpccloud supervise: recovery {r.attempt}: {r.failure}; resumed from step "
+                f"{r.checkpoint_step}, {r.steps_lost} steps lost, stepping again "
+                f"{'?' if r.seconds_to_resume is None else f'{r.seconds_to_resume:.2f}'} s after the failure")
+        return 0, recoveries
+    finally:  # the progress files are the supervisor's own: nothing else reads them
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _remove_partial(root: str) -> list[str]:

@@ -69,3 +69,37 @@ def test_cli_usage_errors():
     res = subprocess.run([sys.executable, "-m", "hpccloud", "supervise"], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 2 and "no command" in res.stderr
+
+
+_FAKE_RUN = r"""
+import os, sys, time
+log = sys.argv[1]
+n = sum(1 for _ in open(log)) if os.path.exists(log) else 0
+open(log, "a").write(" ".join(sys.argv[2:]) + "\n")
+if n == 0:
+    if sys.argv[2] == "stepped":  # the first attempt steps (it had claimed --output), then dies
+        open(os.environ["HPCCLOUD_PROGRESS_FILE"], "a").write(f"step\t1\t{time.time()}\n")
+    raise SystemExit(9)
+raise SystemExit(0 if "--overwrite" in sys.argv else 2)  # a refused output folder: exit 2
+"""
+
+
+@pytest.mark.parametrize("stepped", [True, False])
+def test_a_relaunch_overwrites_only_what_an_attempt_that_stepped_left(tmp_path, monkeypatch, stepped):
+    """Found by an untuned sweep: a rank killed while the results were written left half of
+    them in --output; the relaunch refused them as another run's (exit 2, never retried).
+    An attempt that stepped had claimed the folder: the relaunch passes --overwrite. One
+    that died before stepping may have met someone else's files: no --overwrite then.
+    Either way the supervisor's own temp folder is gone afterwards."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    log = tmp_path / "argv"
+    cmd = [sys.executable, "-c", _FAKE_RUN, str(log), "stepped" if stepped else "setup",
+           "--checkpoint-dir", str(tmp_path / "ck")]
+    code, recs = supervise(cmd, max_restarts=2, log=lambda m: None)
+    runs = log.read_text().splitlines()
+    assert len(runs) == 2 and "--overwrite" not in runs[0]
+    assert ("--overwrite" in runs[1]) == stepped
+    assert code == (0 if stepped else 2) and len(recs) == 1
+    assert not list(tmp_path.glob("hpccloud-supervise-*"))
