@@ -322,12 +322,15 @@ def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray,
     k = a.shape[1]
     reg = np.sqrt(weight * y.size) * np.eye(k)
     rhs_reg = reg @ (np.nan_to_num(prior) * scale)
-    w = np.ones_like(y)
-    for _ in range(1 + max(0, int(l1_rounds))):
-        lhs = np.vstack([a / per[:, None] / scale * w[:, None], reg])
-        x, _ = nnls(lhs, np.concatenate([y / per * w, rhs_reg]))
+
+    def solve(w: np.ndarray) -> np.ndarray:
+        return nnls(np.vstack([a / per[:, None] / scale * w[:, None], reg]),
+                    np.concatenate([y / per * w, rhs_reg]))[0]
+
+    x = solve(np.ones_like(y))
+    for _ in range(max(0, int(l1_rounds))):
         # |r|^-1/2 on the rows: their squares weigh |r|^-1, so the sum tends to Σ |r|
-        w = 1.0 / np.sqrt(np.maximum(np.abs(a @ (x / scale) - y) / per, L1_FLOOR))
+        x = solve(1.0 / np.sqrt(np.maximum(np.abs(a @ (x / scale) - y) / per, L1_FLOOR)))
     return x / scale
 
 
