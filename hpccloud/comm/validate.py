@@ -50,6 +50,12 @@ class RunClaims:
             lock.release()
         self.locks.clear()
 
+    def abandon(self) -> None:
+        """Release after a failure: folders the claims created and nothing wrote into go."""
+        for lock in self.locks.values():
+            lock.abandon()
+        self.locks.clear()
+
 
 def config_digest(cfg) -> str:
     """sha256 of the options as canonical JSON (what a result was computed with)."""
@@ -120,7 +126,7 @@ def validate_run(comm, cfg, workload, run_id: str | None = None, shard_map=None)
         try:
             _claim_targets(cfg, run_id, claims, est)
         except BaseException:
-            claims.release()
+            claims.abandon()
             raise
 
     bcast_result(comm, targets)

@@ -141,6 +141,7 @@ def restart_plan(manifest: dict[str, Any], topology) -> dict[str, Any]:
     if wl.halo:
         smap, policy = halo_closed(smap, topology)
     smap = place_resident(smap, policy)
+    wl.refuse_residency(smap, policy)
     owners = smap.owners()
     classes = sorted(set(smap.data_classes()))
     reads: list[set[str]] = [set() for _ in range(topology.size)]

@@ -62,11 +62,17 @@ class FolderLock:
     run_id: str
     fd: int = -1
     previous: dict[str, Any] | None = field(default=None)
+    #: the outermost folder :meth:`acquire` created (None: the folder was there already)
+    created: str | None = field(default=None)
 
     def acquire(self) -> FolderLock:
         if os.path.exists(self.folder) and not os.path.isdir(self.folder):
             raise ConfigError(f"{self.flag} {self.folder}: is a file, not a folder. Fix: give a "
                               "folder path, or move the file away")
+        top = self.folder
+        while not os.path.lexists(os.path.dirname(top)) and os.path.dirname(top) != top:
+            top = os.path.dirname(top)
+        self.created = None if os.path.lexists(self.folder) else top
         try:
             os.makedirs(self.folder, exist_ok=True)
             fd = os.open(os.path.join(self.folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
@@ -100,6 +106,22 @@ class FolderLock:
                 os.close(self.fd)
             self.fd = -1
             _HELD.pop(self.folder, None)
+
+    def abandon(self) -> None:
+        """Release after a job that stopped before it wrote here: a folder :meth:`acquire`
+        created goes again (with the parents it created) when it holds nothing but the
+        lock, so a refused run leaves no trace; anything else stays as it is."""
+        if self.fd >= 0 and self.created:
+            with contextlib.suppress(OSError):
+                if os.listdir(self.folder) == [LOCK]:
+                    os.unlink(os.path.join(self.folder, LOCK))  # still holding its flock
+                    path = self.folder
+                    while True:
+                        os.rmdir(path)  # OSError (not empty): stop there
+                        if path == self.created:
+                            break
+                        path = os.path.dirname(path)
+        self.release()
 
 
 #: locks this process holds (keeps their descriptors open for the job's lifetime)
@@ -166,7 +188,7 @@ def claim_folder(folder: str, run_id: str, flag: str = "--output", overwrite: bo
                               "or pass --overwrite to replace them")
         lock.previous = old
     except BaseException:
-        lock.release()
+        lock.abandon()
         raise
     return lock
 

@@ -209,7 +209,11 @@ def run(comm, topology, cfg: RunConfig) -> dict[str, Any]:
             regions = [topology.region_of(r) for r in range(job.size)]
             tracer.gather_write(comm, cfg.trace, regions, {"run_id": job.run_id,
                                                            "workload": job.wl.name})
-        return build_report(job, total_s, output)
-    finally:
+        report = build_report(job, total_s, output)
+    except BaseException:
         if job.claims is not None:
-            job.claims.release()
+            job.claims.abandon()  # a folder it created and never wrote into goes again
+        raise
+    if job.claims is not None:
+        job.claims.release()
+    return report

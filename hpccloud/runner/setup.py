@@ -104,6 +104,7 @@ class Job:
             shard_map, self.policy = halo_closed(shard_map, self.topology)
             self.wl.policy = self.policy
         self.shard_map = place_resident(shard_map, self.policy)
+        self.wl.refuse_residency(self.shard_map, self.policy)
 
     def check_local(self) -> None:
         """This rank holds only shards the map gives it, in regions their classes allow."""
@@ -117,67 +118,73 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     agree(comm, lambda: job.use_map(job.wl.shard_map(job.size)))
     # everything that can be checked before any work: input, memory, output targets, disk
     job.claims = validate_run(comm, cfg, job.wl, run_id=job.run_id, shard_map=job.shard_map)
-    key_file = cfg.key_file
-    if key_file:
-        from hpccloud.keys import load_key
+    try:
+        key_file = cfg.key_file
+        if key_file:
+            from hpccloud.keys import load_key
 
-        job.key = agree(comm, lambda: load_key(key_file, warn=job.rank == 0))
-    from hpccloud.compile import warm_up
+            job.key = agree(comm, lambda: load_key(key_file, warn=job.rank == 0))
+        from hpccloud.compile import warm_up
 
-    plans = job.size > 1 and cfg.balancer not in ("static", "even")  # a planner that moves shards
-    planner_s: dict[str, float] = {}
-    meanwhile = None
-    if plans:
-        from hpccloud.balance.warm import warm_planner
+        plans = job.size > 1 and cfg.balancer not in ("static", "even")  # a planner that moves shards
+        planner_s: dict[str, float] = {}
+        meanwhile = None
+        if plans:
+            from hpccloud.balance.warm import warm_planner
 
-        # rank 0 plans every rebalance: it loads the planner's compiled code while the
-        # others load the kernel (it would only wait there); the run's first plan no longer
-        # pays it (topo: 40-60 ms of a no-move plan that costs 2-10 ms afterwards)
-        def meanwhile():
-            planner_s[f"planner:{cfg.balancer}"] = warm_planner(cfg.balancer)
+            # rank 0 plans every rebalance: it loads the planner's compiled code while the
+            # others load the kernel (it would only wait there); the run's first plan no longer
+            # pays it (topo: 40-60 ms of a no-move plan that costs 2-10 ms afterwards)
+            def meanwhile():
+                planner_s[f"planner:{cfg.balancer}"] = warm_planner(cfg.balancer)
 
-    job.compile_s = {**warm_up([job.wl.kernel], comm=comm, meanwhile=meanwhile), **planner_s}
-    import numba
+        job.compile_s = {**warm_up([job.wl.kernel], comm=comm, meanwhile=meanwhile), **planner_s}
+        import numba
 
-    job.cores = discover_cores(comm, numba.get_num_threads())
-    job.links = None
-    if cfg.restart and not cfg.profile:  # the same ranks on the same hosts: the saved links
-        from hpccloud.runner.checkpointing import saved_links
+        job.cores = discover_cores(comm, numba.get_num_threads())
+        job.links = None
+        if cfg.restart and not cfg.profile:  # the same ranks on the same hosts: the saved links
+            from hpccloud.runner.checkpointing import saved_links
 
-        job.links = saved_links(job)
-    job.links = job.links or _links(job)
-    if job.size > 1:
-        from hpccloud.measure.probe import probe_transport
+            job.links = saved_links(job)
+        job.links = job.links or _links(job)
+        if job.size > 1:
+            from hpccloud.measure.probe import probe_transport
 
-        # what one transport call costs on these ranks (and the transport set up before
-        # the first migration): the gate's price of a migration's fixed part until the
-        # job's own migrations are enough to fit it
-        # ... and with a shard of the job's median size: the per-byte prices of the first
-        # migration (transport, pack and unpack) before the job has moved anything itself
-        sizes = job.shard_map.nbytes()
-        job.transport_probe = probe_transport(comm, topology, key=job.key,
-                                              shard_bytes=int(np.median(sizes)) if sizes.size else 0)
-    probe = job.transport_probe
-    priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
-                                       "route_s_per_byte": probe.s_per_byte,
-                                       "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
-                                       "fresh_s_per_byte": probe.fresh_s_per_byte}
-    job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, rank_core=job.cores.group,
-                                unpack_copies=job.wl.unpack_copies, **priors)
-    job.setup_s["models"] = time.perf_counter() - t0
-    if cfg.restart:
-        from hpccloud.runner.checkpointing import restart
+            # what one transport call costs on these ranks (and the transport set up before
+            # the first migration): the gate's price of a migration's fixed part until the
+            # job's own migrations are enough to fit it
+            # ... and with a shard of the job's median size: the per-byte prices of the first
+            # migration (transport, pack and unpack) before the job has moved anything itself
+            sizes = job.shard_map.nbytes()
+            job.transport_probe = probe_transport(comm, topology, key=job.key,
+                                                  shard_bytes=int(np.median(sizes)) if sizes.size else 0)
+        probe = job.transport_probe
+        priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
+                                           "route_s_per_byte": probe.s_per_byte,
+                                           "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
+                                           "fresh_s_per_byte": probe.fresh_s_per_byte}
+        job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, rank_core=job.cores.group,
+                                    unpack_copies=job.wl.unpack_copies, **priors)
+        job.setup_s["models"] = time.perf_counter() - t0
+        if cfg.restart:
+            from hpccloud.runner.checkpointing import restart
 
-        restart(job)
-    else:
-        if cfg.initial_placement and plans:
-            _place_initially(job)
-        if cfg.input:
-            _read_input(job)
+            restart(job)
         else:
-            job.local = {s.id: job.wl.initial(s) for s in job.shard_map.shards_on(job.rank)}
-    agree(comm, job.check_local)
-    job.setup_s["total"] = time.perf_counter() - t0
+            if cfg.initial_placement and plans:
+                _place_initially(job)
+            if cfg.input:
+                _read_input(job)
+            else:
+                job.local = {s.id: job.wl.initial(s) for s in job.shard_map.shards_on(job.rank)}
+        agree(comm, job.check_local)
+        job.setup_s["total"] = time.perf_counter() - t0
+    except BaseException:
+        # refused or failed before the loop: nothing was written, so folders this job
+        # created go again (rank 0 holds the claims; elsewhere there are none)
+        job.claims.abandon()
+        raise
     return job
 
 

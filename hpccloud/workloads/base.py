@@ -207,6 +207,13 @@ class Workload:
         """The stored array of ``shard`` at step 0, made from the parameters alone."""
         raise NotImplementedError
 
+    def refuse_residency(self, shard_map: ShardMap, policy) -> None:
+        """Raise :class:`~hpccloud.errors.ConfigError` if running ``shard_map`` under ``policy``
+        would send data where it may not live by the workload's own collectives (not by
+        migration: the planners keep that). Called on every rank, before any data exists,
+        with the map as placed; pure, so every rank raises the same error. Default: the
+        workload's steps send nothing derived from a shard off its rank."""
+
     # ---------------------------------------------------------------- stepping
     def begin_step(self, comm, shard_map: ShardMap, local: dict[int, np.ndarray], step: int) -> None:
         """Collective work before the shards are computed (e.g. gather a vector)."""

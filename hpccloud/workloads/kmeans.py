@@ -6,15 +6,17 @@ partials of all shards are combined **in shard-id order** on every rank, so
 the centroids are bit-for-bit the same whatever the rank count.
 
 Residency: only the partial sums and counts (aggregates) leave a rank, and
-only for data classes whose ``aggregates_may_leave`` is true; otherwise the
-step raises :class:`~hpccloud.errors.ResidencyError` before anything is sent.
+only for data classes whose ``aggregates_may_leave`` is true. A job over several
+regions with any other class is refused before any data exists
+(:meth:`KMeans.refuse_residency`, exit 2 on every rank); the step keeps its own
+check and raises :class:`~hpccloud.errors.ResidencyError` before anything is sent.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hpccloud.errors import ResidencyError
+from hpccloud.errors import ConfigError, ResidencyError
 from hpccloud.workloads.base import Workload, class_by_fraction, rows_map
 
 
@@ -60,6 +62,24 @@ class KMeans(Workload):
         p = self.params
         return rows_map(p["n"], p["d"], p["shards"], "<f8", size,
                         class_by_fraction(p["shards"], p["eu_fraction"]))
+
+    def refuse_residency(self, shard_map, policy):
+        # every rank's partials go to every rank: on a job over several regions the
+        # aggregates of every class in the map leave its region at the first step
+        regions = sorted(set(policy.topology.rank_region))
+        if len(regions) < 2:
+            return
+        kept = sorted(c for c in set(shard_map.data_classes())
+                      if c in policy.topology.data_classes and not policy.aggregates_may_leave(c))
+        if kept:
+            raise ConfigError(
+                f"{policy.topology.source}: kmeans combines the partial sums of every shard on "
+                f"every rank, so aggregates of data class {', '.join(map(repr, kept))} would "
+                f"leave their region (this job spans {regions}), and the topology says they "
+                f"may not. Fix: set aggregates_may_leave = true for "
+                f"{'that class' if len(kept) == 1 else 'those classes'}, run the job inside "
+                "one region" + (", or use --param eu_fraction=0 to leave that data out"
+                                if "public" not in kept else ""))
 
     def initial(self, shard):
         p = self.params
