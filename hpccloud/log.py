@@ -151,9 +151,8 @@ def setup(rank: int, size: int, verbosity: int = 0, log_dir: str | os.PathLike |
         handlers.append(pending)
     path = None
     if log_dir:
-        os.makedirs(log_dir, exist_ok=True)
         path = os.path.join(os.fspath(log_dir), f"rank-{rank:05d}.log")
-        fh = logging.FileHandler(path, mode="w", encoding="utf-8")
+        fh = _log_file(os.fspath(log_dir), path)
         fh.setFormatter(logging.Formatter(f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s"))
         fh.setLevel(min(level, logging.INFO))
         handlers.append(fh)
@@ -167,6 +166,21 @@ def setup(rank: int, size: int, verbosity: int = 0, log_dir: str | os.PathLike |
         logger.addHandler(handler)
     _CURRENT = JobLog(rank, handlers, once, pending, path)
     return _CURRENT
+
+
+def _log_file(log_dir: str, path: str) -> logging.FileHandler:
+    """The rank's log file in ``log_dir`` (made if missing); bad paths are a ConfigError."""
+    from hpccloud.errors import ConfigError
+
+    if os.path.exists(log_dir) and not os.path.isdir(log_dir):
+        raise ConfigError(f"--log-dir {log_dir}: is a file, not a folder. Fix: give a folder "
+                          "path (rank-NNNNN.log files go there), or move the file away")
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        return logging.FileHandler(path, mode="w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--log-dir {log_dir}: cannot write {os.path.basename(path)} there "
+                          f"({exc.strerror}). Fix: choose a folder you may write") from None
 
 
 class _RankFormatter(_ConsoleFormatter):

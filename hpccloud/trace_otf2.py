@@ -46,6 +46,21 @@ def _nested(events: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return out
 
 
+def check_otf2_target(path: str) -> None:
+    """Refuse an ``--trace DIR.otf2`` that is a file, or a folder that is not an OTF2 archive
+    (it would be replaced), before the run; check its parent folder can be written."""
+    from hpccloud.preflight import probe_folder
+
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidArgument(f"--trace {path}: is a file, and an OTF2 trace is a folder (the "
+                              "archive). Fix: give a new name ending in .otf2, or move the file "
+                              "away")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "traces.otf2")):
+        raise InvalidArgument(f"--trace {path}: a folder that is not an OTF2 archive; writing "
+                              "the trace would replace it. Fix: give a new name ending in .otf2")
+    probe_folder("--trace", os.path.dirname(os.path.abspath(path)))
+
+
 def write_otf2(path: str | os.PathLike, events: list[dict[str, Any]]) -> None:
     """Write Chrome-form ``events`` (with their metadata events) as the OTF2 archive ``path``.
 
@@ -58,6 +73,7 @@ def write_otf2(path: str | os.PathLike, events: list[dict[str, Any]]) -> None:
         raise InvalidArgument(f"--trace {path}: an OTF2 trace needs the otf2 package. Fix: "
                               "pip install otf2, or write Chrome JSON (--trace FILE.json)") from None
     path = os.path.abspath(os.fspath(path))
+    check_otf2_target(path)  # never replace a file or a folder of something else
     labels = {e["pid"]: e["args"]["name"] for e in events
               if e.get("ph") == "M" and e["name"] == "process_name"}
     lanes = {(e["pid"], e["tid"]): e["args"]["name"] for e in events

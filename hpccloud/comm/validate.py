@@ -6,9 +6,11 @@ Order (each step fails on every rank with one message, printed once):
 2. the input file's structure (:func:`hpccloud.io.hdf5.check_input`; values are
    checked shard by shard as they are read);
 3. memory: every rank's estimate against what its node has, summed per node;
-4. output targets, on rank 0: ``--output`` and ``--checkpoint-dir`` claimed
+4. output targets, on rank 0: no two of ``--output``, ``--checkpoint-dir`` and the
+   ``--backup-dir`` paths the same folder or nested; ``--output`` and ``--checkpoint-dir`` claimed
    (created, locked for the job, crashed runs' debris removed, another run's
-   results refused unless ``--overwrite``), ``--plots`` created and probed,
+   results refused unless ``--overwrite``), the ``--backup-dir`` regions known and
+   their folders and ``--plots`` created and probed,
    ``--json``/``--audit``/``--trace`` probed; then disk space for what the run
    will write.
 
@@ -23,10 +25,12 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from hpccloud.comm.agree import agree, bcast_result
+from hpccloud.errors import InvalidArgument
 from hpccloud.io.publish import FolderLock, claim_folder
 from hpccloud.preflight import check_disk, check_memory, node_memory, probe_file, probe_folder
 from hpccloud.topology import node_name
@@ -74,10 +78,43 @@ def _opt(cfg, name: str, default=None):
     return getattr(cfg, name, default)
 
 
-def _claim_targets(cfg, run_id: str, claims: RunClaims, est) -> None:
+def refuse_shared_folders(folders: list[tuple[str, str | None]]) -> None:
+    """Refuse two of the job's folders that are the same or one inside the other (pure).
+
+    ``folders`` are ``(flag, path)``; None paths are skipped. Each folder is one unit
+    (locked, cleaned of debris, its old files replaced), so none may hold another.
+
+    >>> refuse_shared_folders([("--output", "/a/out"), ("--checkpoint-dir", "/a/out/ck")])
+    Traceback (most recent call last):
+    ...
+    hpccloud.errors.InvalidArgument: --checkpoint-dir /a/out/ck is inside --output /a/out. Fix: give each its own folder, e.g. side by side
+    """
+    given = [(flag, path, os.path.realpath(path)) for flag, path in folders if path]
+    for i, (fa, pa, ra) in enumerate(given):
+        for fb, pb, rb in given[i + 1:]:
+            if ra == rb:
+                what = f"{fa} {pa} and {fb} {pb} are the same folder"
+            elif rb.startswith(ra.rstrip(os.sep) + os.sep):
+                what = f"{fb} {pb} is inside {fa} {pa}"
+            elif ra.startswith(rb.rstrip(os.sep) + os.sep):
+                what = f"{fa} {pa} is inside {fb} {pb}"
+            else:
+                continue
+            raise InvalidArgument(f"{what}. Fix: give each its own folder, e.g. side by side")
+
+
+def _claim_targets(cfg, run_id: str, claims: RunClaims, est,
+                   region_names: Sequence[str] | None = None) -> None:
     """Rank 0: create, lock and probe every output target; then disk space."""
     disk: list[tuple[str, str, int]] = []
     out = _opt(cfg, "output")
+    backups = []
+    if _opt(cfg, "backup_dir") and region_names is not None:
+        from hpccloud.io.checkpoint import parse_backup_dirs
+
+        backups = parse_backup_dirs(_opt(cfg, "backup_dir"), region_names)
+    refuse_shared_folders([("--output", out), ("--checkpoint-dir", _opt(cfg, "checkpoint_dir")),
+                           *(("--backup-dir", path) for _, path in backups)])
     if out:
         claims.locks["--output"] = claim_folder(out, run_id, "--output", bool(_opt(cfg, "overwrite")))
         disk.append(("--output", out, est.output_bytes))
@@ -87,17 +124,24 @@ def _claim_targets(cfg, run_id: str, claims: RunClaims, est) -> None:
         if every:
             count = max(1, int(_opt(cfg, "steps", 1) or 1) // every)
             disk.append(("--checkpoint-dir", ckpt, count * est.checkpoint_bytes))
+    for _, path in backups:
+        probe_folder("--backup-dir", path)
     if _opt(cfg, "plots"):
         probe_folder("--plots", _opt(cfg, "plots"))
     for flag, name, append in (("--json", "json", False), ("--audit", "audit", True),
                                ("--trace", "trace", False)):
-        if _opt(cfg, name):
+        if name == "trace" and str(_opt(cfg, name) or "").endswith(".otf2"):
+            from hpccloud.trace_otf2 import check_otf2_target
+
+            check_otf2_target(_opt(cfg, name))
+        elif _opt(cfg, name):
             probe_file(flag, _opt(cfg, name), append=append)
     if disk:
         check_disk(disk)
 
 
-def validate_run(comm, cfg, workload, run_id: str | None = None, shard_map=None) -> RunClaims:
+def validate_run(comm, cfg, workload, run_id: str | None = None, shard_map=None,
+                 region_names: Sequence[str] | None = None) -> RunClaims:
     """Collective: every check of the module docstring; returns the run's claims.
 
     Raises the first problem found, as the same error on every rank. Locks are
@@ -124,7 +168,7 @@ def validate_run(comm, cfg, workload, run_id: str | None = None, shard_map=None)
 
     def targets():
         try:
-            _claim_targets(cfg, run_id, claims, est)
+            _claim_targets(cfg, run_id, claims, est, region_names)
         except BaseException:
             claims.abandon()
             raise

@@ -48,8 +48,8 @@ def run(args) -> int:
     from hpccloud.threads import configure_threads
 
     comm = world()
-    log.setup(comm.Get_rank(), comm.Get_size(), log.verbosity_of(args), args.log_dir,
-              args.log_all_ranks)
+    agree(comm, lambda: log.setup(comm.Get_rank(), comm.Get_size(), log.verbosity_of(args),
+                                  args.log_dir, args.log_all_ranks))
     cfg = agree(comm, lambda: build_config(args))
     topo = load_topology(args.topology, comm, exclude_regions=tuple(cfg.exclude_region))
     agree(comm, lambda: configure_threads(comm, cfg.threads))

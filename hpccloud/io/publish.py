@@ -177,7 +177,12 @@ def claim_folder(folder: str, run_id: str, flag: str = "--output", overwrite: bo
         except OSError as exc:
             raise ConfigError(f"{flag} {folder}: not writable ({exc.strerror}). Fix: choose a "
                               "folder you may write") from None
-        old = read_manifest(lock.folder) if os.path.exists(os.path.join(lock.folder, MANIFEST)) else None
+        try:
+            old = read_manifest(lock.folder)
+        except ChecksumError as exc:
+            if not overwrite:  # bad input, not a failed check of our own results
+                raise ConfigError(f"{flag} {folder}: {exc}") from None
+            old = None  # a damaged or foreign manifest: replaced like any other entry
         present = _visible(lock.folder)
         if present and not overwrite:
             what = (f"the results of run {old.get('run_id')} (step {old.get('step')}, "

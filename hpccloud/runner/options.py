@@ -40,6 +40,8 @@ def _opt(help: str, metavar: str | None = None, example: str | None = None) -> M
 Positive = Annotated[int, Meta(ge=1)]
 NonNegative = Annotated[int, Meta(ge=0)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
+#: a probe message: every rank pair sends it, so the size bounds the probe's memory and time
+ProbeSize = Annotated[int, Meta(ge=1, le=1 << 28)]
 
 
 class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +59,7 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "also rebalance after the first F steps, as soon as they measured the ranks (default: 3 "
         "when K >= 6; 0: only every K steps)", "F", "3")] = None
     initial_placement: Annotated[bool, _opt(
-        "greedy/topo: place the shards by a short speed probe before creating the data, so "
+        "greedy/topo/metis: place the shards by a short speed probe before creating the data, so "
         "nothing has to move", example="true")] = True
     balancer: Annotated[str, _opt("the planner (static, even, greedy, topo, ...)", "NAME",
                                   '"topo"')] = "topo"
@@ -116,13 +118,22 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                                     "otherwise)", example="true")] = False
     allow_nonfinite: Annotated[bool, _opt("accept NaN and infinite values in --input (refused "
                                           "otherwise)", example="true")] = False
-    probe_sizes: Annotated[tuple[int, ...], _opt("message sizes of the link probe [bytes]",
-                                                 example="[8, 65536, 1048576]")] = \
+    probe_sizes: Annotated[tuple[ProbeSize, ...], Meta(min_length=1, max_length=16),
+                           _opt("message sizes of the link probe [bytes] (1 B to 256 MiB, "
+                                "1 to 16 sizes)", example="[8, 65536, 1048576]")] = \
         (8, 65536, 1 << 20)
 
     def validate(self, source: str = "the run options") -> None:
         """Check types, ranges and cross-field rules; raise one :class:`InvalidArgument`."""
         convert(msgspec.structs.asdict(self), source, InvalidArgument)
+        for name in _TEXT:
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if value is not None and (not value.strip() or "\0" in value):
+                    what = "an empty value" if not value.strip() else "a NUL character"
+                    raise InvalidArgument(f"{_flag(name)} {value!r}: {what}. Fix: give "
+                                          f"{_extra(_fields()[name][1])['metavar'] or 'a value'}"
+                                          f", or leave {_flag(name)} out")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise InvalidArgument("--checkpoint-every needs --checkpoint-dir DIR. Fix: add "
                                   "--checkpoint-dir, or set checkpoint_every = 0")
@@ -137,6 +148,10 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 #: flags that are not option fields of their own
 _NOT_FLAGS = {"params", "probe_sizes"}
+#: text options (paths and names): an empty string is a mistake, never "not given"
+_TEXT = ("workload", "checkpoint_dir", "restart", "input", "input_dataset", "output",
+         "key_file", "audit", "profile", "json", "plots", "trace", "backup_dir",
+         "exclude_region", "balancer")
 #: repeatable flags (one value each), lists in a config file
 _APPEND = {"backup_dir", "exclude_region"}
 
@@ -293,8 +308,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     from hpccloud.io.atomic import check_writable
 
     for name in ("json", "audit", "trace"):
-        if getattr(cfg, name):
-            check_writable(getattr(cfg, name))
+        value = getattr(cfg, name)
+        if value and not (name == "trace" and value.endswith(".otf2")):  # .otf2: a folder
+            check_writable(value)
     cfg.validate()
     return cfg
 

@@ -8,7 +8,7 @@ Order (every step collective, every failure the same error on every rank)::
     --profile, checked against this topology) ── then one of:
       restart: the checkpoint's map placed under this topology and rank count,
                each rank reads only its shards                 (checkpointing.py)
-      fresh:   greedy/topo place shards by a speed probe before data exists;
+      fresh:   greedy/topo/metis place shards by a speed probe before data exists;
                the data is generated or read (--input) where it belongs
 
 Whatever reaches a rank is checked against the policy before it is kept
@@ -117,7 +117,8 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     job = agree(comm, lambda: Job(comm, topology, cfg))
     agree(comm, lambda: job.use_map(job.wl.shard_map(job.size)))
     # everything that can be checked before any work: input, memory, output targets, disk
-    job.claims = validate_run(comm, cfg, job.wl, run_id=job.run_id, shard_map=job.shard_map)
+    job.claims = validate_run(comm, cfg, job.wl, run_id=job.run_id, shard_map=job.shard_map,
+                              region_names=topology.region_names)
     try:
         key_file = cfg.key_file
         if key_file:

@@ -90,17 +90,21 @@ class Workload:
                     if not value.is_integer() or abs(value) > 2**53:  # beyond: not exact
                         raise ValueError(value)
                     return int(value)
-                return int(value) if isinstance(value, int) else int(str(value).strip())
+                out = int(value) if isinstance(value, int) else int(str(value).strip())
+                if not -(2**63) <= out < 2**63:  # it is stored as an int64 attribute of the output
+                    raise OverflowError(value)
+                return out
             if want is float:
                 return float(value) if isinstance(value, int | float) else float(str(value).strip())
             if not isinstance(value, str):
                 raise TypeError(value)
             return value
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError) as exc:
+            what = ("does not fit a 64-bit integer" if isinstance(exc, OverflowError) and want is int
+                    else f"is not {kind.get(want, want.__name__)}")
             raise InvalidArgument(
-                f"workload {self.name!r}: parameter {key}={_short(value)} is not "
-                f"{kind.get(want, want.__name__)}. Fix: e.g. {key}={self.defaults[key]!r}"
-            ) from None
+                f"workload {self.name!r}: parameter {key}={_short(value)} {what}. Fix: e.g. "
+                f"{key}={self.defaults[key]!r}") from None
 
     def _check_limit(self, key: str, value: Any) -> None:
         limit = self.limits.get(key)

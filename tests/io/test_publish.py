@@ -177,3 +177,23 @@ def test_read_catalogue_checks_the_published_folder_whole(tmp_path):
     with pytest.raises(ChecksumError, match="did not finish"):
         read_catalogue(cat)
     assert read_catalogue(cat, verify=False).shape == (64, 64)
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"format": "someone-else", "files": {}}', "[]"])
+def test_a_foreign_or_damaged_manifest_is_bad_input_and_overwrite_replaces_it(tmp_path, text):
+    """It used to be a ChecksumError (exit 1) telling to rerun with --overwrite, which then
+    failed the same way."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST).write_text(text)
+    with pytest.raises(ConfigError, match=r"--output .*manifest.json.*--overwrite"):
+        claim_folder(str(out), "a" * 32)
+    lock = claim_folder(str(out), "a" * 32, overwrite=True)
+    try:
+        assert lock.previous is None
+        _h5(out / "r.h5", "a" * 32, 3)
+        begin_replace(str(out))
+        publish(str(out), "a" * 32, 3, "d" * 64, ["r.h5"])
+        assert verify_output(str(out))["run_id"] == "a" * 32
+    finally:
+        lock.release()

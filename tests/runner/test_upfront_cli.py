@@ -88,3 +88,60 @@ def test_a_run_refused_after_its_folders_were_claimed_leaves_no_folder(tmp_path)
     _refused(res, "not an AES key")
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in there.iterdir()) in (["keep.txt"], [".hpccloud.lock", "keep.txt"])
+
+
+_FOLDER_CASES = {
+    "log-dir-is-a-file": (["--log-dir", "afile"], "--log-dir afile: is a file"),
+    "backup-is-the-checkpoint-dir": (["--checkpoint-dir", "ck", "--checkpoint-every", "1",
+                                      "--backup-dir", "eu-north=ck"], "are the same folder"),
+    "backup-is-a-file": (["--checkpoint-dir", "ck", "--checkpoint-every", "1",
+                          "--backup-dir", "eu-north=afile"], "--backup-dir afile: is a file"),
+    "backup-in-no-region": (["--checkpoint-dir", "ck", "--checkpoint-every", "1",
+                             "--backup-dir", "mars=bk"], "unknown region 'mars'"),
+    "output-is-the-checkpoint-dir": (["--output", "same", "--checkpoint-dir", "same"],
+                                     "are the same folder"),
+    "checkpoints-inside-output": (["--output", "out", "--checkpoint-dir", "out/ck"],
+                                  "--checkpoint-dir out/ck is inside --output out"),
+    "empty-key-file": (["--key-file", "", "--output", "out"], "--key-file '': an empty value"),
+    "empty-restart": (["--restart", "", "--output", "out"], "--restart '': an empty value"),
+    "int-beyond-64-bits": (["--param", "period=100000000000000000000000", "--output", "out"],
+                           "does not fit a 64-bit integer"),
+    "otf2-trace-is-a-file": (["--trace", "afile.otf2"], "an OTF2 trace is a folder"),
+    "otf2-trace-is-another-folder": (["--trace", "adir.otf2"], "not an OTF2 archive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_FOLDER_CASES))
+def test_folder_and_value_mistakes_are_refused_before_any_folder_is_made(tmp_path, case):
+    """Each used to be a traceback at the first checkpoint, a lock error naming this very
+    job, a run that ignored the empty flag, or a failure at the output write."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "afile.otf2").write_text("x")
+    (tmp_path / "adir.otf2").mkdir()
+    (tmp_path / "adir.otf2" / "mine.txt").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args, match = _FOLDER_CASES[case]
+    res = run_mpi([*HPCCLOUD, *args], 2, 180, cwd=str(tmp_path),
+                  env=child_env(2, {"PYTHONPATH": os.getcwd()}))
+    _refused(res, match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made, nothing replaced
+    assert (tmp_path / "adir.otf2" / "mine.txt").exists()
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"probe_sizes": []}, "length >= 1"),
+    ({"probe_sizes": [0]}, ">= 1"),
+    ({"probe_sizes": [-1]}, ">= 1"),
+    ({"probe_sizes": [1 << 40]}, "<= 268435456"),
+    ({"probe_sizes": list(range(1, 40))}, "length <= 16"),
+    ({"output": ""}, "--output '': an empty value"),
+    ({"backup_dir": ["eu-north=/b", " "]}, "--backup-dir ' ': an empty value"),
+    ({"json": "a\0b"}, "a NUL character"),
+])
+def test_option_values_that_used_to_reach_the_probe_or_be_ignored_are_refused(doc, match):
+    from hpccloud.errors import ConfigError
+    from hpccloud.runner.options import config_from_mapping
+
+    with pytest.raises(ConfigError, match="Fix:") as err:
+        config_from_mapping(doc, "run.toml").validate("run.toml")
+    assert match in str(err.value)
