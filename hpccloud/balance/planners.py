@@ -97,6 +97,11 @@ class PlanOptions:
         and on the problem's own work and decides on the mean (its predicted
         step is that mean): a map that holds up whichever comes wins over one
         tuned to a single forecast. Not used when the motion forecast applies.
+    priced_on : for the planners other than ``topo``: work units per shard
+        ``(mean, *per_step)`` the plan (and the map before it) is *priced* on,
+        e.g. the workload's own forecast of the next window. The planner still
+        decides on the problem's measured work (a baseline stays a baseline); only
+        its predicted step times take the change the workload knows is coming.
     """
 
     horizon_steps: int = 100
@@ -109,6 +114,7 @@ class PlanOptions:
     portfolio: bool = True
     recent_work: tuple[np.ndarray, ...] = ()
     scenarios: tuple[np.ndarray, ...] = ()
+    priced_on: tuple[np.ndarray, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -119,11 +125,12 @@ class PlanOptions:
             raise InvalidArgument(f"PlanOptions.min_gain must be in [0, 1), got {self.min_gain!r}")
         if self.local_moves < 0:
             raise InvalidArgument(f"PlanOptions.local_moves must be >= 0, got {self.local_moves!r}")
-        for k, w in enumerate(self.scenarios):
-            w = np.asarray(w)
-            if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0):
-                raise InvalidArgument(f"PlanOptions.scenarios[{k}] must be a 1-D array of finite work "
-                                      "units >= 0, one per shard")
+        for name in ("scenarios", "priced_on"):
+            for k, w in enumerate(getattr(self, name)):
+                w = np.asarray(w)
+                if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0):
+                    raise InvalidArgument(f"PlanOptions.{name}[{k}] must be a 1-D array of "
+                                          "finite work units >= 0, one per shard")
 
 
 class Moves(Sequence):
@@ -1037,6 +1044,11 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
                    else PLANNERS[planner](p, opts, before, bound))
     if after is not before:
         p.check_residency(after.owners)
+    if planner != "topo" and opts.priced_on:  # the baseline's own map, priced on what comes
+        q = p.with_work_units(np.asarray(opts.priced_on[0], np.float64))
+        ahead = _scenario_problems(q, dataclasses.replace(opts, scenarios=tuple(opts.priced_on[1:])))
+        before = _expected(_evaluate(q, p.owners, cal=cal), ahead, cal)
+        after = _expected(_evaluate(q, after.owners, p.owners, cal=cal), ahead, cal)
     gain_s = before.makespan_s - after.makespan_s
     if gate is None:  # baselines ignore the gate; report what it would have said
         gate = bool(after.moved.size) and gain_s * opts.horizon_steps > after.migration_s

@@ -123,14 +123,20 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
             job.calibrator.add_window(problem, window.steps)
             cal = job.calibrator.refit()
         recent, scenarios = tuple(job.recent_work), tuple(job.scenario_work)
-        ahead = workload_forecast(job, window, step, horizon) if job.cfg.balancer == "topo" else None
-        if ahead is not None:  # the workload's own model of the change replaces the guesses
+        ahead = workload_forecast(job, window, step, horizon)
+        topo = job.cfg.balancer == "topo"
+        if ahead is not None and topo:  # the workload's own model of the change replaces the guesses
             problem = problem.with_work_units(ahead[0])
             recent, scenarios = (), tuple(ahead[1:])
+        # the other planners decide on the window as measured, and their plans are priced
+        # on the same forecast as topo's: predicted and achieved steps compare alike
+        priced_on = () if ahead is None or topo else tuple(ahead)
         plan = plan_problem(problem, job.cfg.balancer,
-                            PlanOptions(horizon_steps=horizon, calibration=cal,
-                                        recent_work=recent, scenarios=scenarios))
-        return plan, "measured window" if ahead is None else "workload forecast"
+                            PlanOptions(horizon_steps=horizon, calibration=cal, recent_work=recent,
+                                        scenarios=scenarios, priced_on=priced_on))
+        basis = ("measured window" if ahead is None else "workload forecast" if topo
+                 else "measured window, priced on the workload forecast")
+        return plan, basis
 
     knew_planning = job.cfg.calibrate and job.calibrator.knows_planning
     p, work_basis = bcast_result(job.comm, make_plan)

@@ -219,3 +219,26 @@ def test_hetero_speed_at_1024_ranks_and_16_regions_topo_within_5_percent_on_a_se
     topo = rows.pop("topo")
     assert topo["makespan_s"] <= 1.05 * topo["lower_bound_s"], topo
     assert topo["horizon_total_s"] <= min(r["horizon_total_s"] for r in rows.values())
+
+
+@pytest.mark.parametrize("planner", ["static", "even", "greedy", "metis"])
+def test_a_baseline_decides_on_the_measured_work_and_is_priced_on_the_forecast(planner):
+    """``priced_on``: the map is the planner's own on the measured work; its predicted
+    step times are those of the forecast (mean over its steps, like topo's scenarios)."""
+    p = Problem.uniform(work_units=np.ones(12), owners=[0] * 6 + [1] * 6,
+                        speed_units_per_s=[1.0, 1.0])
+    grow = np.r_[np.full(6, 3.0), np.ones(6)]  # the first half's work triples next window
+    steps = (np.r_[np.full(6, 2.0), np.ones(6)], np.r_[np.full(6, 4.0), np.ones(6)])
+    plain = plan_problem(p, planner)
+    priced = plan_problem(p, planner, PlanOptions(priced_on=(grow, *steps)))
+    assert priced.owners_after.tolist() == plain.owners_after.tolist()
+    assert plain.makespan_before_s == pytest.approx(6.0)
+    # per step: rank 0 does 12 then 24 units at speed 1 -> the mean of the maxima is 18
+    assert priced.makespan_before_s == pytest.approx(18.0)
+    if not len(priced.moves):
+        assert priced.makespan_after_s == pytest.approx(18.0)
+    # topo plans on its own forecast instead: priced_on is not for it
+    assert plan_problem(p, "topo", PlanOptions(priced_on=(grow,))).makespan_before_s == \
+        pytest.approx(6.0)
+    with pytest.raises(InvalidArgument, match="priced_on"):
+        PlanOptions(priced_on=(np.array([1.0, -1.0]),))
