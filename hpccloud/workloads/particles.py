@@ -95,10 +95,13 @@ class Particles(Workload):
     def initial(self, shard):
         return self._initial_particles(shard)
 
-    def begin_step(self, comm, shard_map, local, step):
+    def refuse_residency(self, shard_map, policy):
         if len(set(shard_map.data_classes())) > 1:
             raise ConfigError("particles: particles cross tile borders, so all tiles must share "
                               "one data class. Fix: give the workload a single data class")
+
+    def begin_step(self, comm, shard_map, local, step):
+        self.refuse_residency(shard_map, None)  # refused before any data; kept here too
 
     def compute(self, shard, arr, step):
         p = self.params

@@ -83,16 +83,19 @@ class SpMV(Workload):
             rows = self._rows[shard.id] = (indptr, indices, data)
         return rows
 
+    def refuse_residency(self, shard_map, policy):
+        regions = set(policy.topology.rank_region)
+        for dc in sorted(set(shard_map.data_classes())):
+            if not regions <= set(policy.allowed_regions(dc)):
+                raise ConfigError(f"spmv: every rank needs the whole vector, but data class "
+                                  f"{dc!r} may not live in all regions {sorted(regions)}. "
+                                  "Fix: run spmv on public data only")
+
     def begin_step(self, comm, shard_map, local, step):
         from mpi4py import MPI
 
-        if self.policy is not None:
-            regions = set(self.policy.topology.rank_region)
-            for dc in set(shard_map.data_classes()):
-                if not regions <= set(self.policy.allowed_regions(dc)):
-                    raise ConfigError(f"spmv: every rank needs the whole vector, but data class "
-                                      f"{dc!r} may not live in all regions {sorted(regions)}. "
-                                      "Fix: run spmv on public data only")
+        if self.policy is not None:  # refused before any data (refuse_residency); kept here too
+            self.refuse_residency(shard_map, self.policy)
         owners = shard_map.owners()
         mine = sorted(local)
         send = np.concatenate([local[s] for s in mine]) if mine else np.empty(0)

@@ -145,3 +145,15 @@ def test_option_values_that_used_to_reach_the_probe_or_be_ignored_are_refused(do
     with pytest.raises(ConfigError, match="Fix:") as err:
         config_from_mapping(doc, "run.toml").validate("run.toml")
     assert match in str(err.value)
+
+
+def test_spmv_whose_vector_may_not_reach_every_region_is_refused_before_any_data(tmp_path):
+    """spmv gathers the whole vector on every rank; it used to stop at its first step."""
+    topo = tmp_path / "t.toml"
+    topo.write_text(_AGGREGATES_STAY.replace('[data_classes.public]\nregions = ["*"]',
+                                             '[data_classes.public]\nregions = ["eu-north"]'))
+    out = tmp_path / "out"
+    res = run_mpi([*HPCCLOUD, "--workload", "spmv", "--topology", str(topo), "--output", str(out)],
+                  2, 180, env=child_env(2, {"PYTHONPATH": os.getcwd()}))
+    _refused(res, "spmv: every rank needs the whole vector")
+    assert not out.exists()
