@@ -3,7 +3,9 @@
 Order (every step collective, every failure the same error on every rank)::
 
     workload and its shard map (declared classes) ── effective halo classes and
-    the policy of *this* topology ── classes no rank may hold refused ── key
+    the policy of *this* topology ── classes no rank may hold refused ── what
+    the workload's own collectives would send where it may not live refused
+    (``Workload.refuse_residency``) ── output folders claimed ── key
     file ── kernels compiled (rank 0 first) ── core groups ── links (probe or
     --profile, checked against this topology) ── then one of:
       restart: the checkpoint's map placed under this topology and rank count,
