@@ -53,9 +53,18 @@ def _key(path: str | None) -> bytes | None:
 
 def run_list(args) -> int:
     from hpccloud.errors import ChecksumError
-    from hpccloud.io.checkpoint import list_checkpoints, read_manifest, verify_checkpoint
+    from hpccloud.io.checkpoint import (
+        folder_problem,
+        list_checkpoints,
+        read_manifest,
+        verify_checkpoint,
+    )
 
     key = _key(args.key_file)
+    why = folder_problem(args.dir)
+    if why is not None:
+        raise ConfigError(f"{args.dir}: not a folder of checkpoints: it {why}. Fix: pass the "
+                          "--checkpoint-dir of a run")
     found = list_checkpoints(args.dir)
     if not found:
         raise ConfigError(f"{args.dir}: no step-NNNNNNNN checkpoint folders. Fix: pass the "
@@ -79,12 +88,14 @@ def run_list(args) -> int:
 
 
 def run_verify(args) -> int:
-    from hpccloud.io.checkpoint import list_checkpoints, read_manifest, verify_checkpoint
+    from hpccloud.io.checkpoint import MANIFEST, list_checkpoints, read_manifest, verify_checkpoint
     from hpccloud.topology import read_topology_text, topology_from_text
 
     key = _key(args.key_file)
     path = args.path
-    if not os.path.exists(os.path.join(path, "manifest.json")) and list_checkpoints(path):
+    # a folder of checkpoints: its newest (read_manifest explains a file, a loop, a missing path)
+    if os.path.isdir(path) and not os.path.lexists(os.path.join(path, MANIFEST)) \
+            and list_checkpoints(path):
         path = list_checkpoints(path)[-1][1]
     summary = verify_checkpoint(path, key)
     manifest = read_manifest(path, key)

@@ -39,6 +39,7 @@ Backups
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -457,22 +458,74 @@ def parse_backup_dirs(items: Sequence[str], region_names: Sequence[str],
 # ----------------------------------------------------------------------------- reading
 
 
-def read_manifest(path: str, key: bytes | None = None) -> dict[str, Any]:
+def folder_problem(path: str) -> str | None:
+    """Why ``path`` is not a folder one can list, in words; None if it is one (no MPI)."""
+    if os.path.isdir(path):
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        return None
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link loop"
+            return f"is a symbolic link to {os.readlink(path)!r}, which does not exist"
+    if os.path.exists(path):
+        return "is a file, not a folder"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "has a symbolic link loop in its path"
+    return "does not exist"
+
+
+def newest_complete(root: str, key: bytes | None = None) -> str | None:
+    """The newest checkpoint under ``root`` whose manifest verifies, else the newest that has
+    a manifest at all (it may need another key); None if none has (no MPI)."""
+    found = [p for _, p in reversed(list_checkpoints(root))]
+    for path in found:
+        try:
+            read_manifest(path, key)
+            return path
+        except (ConfigError, ChecksumError):
+            pass
+    return next((p for p in found if os.path.isfile(os.path.join(p, MANIFEST))), None)
+
+
+def read_manifest(path: str, key: bytes | None = None, flag: str = "") -> dict[str, Any]:
     """Read and verify a checkpoint's manifest (pure; raises naming the path).
 
     Checks the format, that every key is there with its type, and the
-    manifest's own digest (and HMAC with ``key``).
+    manifest's own digest (and HMAC with ``key``). ``flag`` (e.g.
+    ``"--restart"``) is the option the path came from, named in the fixes.
     """
     mpath = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
-        raise ConfigError(f"{path}: not a checkpoint folder. Fix: pass a step-NNNNNNNN folder "
-                          "written by `hpccloud run --checkpoint-every`")
+    why = folder_problem(path)
+    if why is not None:
+        raise ConfigError(f"{flag + ' ' if flag else ''}{path}: not a checkpoint folder: it {why}. "
+                          f"Fix: pass a step-NNNNNNNN folder written by `hpccloud run "
+                          "--checkpoint-every`")
     try:
         with open(mpath, encoding="utf-8") as fh:
             manifest = json.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no {MANIFEST}; the checkpoint is incomplete. Fix: restart "
-                          "from an earlier checkpoint") from None
+        steps = list_checkpoints(path)
+        if steps:
+            newest = newest_complete(path, key)
+            if newest is None:
+                raise ConfigError(f"{path}: a folder of checkpoints, not one checkpoint, and none "
+                                  f"of its {len(steps)} step folders has a {MANIFEST}. Fix: pass "
+                                  "a complete step-NNNNNNNN folder of another run") from None
+            raise ConfigError(f"{path}: a folder of checkpoints, not one checkpoint. Fix: pass "
+                              f"{flag + ' ' if flag else ''}{newest} (the newest complete one)"
+                              ) from None
+        raise ConfigError(f"{path}: no {MANIFEST}; not a checkpoint, or an incomplete one. Fix: "
+                          "pass a step-NNNNNNNN folder written by `hpccloud run "
+                          "--checkpoint-every`, or restart from an earlier checkpoint") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{mpath}: unreadable manifest ({exc}). Fix: restart from an earlier "
                           "checkpoint") from None
@@ -538,10 +591,15 @@ def list_checkpoints(root: str) -> list[tuple[int, str]]:
     """``(step, path)`` of every published checkpoint folder under ``root``, oldest first (pure)."""
     try:
         names = os.listdir(root)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:  # a symbolic link loop, no permission
+        raise ConfigError(f"{root}: cannot list the folder: it {folder_problem(root) or exc.strerror}. "
+                          "Fix: pass the --checkpoint-dir of a run") from None
+    # a step folder that is a broken link or a link loop is listed too: reading it says why
     found = [(int(m.group(1)), os.path.join(os.path.abspath(root), n))
-             for n in names if (m := _NAME.fullmatch(n)) and os.path.isdir(os.path.join(root, n))]
+             for n in names if (m := _NAME.fullmatch(n)) and (os.path.isdir(os.path.join(root, n))
+                                                              or os.path.islink(os.path.join(root, n)))]
     return sorted(found)
 
 
@@ -585,7 +643,9 @@ def newest_verified(root: str, key: bytes | None = None, full: bool = True
     return None, rejected
 
 
-__all__ = ["FORMAT", "MANIFEST", "CheckpointWriter", "backup_allowed", "check_integrity", "checkpoint_name",
-           "list_checkpoints", "manifest_body", "newest_verified", "parse_backup_dirs", "publish",
-           "read_checkpoint", "read_manifest", "read_checkpoint_shards", "rank_file", "seal_manifest",
-           "state_may_live", "verify_checkpoint", "write_checkpoint", "write_rank_file"]
+__all__ = ["FORMAT", "MANIFEST", "CheckpointWriter", "backup_allowed", "check_integrity",
+           "checkpoint_name", "folder_problem", "list_checkpoints",
+           "manifest_body", "newest_complete", "newest_verified", "parse_backup_dirs", "publish",
+           "read_checkpoint", "read_checkpoint_shards", "read_manifest", "rank_file",
+           "seal_manifest", "state_may_live", "verify_checkpoint", "write_checkpoint",
+           "write_rank_file"]

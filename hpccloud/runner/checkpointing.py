@@ -146,7 +146,7 @@ def restart(job) -> None:
     """Collective: place the checkpoint on this job, then each rank reads and checks its shards."""
     t0 = time.perf_counter()
     path = os.path.abspath(job.cfg.restart)
-    manifest = bcast_result(job.comm, lambda: read_manifest(path, job.key))
+    manifest = bcast_result(job.comm, lambda: read_manifest(path, job.key, "--restart"))
     step = int(manifest["step"])
     if step >= job.cfg.steps:
         raise _collective(ConfigError(

@@ -167,3 +167,34 @@ def test_backups_hold_only_what_their_region_allows(comm, tmp_path_factory):
         want = {f"rank-{r:05d}.h5" for r in range(1, size)}
         assert held == want and us["shards_verified"] == sum(1 for s in m.shards if s.owner_rank > 0)
     comm.Barrier()
+
+
+# ----------------------------------------------------------------------------- wrong paths
+
+
+def test_not_a_folder_named_in_words(tmp_path):
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    for path, why in ((afile, "it is a file, not a folder"), (loop, "it is a symbolic link loop"),
+                      (tmp_path / "none", "it does not exist")):
+        with pytest.raises(ConfigError) as info:
+            read_manifest(str(path))
+        assert str(info.value).startswith(f"{path}: not a checkpoint folder: {why}. Fix:")
+    assert list_checkpoints(str(afile)) == []
+    with pytest.raises(ConfigError, match="cannot list the folder: it is a symbolic link loop"):
+        list_checkpoints(str(loop))
+
+
+def test_folder_of_checkpoints_names_the_newest_complete(tmp_path):
+    _write_one_rank(str(tmp_path), step=5)
+    second = _write_one_rank(str(tmp_path), step=10)
+    os.makedirs(tmp_path / "step-00000020")  # no manifest: not complete
+    with pytest.raises(ConfigError) as info:
+        read_manifest(str(tmp_path), flag="--restart")
+    assert str(info.value) == (f"{tmp_path}: a folder of checkpoints, not one checkpoint. Fix: "
+                               f"pass --restart {second} (the newest complete one)")
+    _edit(second, lambda d: d.__setitem__("step", 11))  # no longer verifies
+    with pytest.raises(ConfigError, match=r"Fix: pass .*step-00000005 \(the newest complete one\)"):
+        read_manifest(str(tmp_path))

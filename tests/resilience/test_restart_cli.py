@@ -114,3 +114,35 @@ def test_checkpoint_list_and_verify_cli(checkpointed):
     assert res.stderr.count("hpccloud: error:") == 1
     assert "'eu-personal' may live only in ['eu-north']" in res.stderr
     assert "ranks only in ['us-east']" in res.stderr
+
+
+def test_restart_from_the_checkpoint_root_names_the_step_folder(checkpointed, tmp_path):
+    folder, key = checkpointed
+    res = hpccloud_run(["--restart", f"{folder}/ckpt", "--key-file", key], 2, str(tmp_path), "root")
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.count("hpccloud: error:") == 1 and "Traceback" not in res.stderr
+    assert (f"{folder}/ckpt: a folder of checkpoints, not one checkpoint. Fix: pass --restart "
+            f"{folder}/ckpt/step-00000012 (the newest complete one)") in res.stderr
+
+
+def test_checkpoint_cli_on_a_file_or_a_link_loop(tmp_path):
+    afile = tmp_path / "f.txt"
+    afile.write_text("x")
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    for path, why in ((afile, "it is a file, not a folder"), (loop, "it is a symbolic link loop")):
+        res = _cli("checkpoint", "verify", str(path))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr == (f"hpccloud: error: {path}: not a checkpoint folder: {why}. Fix: "
+                              "pass a step-NNNNNNNN folder written by `hpccloud run "
+                              "--checkpoint-every`\n")
+        res = _cli("checkpoint", "list", str(path))
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr == (f"hpccloud: error: {path}: not a folder of checkpoints: {why}. "
+                              "Fix: pass the --checkpoint-dir of a run\n")
+    # a checkpoint root whose newest step folder is a link loop: verify names it
+    os.makedirs(tmp_path / "root")
+    os.symlink(tmp_path / "root" / "step-00000009", tmp_path / "root" / "step-00000009")
+    res = _cli("checkpoint", "verify", str(tmp_path / "root"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "step-00000009: not a checkpoint folder: it is a symbolic link loop" in res.stderr
