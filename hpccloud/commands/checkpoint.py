@@ -109,7 +109,7 @@ def run_verify(args) -> int:
     ranks = args.ranks if args.ranks is not None else summary["ranks"]
     text, source = read_topology_text(args.topology)
     topo = topology_from_text(text, source, ranks, exclude_regions=tuple(args.exclude_region))
-    plan = restart_plan(manifest, topo)
+    plan = restart_plan(manifest, topo, os.path.join(path, MANIFEST))
     print(f"restart on {ranks} ranks, topology {topo.name} ({source}):")
     for dc, regions in sorted(plan["classes"].items()):
         print(f"  data class {dc!r}: {plan['class_shards'][dc]} shards, may live in {regions}")
@@ -121,7 +121,8 @@ def run_verify(args) -> int:
     return 0
 
 
-def restart_plan(manifest: dict[str, Any], topology) -> dict[str, Any]:
+def restart_plan(manifest: dict[str, Any], topology, mpath: str = "manifest.json"
+                 ) -> dict[str, Any]:
     """Where a restart on ``topology`` would put each shard of a checkpoint (pure).
 
     The same placement as the run's restart stage
@@ -131,6 +132,7 @@ def restart_plan(manifest: dict[str, Any], topology) -> dict[str, Any]:
     its rank may not hold moved to an allowed rank. Raises the run's own
     :class:`ConfigError` when a class can live on no rank.
     """
+    from hpccloud.io.checkpoint import check_workload_map
     from hpccloud.policy import Policy
     from hpccloud.runner.residency import halo_closed, place_resident
     from hpccloud.shards import ShardMap, assign_owners
@@ -138,11 +140,9 @@ def restart_plan(manifest: dict[str, Any], topology) -> dict[str, Any]:
 
     st = manifest["state"]
     wl = make_workload(st.get("workload"), st.get("params"))
-    saved = ShardMap.from_json(manifest["shard_map"])
     declared = wl.shard_map(topology.size)
-    if len(saved) != len(declared):
-        raise ConfigError(f"the checkpoint has {len(saved)} shards, its workload makes "
-                          f"{len(declared)}: the manifest does not match its workload")
+    check_workload_map(manifest, declared, mpath, wl.name, wl.fixed_shapes)
+    saved = ShardMap.from_json(manifest["shard_map"])
     base = saved.with_classes(declared.data_classes())
     owners = base.owners()
     if int(manifest["ranks"]) != topology.size or owners.max(initial=0) >= topology.size:

@@ -159,6 +159,115 @@ def _check_keys(manifest: Any, mpath: str) -> None:
                           "that wrote it. Fix: restart from another checkpoint")
 
 
+def _edited(mpath: str, what: str) -> ConfigError:
+    return ConfigError(f"{mpath}: {what.rstrip('.')}. The manifest is not the one hpccloud wrote (it was "
+                       "edited and re-sealed, or damaged before sealing). Fix: restart from "
+                       "another checkpoint")
+
+
+def _plain_name(name: Any) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+            and os.path.basename(name) == name and not os.path.isabs(name))
+
+
+def saved_map(manifest: dict[str, Any], mpath: str):
+    """The manifest's shard map as a :class:`~hpccloud.shards.ShardMap` (ConfigError naming the
+    key when it is not one; pure)."""
+    from hpccloud.shards import ShardMap
+
+    try:
+        return ShardMap.from_json(manifest["shard_map"])
+    except InvalidArgument as exc:
+        raise _edited(mpath, f"shard_map: {exc}".replace(" Fix: write it with ShardMap.to_json()",
+                                                         "")) from None
+
+
+def _check_consistent(manifest: dict[str, Any], mpath: str) -> None:
+    """The manifest agrees with itself: plain file names inside the folder, and a shard map
+    whose shards fit its global shape, dtype and rank count (pure; ConfigError naming the key).
+
+    A manifest whose shard map has no ``shards`` (a bare payload checkpoint written
+    through this module directly) has only its file names checked; a restart needs the map and checks it against its workload
+    (:func:`check_workload_map`)."""
+    files = manifest["files"]
+    for i, name in enumerate(files):
+        if not _plain_name(name):
+            raise _edited(mpath, f"files[{i}] is {name!r}, not the name of a file in the "
+                                 "checkpoint's own folder")
+    backup = manifest.get("backup")
+    if backup is not None:
+        held = backup.get("files_held") if isinstance(backup, dict) else None
+        if not isinstance(held, list) or not all(isinstance(h, str) and h in files for h in held):
+            raise _edited(mpath, f"backup.files_held is {held!r}, not a list of names from files")
+    if "shards" not in manifest["shard_map"]:
+        return
+    smap = saved_map(manifest, mpath)
+    shape, dtype = smap.global_shape, np.dtype(smap.dtype)
+    if any(n < 0 for n in shape):
+        raise _edited(mpath, f"shard_map.global_shape {list(shape)} has a negative extent")
+    for s in smap.shards:
+        key = f"shard_map.shards[{s.id}]"
+        if np.dtype(s.dtype) != dtype:
+            raise _edited(mpath, f"{key}.dtype is {s.dtype!r}, the map's dtype is {smap.dtype!r}")
+        if any(n < 0 for n in s.shape) or s.nbytes != int(np.prod(s.shape)) * dtype.itemsize:
+            raise _edited(mpath, f"{key}: shape {list(s.shape)} and nbytes {s.nbytes} do not fit "
+                                 f"together ({dtype.itemsize}-byte items)")
+        if len(s.index) != len(shape) or any(not 0 <= sl.start <= sl.stop <= n
+                                             for sl, n in zip(s.index, shape, strict=False)):
+            raise _edited(mpath, f"{key}.index {[[sl.start, sl.stop] for sl in s.index]} is not "
+                                 f"inside shard_map.global_shape {list(shape)}")
+        if not 0 <= s.owner_rank < manifest["ranks"]:
+            raise _edited(mpath, f"{key}.owner_rank {s.owner_rank} is not one of the "
+                                 f"{manifest['ranks']} ranks that wrote it")
+        if not (np.isfinite(s.work_units) and s.work_units >= 0):
+            raise _edited(mpath, f"{key}.work_units is {s.work_units}, not a finite number >= 0")
+        if any(not 0 <= n < len(smap) for n in s.neighbours):
+            raise _edited(mpath, f"{key}.neighbours {list(s.neighbours)} names shards the map "
+                                 f"does not have (ids 0..{len(smap) - 1})")
+
+
+def check_workload_map(manifest: dict[str, Any], declared, mpath: str, workload: str,
+                       fixed_shapes: bool = True) -> None:
+    """Refuse a manifest whose shard map is not the one its workload makes (pure).
+
+    ``declared`` is the workload's own :meth:`~hpccloud.workloads.base.Workload.shard_map`
+    for the checkpoint's parameters: the global shape, dtype, grid, halo width, number of
+    shards and every shard's index, dtype, neighbours and shape must be its. With
+    ``fixed_shapes=False`` (a workload whose shards grow and shrink, e.g. particles) only
+    a shard's number of dimensions and its extents after the first must be.
+    """
+    saved = saved_map(manifest, mpath)
+
+    def refuse(key: str, got: Any, want: Any) -> None:
+        raise ConfigError(f"{mpath}: {key} is {got}, but workload {workload!r} with the "
+                          f"checkpoint's params makes {want}: the manifest does not describe its "
+                          "workload's data (edited and re-sealed, or damaged before sealing). "
+                          "Fix: restart from another checkpoint")
+
+    for key, got, want in (("shard_map.global_shape", list(saved.global_shape),
+                            list(declared.global_shape)),
+                           ("shard_map.dtype", repr(saved.dtype), repr(declared.dtype)),
+                           ("the number of shards in shard_map.shards", len(saved), len(declared)),
+                           ("shard_map.grid", list(saved.grid), list(declared.grid)),
+                           ("shard_map.halo_width", saved.halo_width, declared.halo_width)):
+        if got != want:
+            refuse(key, got, want)
+    for s, d in zip(saved.shards, declared.shards, strict=True):
+        key = f"shard_map.shards[{s.id}]"
+        if s.index != d.index:
+            refuse(f"{key}.index", [[x.start, x.stop] for x in s.index],
+                   [[x.start, x.stop] for x in d.index])
+        if np.dtype(s.dtype) != np.dtype(d.dtype):
+            refuse(f"{key}.dtype", repr(s.dtype), repr(d.dtype))
+        if sorted(s.neighbours) != sorted(d.neighbours):
+            refuse(f"{key}.neighbours", list(s.neighbours), list(d.neighbours))
+        same = s.shape == d.shape if fixed_shapes else (len(s.shape) == len(d.shape)
+                                                        and s.shape[1:] == d.shape[1:])
+        if not same:
+            refuse(f"{key}.shape", list(s.shape), list(d.shape) if fixed_shapes else
+                   f"[any, {', '.join(str(n) for n in d.shape[1:])}]")
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -499,7 +608,8 @@ def newest_complete(root: str, key: bytes | None = None) -> str | None:
 def read_manifest(path: str, key: bytes | None = None, flag: str = "") -> dict[str, Any]:
     """Read and verify a checkpoint's manifest (pure; raises naming the path).
 
-    Checks the format, that every key is there with its type, and the
+    Checks the format, that every key is there with its type, the file names
+    (plain names inside the folder), the shard map's own consistency, and the
     manifest's own digest (and HMAC with ``key``). ``flag`` (e.g.
     ``"--restart"``) is the option the path came from, named in the fixes.
     """
@@ -533,7 +643,31 @@ def read_manifest(path: str, key: bytes | None = None, flag: str = "") -> dict[s
         raise ConfigError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}. Fix: "
                           "restart from a checkpoint written by this hpccloud version")
     _check_keys(manifest, mpath)
-    return check_integrity(manifest, mpath, key)
+    check_integrity(manifest, mpath, key)
+    _check_consistent(manifest, mpath)
+    return manifest
+
+
+def _member(folder: str, name: str, key: str) -> str:
+    """The path of file ``name`` of a checkpoint ``folder``; a ConfigError naming ``key`` when
+    it resolves outside the folder (a symbolic link leaving it) or is a link loop (no MPI)."""
+    fpath = os.path.join(folder, name)
+    if not _plain_name(name):
+        raise ConfigError(f"{key} is {name!r}, not a file of the checkpoint's own folder. Fix: "
+                          "restart from another checkpoint")
+    base, real = os.path.realpath(folder), os.path.realpath(fpath)
+    if os.path.commonpath([base, real]) != base:
+        raise ConfigError(f"{key}: {fpath} is a symbolic link to {real}, outside the checkpoint "
+                          "folder; a checkpoint reads only its own files. Fix: copy the file "
+                          "into the folder, or restart from another checkpoint")
+    if os.path.islink(fpath):
+        try:
+            os.stat(fpath)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(f"{key}: {fpath} is a symbolic link loop. Fix: restart from "
+                                  "another checkpoint") from None
+    return fpath
 
 
 def read_checkpoint_shards(path: str, manifest: dict[str, Any], shard_ids: Iterable[int]) -> dict[int, np.ndarray]:
@@ -545,12 +679,23 @@ def read_checkpoint_shards(path: str, manifest: dict[str, Any], shard_ids: Itera
     for sid in shard_ids:
         by_file.setdefault(int(manifest["shard_rank"][str(sid)]), []).append(int(sid))
     out = {}
+    mpath = os.path.join(path, MANIFEST)
+    layout = {int(s["id"]): (tuple(int(n) for n in s["shape"]), np.dtype(s["dtype"]))
+              for s in manifest["shard_map"].get("shards", [])}
     for r in sorted(by_file):
-        fpath = os.path.join(path, manifest["files"][r])
+        fpath = _member(path, manifest["files"][r], f"{mpath}: files[{r}]")
         with open_readonly(fpath) as f:
             for sid in by_file[r]:
                 try:
-                    arr = f["shards"][str(sid)][()]
+                    ds = f["shards"][str(sid)]
+                    if not isinstance(ds, h5py.Dataset):
+                        raise KeyError("not a dataset")
+                    if sid in layout and (ds.shape, ds.dtype) != layout[sid]:
+                        shape, dtype = layout[sid]
+                        raise _edited(mpath, f"shard_map.shards[{sid}] is {list(shape)} of "
+                                             f"{dtype.str}, but {fpath} stores it as "
+                                             f"{list(ds.shape)} of {ds.dtype.str}")
+                    arr = ds[()]
                 except (OSError, KeyError) as exc:
                     raise ChecksumError(f"{fpath}: shard {sid} is missing or corrupted ({exc}). "
                                         "Fix: restart from an earlier checkpoint") from None
@@ -644,8 +789,8 @@ def newest_verified(root: str, key: bytes | None = None, full: bool = True
 
 
 __all__ = ["FORMAT", "MANIFEST", "CheckpointWriter", "backup_allowed", "check_integrity",
-           "checkpoint_name", "folder_problem", "list_checkpoints",
+           "check_workload_map", "checkpoint_name", "folder_problem", "list_checkpoints",
            "manifest_body", "newest_complete", "newest_verified", "parse_backup_dirs", "publish",
-           "read_checkpoint", "read_checkpoint_shards", "read_manifest", "rank_file",
+           "read_checkpoint", "read_checkpoint_shards", "read_manifest", "rank_file", "saved_map",
            "seal_manifest", "state_may_live", "verify_checkpoint", "write_checkpoint",
            "write_rank_file"]

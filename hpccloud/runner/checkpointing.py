@@ -21,7 +21,9 @@ import numpy as np
 from hpccloud.comm.agree import agree, bcast_result
 from hpccloud.errors import ConfigError
 from hpccloud.io.checkpoint import (
+    MANIFEST,
     CheckpointWriter,
+    check_workload_map,
     parse_backup_dirs,
     read_checkpoint_shards,
     read_manifest,
@@ -127,11 +129,12 @@ def restart_map(job, manifest: dict[str, Any], source: str) -> ShardMap:
         raise ConfigError(f"{source}: checkpoint of workload {st.get('workload')!r} with "
                           f"{st.get('params')}, not of this run's {job.wl.name!r} with "
                           f"{job.wl.params}. Fix: restart with the same workload and parameters")
-    saved = ShardMap.from_json(manifest["shard_map"])
     declared = job.wl.shard_map(job.size)  # the declared classes, by shard id
-    if len(saved) != len(declared):
-        raise ConfigError(f"{source}: {len(saved)} shards, the workload makes {len(declared)}. "
-                          "Fix: restart with the parameters of the checkpointed run")
+    # the map must be the one the workload makes (shapes, dtype, shards): a re-sealed edit
+    # of it would otherwise restart into a wrong array
+    check_workload_map(manifest, declared, os.path.join(source, MANIFEST), job.wl.name,
+                       job.wl.fixed_shapes)
+    saved = ShardMap.from_json(manifest["shard_map"])
     base = saved.with_classes(declared.data_classes())
     owners = base.owners()
     if int(manifest["ranks"]) != job.size or owners.max(initial=0) >= job.size:

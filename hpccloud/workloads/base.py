@@ -43,6 +43,10 @@ class Workload:
     #: :meth:`work_estimate` models how each shard's work changes from step to step (a
     #: moving hot spot, a zoom); the default's constant figure does not
     forecasts_work: bool = False
+    #: every shard keeps the shape :meth:`shard_map` gives it (a restart refuses a checkpoint
+    #: whose shapes differ); False when :meth:`end_step` changes shapes (only the extents
+    #: after the first must then stay)
+    fixed_shapes: bool = True
     #: default parameters; ``params`` given by the user override them
     defaults: dict[str, Any] = {}
     #: what the result array holds (CF ``long_name``) and its units (None: no physical unit)

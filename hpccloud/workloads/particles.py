@@ -30,6 +30,7 @@ _COLS = 4  # x, y, vx, vy
 class Particles(Workload):
     name = "particles"
     kernel = "particles"
+    fixed_shapes = False  # particle counts per tile change every step
     defaults = {
         "n": 100_000,      # particles
         "grid": 6,         # tiles per side

@@ -169,6 +169,118 @@ def test_backups_hold_only_what_their_region_allows(comm, tmp_path_factory):
     comm.Barrier()
 
 
+# ----------------------------------------------------------------------------- consistency
+
+
+def _reseal(path, fn):
+    """Edit the manifest and recompute its sha256, as a careful forger would."""
+    from hpccloud.io.checkpoint import seal_manifest
+
+    _edit(path, lambda d: (fn(d), d.update(seal_manifest(d))))
+
+
+def _shard(d, sid):
+    return d["shard_map"]["shards"][sid]
+
+
+RESEALED = [
+    ("absolute file", lambda d: d["files"].__setitem__(0, "/etc/passwd"),
+     "files[0] is '/etc/passwd', not the name of a file in the checkpoint's own folder"),
+    ("dotdot file", lambda d: d["files"].__setitem__(0, "../rank-00000.h5"),
+     "files[0] is '../rank-00000.h5', not the name of a file"),
+    ("map dtype", lambda d: d["shard_map"].__setitem__("dtype", "<f4"),
+     "shard_map.shards[0].dtype is '<f8', the map's dtype is '<f4'"),
+    ("nbytes", lambda d: _shard(d, 4).__setitem__("shape", [3, 2]),
+     "shard_map.shards[4]: shape [3, 2] and nbytes 32 do not fit together (8-byte items)"),
+    ("index outside", lambda d: _shard(d, 8).__setitem__("index", [[4, 6], [4, 8]]),
+     "shard_map.shards[8].index [[4, 6], [4, 8]] is not inside shard_map.global_shape [6, 6]"),
+    ("owner", lambda d: _shard(d, 2).__setitem__("owner_rank", 3),
+     "shard_map.shards[2].owner_rank 3 is not one of the 1 ranks that wrote it"),
+    ("neighbour", lambda d: _shard(d, 1).__setitem__("neighbours", [0, 9]),
+     "shard_map.shards[1].neighbours [0, 9] names shards the map does not have (ids 0..8)"),
+    ("not a map", lambda d: d["shard_map"].pop("grid"),
+     "shard_map: not a valid ShardMap JSON document (KeyError: 'grid'). The manifest is not"),
+]
+
+
+@pytest.mark.parametrize("case,edit,message", RESEALED, ids=[c[0] for c in RESEALED])
+def test_resealed_inconsistent_manifest_refused(tmp_path, case, edit, message):
+    path = _write_one_rank(str(tmp_path))
+    _reseal(path, edit)
+    for call in (lambda: read_manifest(path), lambda: verify_checkpoint(path)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        msg = str(info.value)
+        assert msg.startswith(os.path.join(path, MANIFEST) + ": " + message), msg
+        assert "edited and re-sealed" in msg and msg.endswith("Fix: restart from another checkpoint")
+
+
+def test_stored_dataset_must_match_the_map(tmp_path):
+    # shape and nbytes edited together (the map is self-consistent), the data is not that shape
+    path = _write_one_rank(str(tmp_path))
+    _reseal(path, lambda d: _shard(d, 4).update(shape=[4, 1]))
+    with pytest.raises(ConfigError) as info:
+        verify_checkpoint(path)
+    assert str(info.value).startswith(
+        f"{path}/{MANIFEST}: shard_map.shards[4] is [4, 1] of <f8, but {path}/rank-00000.h5 "
+        "stores it as [2, 2] of <f8.")
+
+
+def test_workload_map_checked_key_by_key(tmp_path):
+    from hpccloud.io.checkpoint import check_workload_map
+
+    path = _write_one_rank(str(tmp_path))
+    declared = _map(1)
+    check_workload_map(read_manifest(path), declared, "m.json", "t")  # as written: fine
+    cases = [(lambda d: d["shard_map"].__setitem__("global_shape", [12, 12]),
+              "shard_map.global_shape is [12, 12], but workload 't' with the checkpoint's params "
+              "makes [6, 6]"),
+             (lambda d: [s.update(dtype="<f4", nbytes=16) for s in d["shard_map"]["shards"]]
+              and d["shard_map"].__setitem__("dtype", "<f4"),
+              "shard_map.dtype is '<f4', but workload 't' with the checkpoint's params makes '<f8'"),
+             (lambda d: _shard(d, 4).update(shape=[4, 1]),
+              "shard_map.shards[4].shape is [4, 1], but workload 't' with the checkpoint's params "
+              "makes [2, 2]"),
+             (lambda d: d["shard_map"].__setitem__("grid", [9, 1]), "shard_map.grid is [9, 1]")]
+    for edit, message in cases:
+        doc = read_manifest(path)
+        edit(doc)
+        with pytest.raises(ConfigError) as info:
+            check_workload_map(doc, declared, "m.json", "t")
+        assert str(info.value).startswith("m.json: " + message), str(info.value)
+        assert str(info.value).endswith("Fix: restart from another checkpoint")
+    # a workload whose shards grow and shrink: only the extents after the first are fixed
+    doc = read_manifest(path)
+    _shard(doc, 4).update(shape=[7, 2])
+    check_workload_map(doc, declared, "m.json", "t", fixed_shapes=False)
+    _shard(doc, 4).update(shape=[7, 3])
+    with pytest.raises(ConfigError, match=r"shards\[4\].shape is \[7, 3\], .* makes \[any, 2\]"):
+        check_workload_map(doc, declared, "m.json", "t", fixed_shapes=False)
+
+
+def test_rank_file_linked_outside_the_folder_refused(tmp_path):
+    path = _write_one_rank(str(tmp_path / "ck"))
+    outside = tmp_path / "elsewhere.h5"
+    os.replace(os.path.join(path, "rank-00000.h5"), outside)
+    os.symlink(outside, os.path.join(path, "rank-00000.h5"))
+    with pytest.raises(ConfigError) as info:
+        verify_checkpoint(path)
+    assert str(info.value) == (
+        f"{path}/{MANIFEST}: files[0]: {path}/rank-00000.h5 is a symbolic link to {outside}, "
+        "outside the checkpoint folder; a checkpoint reads only its own files. Fix: copy the "
+        "file into the folder, or restart from another checkpoint")
+    # a link inside the folder is fine
+    os.unlink(os.path.join(path, "rank-00000.h5"))
+    os.replace(outside, os.path.join(path, "data.h5"))
+    os.symlink("data.h5", os.path.join(path, "rank-00000.h5"))
+    assert verify_checkpoint(path)["shards_verified"] == 9
+    # a link loop
+    os.unlink(os.path.join(path, "rank-00000.h5"))
+    os.symlink("rank-00000.h5", os.path.join(path, "rank-00000.h5"))
+    with pytest.raises(ConfigError, match=r"files\[0\]: .*rank-00000.h5 is a symbolic link loop"):
+        verify_checkpoint(path)
+
+
 # ----------------------------------------------------------------------------- wrong paths
 
 

@@ -116,6 +116,33 @@ def test_checkpoint_list_and_verify_cli(checkpointed):
     assert "ranks only in ['us-east']" in res.stderr
 
 
+def _reseal(doc):
+    from hpccloud.io.checkpoint import seal_manifest
+
+    doc.update(seal_manifest(doc, None))
+
+
+def test_resealed_wrong_global_shape_refused_by_restart_and_verify(tmp_path):
+    # unsigned, so a forger can recompute the sha256: the map must still fit the workload
+    first = hpccloud_run(["--checkpoint-every", "4", "--checkpoint-dir", f"{tmp_path}/ckpt"], 2,
+                         str(tmp_path), "unsigned", steps=6)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ck = _copy_checkpoint(f"{tmp_path}/ckpt/step-00000004", str(tmp_path / "edited"),
+                          lambda d: (d["shard_map"].__setitem__("global_shape", [192, 192]),
+                                     _reseal(d)))
+    want = (f"hpccloud: error: {ck}/{MANIFEST}: shard_map.global_shape is [192, 192], but "
+            "workload 'stencil2d' with the checkpoint's params makes [96, 96]: the manifest does "
+            "not describe its workload's data")
+    res = hpccloud_run(["--restart", ck], 2, str(tmp_path), "bad")
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.count("hpccloud: error:") == 1 and "Traceback" not in res.stderr
+    assert want in res.stderr and "Fix: restart from another checkpoint" in res.stderr
+    assert not os.path.exists(tmp_path / "bad") and not os.path.exists(tmp_path / "bad.json")
+    res = _cli("checkpoint", "verify", ck)
+    assert res.returncode == 2 and res.stderr.startswith(want), res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_restart_from_the_checkpoint_root_names_the_step_folder(checkpointed, tmp_path):
     folder, key = checkpointed
     res = hpccloud_run(["--restart", f"{folder}/ckpt", "--key-file", key], 2, str(tmp_path), "root")
