@@ -30,6 +30,7 @@ All files are written atomically (:mod:`hpccloud.io.atomic`).
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping
 
 import h5py
@@ -75,14 +76,32 @@ def open_readonly(path: str | os.PathLike) -> h5py.File:
                           "check that it was copied completely") from None
 
 
+def _absolute(group: str, path: str) -> str:
+    """``path`` as an absolute HDF5 path, relative paths taken from ``group``."""
+    return posixpath.normpath(posixpath.join(group, path)).replace("//", "/")
+
+
 def _link_problem(f: h5py.File, name: str) -> str:
     """Why ``f[name]`` cannot be opened, in words (a dangling soft or external link, or absent)."""
     try:
         link = f.get(name, getlink=True)
-    except (KeyError, ValueError, OSError):
+    except (KeyError, ValueError, OSError, RuntimeError):
         link = None
     if isinstance(link, h5py.SoftLink):
-        return f"is a soft link to {link.path!r}, which does not exist"
+        chain = [_absolute("/", name)]
+        while isinstance(link, h5py.SoftLink) and len(chain) < 64:
+            target = _absolute(posixpath.dirname(chain[-1]), link.path)
+            if target in chain:
+                return ("is a soft link loop (" + " -> ".join(chain + [target]) + "), which "
+                        "leads to no object")
+            chain.append(target)
+            try:
+                link = f.get(target, getlink=True)
+            except (KeyError, ValueError, OSError, RuntimeError):
+                link = None
+        if link is None:
+            return f"is a soft link to {chain[-1]!r}, which does not exist"
+        return f"is a soft link to {chain[-1]!r} ({len(chain) - 1} links), which cannot be opened"
     if isinstance(link, h5py.ExternalLink):
         return f"is an external link to {link.path!r} in {link.filename!r}, which cannot be opened"
     parent = name.rsplit("/", 1)[0] if "/" in name.strip("/") else "/"
@@ -126,12 +145,35 @@ def _check_virtual_sources(path: str, dataset: str, ds: h5py.Dataset) -> None:
                                       "its sources")
 
 
+def _check_external(path: str, dataset: str, ds: h5py.Dataset) -> None:
+    """Refuse external raw storage whose files are missing or shorter than the dataset needs
+    (HDF5 reads the missing bytes as zeros, without an error)."""
+    need = int(np.prod(ds.shape or ())) * ds.dtype.itemsize
+    for name, offset, size in ds.external:
+        ext = name.decode() if isinstance(name, bytes) else str(name)
+        beside = ext if os.path.isabs(ext) else os.path.join(os.path.dirname(os.path.abspath(path)), ext)
+        found = next((c for c in (ext, beside) if os.path.isfile(c)), None)
+        if found is None:
+            raise ConfigError(f"{path}:{dataset}: external raw data file {ext!r} is missing. "
+                              "Fix: put it beside the file")
+        part = min(int(size), need)  # the last segment may be declared unlimited
+        have = os.path.getsize(found)
+        if part > 0 and have < int(offset) + part:
+            raise ConfigError(f"{path}:{dataset}: external raw data file {found} holds {have} "
+                              f"bytes, but the dataset reads {part} bytes from offset {int(offset)} "
+                              f"(up to byte {int(offset) + part}); the rest would read as zeros. "
+                              "Fix: restore the complete raw file, or regenerate the input")
+        need -= part
+        if need <= 0:
+            break
+
+
 def _input_dataset(path: str, f: h5py.File, dataset: str, global_shape, dtype) -> h5py.Dataset:
     """The input dataset, checked: really a dataset, links resolve, virtual sources present,
     shape and dtype those of the workload."""
     try:
         obj = f[dataset]
-    except (KeyError, ValueError, OSError):
+    except (KeyError, ValueError, OSError, RuntimeError):  # RuntimeError: a soft link loop
         raise ConfigError(f"{path}: no dataset {dataset!r}: it {_link_problem(f, dataset)}. "
                           "Fix: pass the right --input-dataset") from None
     if not isinstance(obj, h5py.Dataset):
@@ -141,12 +183,7 @@ def _input_dataset(path: str, f: h5py.File, dataset: str, global_shape, dtype) -
     if obj.is_virtual:
         _check_virtual_sources(path, dataset, obj)
     if obj.external:
-        for name, _offset, _size in obj.external:
-            ext = name.decode() if isinstance(name, bytes) else str(name)
-            full = ext if os.path.isabs(ext) else os.path.join(os.path.dirname(os.path.abspath(path)), ext)
-            if not os.path.isfile(full) and not os.path.isfile(ext):
-                raise ConfigError(f"{path}:{dataset}: external raw data file {ext!r} is missing. "
-                                  "Fix: put it beside the file")
+        _check_external(path, dataset, obj)
     if tuple(obj.shape or ()) != tuple(global_shape):
         raise ConfigError(f"{path}:{dataset}: shape {tuple(obj.shape or ())} does not match the "
                           f"workload's {tuple(global_shape)}. Fix: set the workload size to the "
@@ -162,9 +199,9 @@ def check_input(path: str | os.PathLike, dataset: str, global_shape, dtype) -> N
 
     Refuses (:class:`~hpccloud.errors.ConfigError`, naming the file, dataset and
     fix): a missing or unreadable file, a group given as the dataset, dangling
-    soft or external links, a virtual dataset with a missing source file or
-    dataset, missing external raw files, a shape or dtype other than the
-    workload's. Non-finite values are found shard by shard in :func:`read_shards`.
+    soft or external links, soft link loops, a virtual dataset with a missing
+    source file or dataset, external raw files missing or shorter than the
+    dataset, a shape or dtype other than the workload's. Non-finite values are found shard by shard in :func:`read_shards`.
     """
     path = os.fspath(path)
     with open_readonly(path) as f:

@@ -39,6 +39,9 @@ CASES = [
     ("vds missing dataset", lambda f: (f.create_dataset("other", data=np.zeros(SHAPE)), _vds(f, ".", "nope")),
      "virtual dataset source"),
     ("absent", lambda f: f.create_dataset("other", data=[1.0]), "no dataset 'data': it does not exist"),
+    ("soft loop", lambda f: (f.__setitem__("data", h5py.SoftLink("/b")),
+                             f.__setitem__("b", h5py.SoftLink("data"))),
+     "no dataset 'data': it is a soft link loop (/data -> /b -> /data), which leads to no object"),
     ("scalar", lambda f: f.create_dataset("data", data=1.0), "shape () does not match"),
     ("strings", lambda f: f.create_dataset("data", data=np.array([[b"ab"] * 6] * 8)), "dtype |S2 but"),
 ]
@@ -83,3 +86,24 @@ def test_not_hdf5_or_a_folder(tmp_path):
         check_input(tmp_path / "x.h5", "data", SHAPE, "<f8")
     with pytest.raises(ConfigError, match="is a folder"):
         check_input(tmp_path, "data", SHAPE, "<f8")
+
+
+@pytest.mark.parametrize("declared", [48 * 8, h5py.h5f.UNLIMITED])
+def test_external_raw_file_shorter_than_the_dataset_refused(tmp_path, shard_map, declared):
+    data = np.arange(48.0).reshape(SHAPE)
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(data.tobytes()[:200])  # HDF5 would read the missing 184 bytes as zeros
+    path = _file(tmp_path / "in.h5", lambda f: f.create_dataset(
+        "data", shape=SHAPE, dtype="<f8", external=[(str(raw), 0, declared)]))
+    want = (f"{path}:data: external raw data file {raw} holds 200 bytes, but the dataset reads "
+            "384 bytes from offset 0 (up to byte 384); the rest would read as zeros. Fix: restore "
+            "the complete raw file, or regenerate the input")
+    for call in (lambda: check_input(path, "data", SHAPE, "<f8"),
+                 lambda: read_shards(path, "data", shard_map, 0)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == want
+    raw.write_bytes(data.tobytes())  # complete: read as written
+    check_input(path, "data", SHAPE, "<f8")
+    np.testing.assert_array_equal(read_shards(path, "data", shard_map, 0)[3],
+                                  data[shard_map.shards[3].index])
