@@ -48,13 +48,13 @@ def load_key(path: str | os.PathLike, warn: bool = True) -> bytes:
     one, so a job warns once).
     """
     source = os.fspath(path)
+    from hpccloud.io.small import read_regular
+
+    raw = read_regular(source, MAX_KEY_FILE_BYTES, "transport key file", "check the key file path")
     try:
-        with open(source, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            raw = fh.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read the transport key file ({exc.strerror}). "
-                          "Fix: check the key file path") from None
+        mode = os.stat(source).st_mode
+    except OSError:
+        mode = 0
     fix = ("write 16, 24 or 32 random bytes, or their hex (e.g. `openssl rand -hex 32 > key; "
            "chmod 600 key`)")
     if len(raw) > MAX_KEY_FILE_BYTES:

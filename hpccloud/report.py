@@ -261,18 +261,26 @@ class Progress:
             sys.stdout.write("\n")
 
 
+#: the largest report this reads (a report of 10^5 ranks is tens of MiB)
+REPORT_MAX_BYTES = 1 << 30
+
+
 def load_report(path: str) -> dict[str, Any]:
     """Read a ``hpccloud run --json`` report (one ConfigError naming the file otherwise)."""
     import json
 
+    from hpccloud.io.small import read_regular
+
+    fix = "pass the file written by `hpccloud run --json`"
+    raw = read_regular(path, REPORT_MAX_BYTES, "run report", fix)
+    if len(raw) > REPORT_MAX_BYTES:
+        raise ConfigError(f"{path}: over {REPORT_MAX_BYTES >> 20} MiB: not a run report. Fix: {fix}")
     try:
-        with open(path, encoding="utf-8") as fh:
-            rep = json.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror}). Fix: check the path") from None
+        rep = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not JSON ({exc}). Fix: pass the file written by "
-                          "`hpccloud run --json`") from None
+        raise ConfigError(f"{path}: not JSON ({exc}). Fix: {fix}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply. Fix: {fix}") from None
     if not isinstance(rep, dict) or rep.get("kind") != KIND:
         kind = rep.get("kind") if isinstance(rep, dict) else None
         raise ConfigError(f"{path}: not a run report (kind {kind!r}). Fix: pass the file written "

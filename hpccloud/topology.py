@@ -475,12 +475,10 @@ def read_topology_text(path: str | os.PathLike | None) -> tuple[str, str]:
         text = resources.files("hpccloud.data").joinpath("default_topology.toml").read_text()
         return text, DEFAULT_SOURCE
     source = os.fspath(path)
-    try:
-        with open(source, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise TopologyError(f"{source}: cannot read the topology file ({exc.strerror}). "
-                            "Fix: check the path given to --topology.") from None
+    from hpccloud.io.small import read_regular
+
+    raw = read_regular(source, MAX_FILE_BYTES, "topology file",
+                       "check the path given to --topology.", TopologyError)
     if len(raw) > MAX_FILE_BYTES:
         raise TopologyError(f"{source}: over {MAX_FILE_BYTES // 1024} KiB: not a topology file. "
                             "Fix: check the path given to --topology.")

@@ -12,18 +12,24 @@ from typing import Any
 
 from hpccloud.errors import ConfigError
 
+#: a probe profile of 10^5 ranks keeps per-region-pair links, not a dense matrix
+PROFILE_MAX_BYTES = 1 << 30
+
 
 def read_profile_doc(path: str) -> dict[str, Any]:
     """The parsed JSON of ``path``; unreadable or not JSON -> one :class:`ConfigError` naming it."""
+    from hpccloud.io.small import read_regular
+
+    fix = "pass the file written by `hpccloud probe --json FILE`."
+    raw = read_regular(path, PROFILE_MAX_BYTES, "probe profile", fix)
+    if len(raw) > PROFILE_MAX_BYTES:
+        raise ConfigError(f"{path}: over {PROFILE_MAX_BYTES >> 20} MiB: not a probe profile. Fix: {fix}")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the profile ({exc.strerror}). "
-                          "Fix: pass the file written by `hpccloud probe --json FILE`.") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}). "
-                          "Fix: pass the file written by `hpccloud probe --json FILE`.") from None
+        return json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}). Fix: {fix}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply. Fix: {fix}") from None
 
 
 def load_profile(path: str) -> dict[str, Any]:

@@ -258,15 +258,22 @@ def config_from_mapping(doc: dict[str, Any], source: str) -> RunConfig:
     return convert(doc, source)
 
 
+#: a run config is a page of options: a larger file is the wrong file
+CONFIG_MAX_BYTES = 1 << 20
+
+
 def read_config(path: str | None) -> dict[str, Any]:
     """Parse a ``--config`` TOML file into a plain mapping (no defaults filled in)."""
     if path is None:
         return {}
+    from hpccloud.io.small import read_regular
+
+    raw = read_regular(path, CONFIG_MAX_BYTES, "run config (TOML)", "check --config")
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise ConfigError(f"{path}: over {CONFIG_MAX_BYTES // 1024} KiB: not a run config. Fix: "
+                          "check --config")
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror}). Fix: check --config") from None
+        doc = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}). Fix: correct the syntax") from None
     except UnicodeDecodeError:
