@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from hpccloud.balance import PLANNERS, PlanOptions, plan_problem
     from hpccloud.balance.profile import problem_from_profile
-    from hpccloud.commands.common import write_json_atomic
+    from hpccloud.commands.common import check_writable, write_json_atomic
     from hpccloud.errors import InvalidArgument
     from hpccloud.io.profile import load_profile
     from hpccloud.topology import read_topology_text, topology_from_text
@@ -37,6 +37,11 @@ def run(args) -> int:
                               f"{', '.join(PLANNERS)} or all")
     if args.horizon < 1 or (args.shards is not None and args.shards < 1) or args.shard_bytes < 8:
         raise InvalidArgument("--horizon and --shards must be >= 1 and --shard-bytes >= 8")
+    if args.shards is not None and args.shards > 1 << 24:
+        raise InvalidArgument(f"--shards {args.shards}: at most {1 << 24}. Fix: plan fewer, larger "
+                              "shards (--shard-bytes)")
+    if args.json:
+        check_writable(args.json)
     profile = load_profile(args.profile)
     P = len(profile["hosts"])
     text, source = read_topology_text(args.topology)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from hpccloud.errors import InvalidArgument
 
+#: the simulator's bounds: 10^5 ranks and beyond are what it is for; past these the
+#: arrays alone outgrow a workstation
+MAX_RANKS = 1 << 20
+MAX_SHARDS = 1 << 24
+
 
 def add_parser(sub) -> None:
     from hpccloud.balance.scenarios import SCENARIOS
@@ -27,10 +32,20 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from hpccloud.balance import PLANNERS
     from hpccloud.balance.scenarios import SCENARIOS, format_table, simulate
-    from hpccloud.commands.common import write_json_atomic
+    from hpccloud.commands.common import check_writable, write_json_atomic
 
     if args.steps < 1 or args.horizon < 1:
         raise InvalidArgument(f"--steps and --horizon must be >= 1 (got {args.steps}, {args.horizon})")
+    for flag, value, low, high in (("--ranks", args.ranks, 1, MAX_RANKS),
+                                   ("--regions", args.regions, 1, args.ranks),
+                                   ("--shards", args.shards, 1, MAX_SHARDS),
+                                   ("--steps", args.steps, 1, 1 << 20),
+                                   ("--seed", args.seed, 0, 2**63 - 1)):
+        if not low <= value <= high:
+            raise InvalidArgument(f"{flag} {value}: must be between {low} and {high}. Fix: e.g. "
+                                  f"{flag} {min(max(low, 2), high)}")
+    if args.json:
+        check_writable(args.json)
     planners = args.planners.split(",") if args.planners else list(PLANNERS)
     unknown = [n for n in planners if n not in PLANNERS]
     if unknown:

@@ -109,6 +109,12 @@ def check_writable(path: str | os.PathLike) -> None:
     if os.path.isdir(path):
         raise InvalidArgument(f"{path}: is a folder, an output file is expected here. Fix: give "
                               "a file name")
+    if os.path.islink(path):  # the atomic rename would replace the link, not write its target
+        raise InvalidArgument(f"{path}: is a symbolic link; the output would replace it. Fix: "
+                              f"give the path it points to ({os.path.realpath(path)})")
+    if os.path.exists(path) and not os.path.isfile(path):  # a FIFO, a device: never replaced
+        raise InvalidArgument(f"{path}: is not a regular file (a pipe or device); the output "
+                              "would replace it. Fix: give a regular file path")
     folder = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(folder):
         raise InvalidArgument(f"{path}: folder {folder!r} does not exist. Fix: create it or "

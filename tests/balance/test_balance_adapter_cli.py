@@ -106,7 +106,7 @@ def test_simulate_command_prints_a_table_and_writes_rows(tmp_path, capsys):
 
 def test_simulate_command_rejects_bad_arguments(capsys):
     assert main(["simulate", "--ranks", "2", "--regions", "3"]) == 2
-    assert "need ranks >= regions" in capsys.readouterr().err
+    assert "--regions 3: must be between 1 and 2" in capsys.readouterr().err
     assert main(["simulate", "--planners", "topo,bogus"]) == 2
     assert "bogus" in capsys.readouterr().err
 

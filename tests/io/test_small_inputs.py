@@ -46,3 +46,25 @@ def test_deeply_nested_json_report_or_profile_is_refused(tmp_path):
         res = subprocess.run([sys.executable, "-m", "hpccloud", *argv], capture_output=True,
                              text=True, timeout=120)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["folder", "fifo", "symlink", "device", "seed", "ranks", "regions"])
+def test_simulate_refuses_bad_targets_and_sizes_before_the_work(tmp_path, case):
+    """Each was a traceback after the work (targets), a traceback (seed) or an unbounded run."""
+    (tmp_path / "target").write_text("keep")
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    extra, match = {
+        "folder": (["--json", str(tmp_path)], "is a folder"),
+        "fifo": (["--json", str(tmp_path / "fifo")], "not a regular file"),
+        "symlink": (["--json", str(tmp_path / "link")], "is a symbolic link"),
+        "device": (["--json", "/dev/full"], "not a regular file"),
+        "seed": (["--seed", "-1"], "--seed -1: must be between 0"),
+        "ranks": (["--ranks", "100000000"], "--ranks 100000000: must be between 1"),
+        "regions": (["--regions", "9"], "--regions 9: must be between 1 and 4"),
+    }[case]
+    res = subprocess.run([sys.executable, "-m", "hpccloud", "simulate", "--ranks", "4",
+                          "--shards", "40", *extra], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert match in res.stderr and "Fix:" in res.stderr and "makespan_s" not in res.stdout
+    assert (tmp_path / "target").read_text() == "keep" and os.path.islink(tmp_path / "link")
