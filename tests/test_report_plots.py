@@ -57,3 +57,25 @@ def test_small_runs_keep_the_per_rank_matrix():
 def test_no_measured_pair_gives_a_blank_matrix():
     alpha, beta, unit = _link_matrices({"size": 300, "rank_region": [0] * 150 + [1] * 150, "pairs": []}, 300)
     assert unit == "region" and alpha.shape == (2, 2) and np.isnan(alpha).all() and np.isnan(beta).all()
+
+
+@pytest.mark.parametrize("mutate", ["no-topology", "steps-null", "config-string"])
+def test_report_command_refuses_a_report_of_another_layout_and_writes_no_plot(tmp_path, capsys,
+                                                                              mutate):
+    """It used to print a traceback (exit 1), after plots that rendered were written."""
+    import json
+
+    from hpccloud.cli import main
+    from hpccloud.report import KIND
+
+    rep = {**_report(4, 2), "kind": KIND}
+    if mutate == "steps-null":
+        rep["steps"] = None
+    elif mutate == "config-string":
+        rep["config"] = "topo"
+    path = tmp_path / "rep.json"
+    path.write_text(json.dumps(rep))
+    assert main(["report", str(path), "--out", str(tmp_path / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert "not laid out as a run report" in err and "Fix:" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == []
