@@ -74,8 +74,10 @@ def test_non_utf8_and_oversized_files(tmp_path):
     big.write_bytes(b"#" * (2 << 20))
     with pytest.raises(TopologyError, match="big.toml: over 1024 KiB"):
         read_topology_text(big)
+    with pytest.raises(TopologyError, match="a folder, not a regular file: not a topology file"):
+        read_topology_text(tmp_path)
     with pytest.raises(TopologyError, match="cannot read the topology file"):
-        read_topology_text(tmp_path)  # a folder
+        read_topology_text(tmp_path / "missing.toml")
 
 
 def test_multi_group_host_lists():

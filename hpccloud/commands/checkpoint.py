@@ -91,6 +91,12 @@ def run_verify(args) -> int:
     from hpccloud.io.checkpoint import MANIFEST, list_checkpoints, read_manifest, verify_checkpoint
     from hpccloud.topology import read_topology_text, topology_from_text
 
+    from hpccloud.commands.simulate import MAX_RANKS
+    from hpccloud.errors import InvalidArgument
+
+    if args.ranks is not None and not 1 <= args.ranks <= MAX_RANKS:
+        raise InvalidArgument(f"--ranks {args.ranks}: must be between 1 and {MAX_RANKS}. Fix: "
+                              "give the rank count the restart will run on")
     key = _key(args.key_file)
     path = args.path
     # a folder of checkpoints: its newest (read_manifest explains a file, a loop, a missing path)

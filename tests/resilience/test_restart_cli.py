@@ -114,6 +114,11 @@ def test_checkpoint_list_and_verify_cli(checkpointed):
     assert res.stderr.count("hpccloud: error:") == 1
     assert "'eu-personal' may live only in ['eu-north']" in res.stderr
     assert "ranks only in ['us-east']" in res.stderr
+    # a rank count out of range is refused before the checkpoint is read (10^8 ran out of memory)
+    for bad in ("100000000", "-3", "0"):
+        res = _cli("checkpoint", "verify", f"{folder}/ckpt", "--key-file", key, "--ranks", bad)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert f"--ranks {bad}: must be between 1 and" in res.stderr and "Fix:" in res.stderr
 
 
 def _reseal(doc):
