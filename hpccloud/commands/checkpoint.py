@@ -88,11 +88,10 @@ def run_list(args) -> int:
 
 
 def run_verify(args) -> int:
-    from hpccloud.io.checkpoint import MANIFEST, list_checkpoints, read_manifest, verify_checkpoint
-    from hpccloud.topology import read_topology_text, topology_from_text
-
     from hpccloud.commands.simulate import MAX_RANKS
     from hpccloud.errors import InvalidArgument
+    from hpccloud.io.checkpoint import MANIFEST, list_checkpoints, read_manifest, verify_checkpoint
+    from hpccloud.topology import read_topology_text, topology_from_text
 
     if args.ranks is not None and not 1 <= args.ranks <= MAX_RANKS:
         raise InvalidArgument(f"--ranks {args.ranks}: must be between 1 and {MAX_RANKS}. Fix: "
