@@ -29,6 +29,7 @@ lists it) is reported as skipped, not failed.
     python benchmarks/balance_matrix.py [--runs 3] [--workloads stencil2d,kmeans]
         [--layouts 3+1,1+3] [--balancers static,topo] [--param n=4096] [--json OUT]
     python benchmarks/balance_matrix.py --quick     # small sizes, 1 run: checks the pipeline
+    python benchmarks/balance_matrix.py --keep DIR  # keep each run's report (hpccloud report DIR/x.json)
 
 This machine has 2 cores shared by many users: one full matrix is long (5
 workloads × 4 layouts × 5 balancers × 3 runs); run a few cells at a time.
@@ -186,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 run, 6 steps: a pipeline check")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per mpiexec")
     ap.add_argument("--json", default=None, metavar="OUT", help="write one row per cell here")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="keep every run's report JSON in DIR (default: a temp folder, removed)")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.steps, args.rebalance_every = 1, 6, 2
@@ -199,7 +202,10 @@ def main(argv=None) -> int:
     if skipped:
         print(f"skipped (hpccloud run does not accept them on this branch): {', '.join(skipped)}")
     runs = []
-    with tempfile.TemporaryDirectory(prefix="hpcc-matrix-") as folder:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hpcc-matrix-") as scratch:
+        folder = args.keep or scratch
         for layout in layouts:
             net = None
             if layout == "netns":
