@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from hpccloud.comm.halo import HaloExchange
-from hpccloud.comm.wait import sleeping_allgather
+from hpccloud.comm.wait import STEP_WAIT_BACKOFF, sleeping_allgather
 
 
 class Stepper:
@@ -28,6 +28,12 @@ class Stepper:
         self._hx_version = -1
         self.checkpoint_written = False  # every rank's pending checkpoint files are written
         self.mark = time.perf_counter()
+        # a rank of a core shared by too many ranks waits for the step's slowest rank
+        # backing off (see STEP_WAIT_BACKOFF); a rank with its cores to itself polls on:
+        # a wait that backs off ends late, and its peers' collective rounds wait for it
+        shares = getattr(job, "cores", None)
+        self.wait_backoff = (STEP_WAIT_BACKOFF if shares is not None
+                             and bool(shares.oversubscribed[job.rank]) else None)
 
     def restart_clock(self) -> None:
         """The next step's wall time counts from now (after a rebalance or a checkpoint)."""
@@ -83,7 +89,7 @@ class Stepper:
         writer = job.ckpt_writer
         written = float(writer is not None and writer.ready())
         rows = sleeping_allgather(job.comm, (busy_s, halo_s, units, step_s, busy_cpu_s,
-                                             len(shard_s), written))
+                                             len(shard_s), written), backoff=self.wait_backoff)
         now = time.perf_counter()
         self.checkpoint_written = bool(rows[:, 6].all())
         tr.add("step sync", "wait", t4, now, step=step)

@@ -45,6 +45,28 @@ def test_a_long_wait_sleeps_instead_of_spinning(comm):
     assert ratio < 0.7, f"the waiting rank used {ratio:.0%} of a core while it waited"
 
 
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_a_wait_that_backs_off_leaves_the_core_almost_idle(comm):
+    """The step's wait on a shared core (``backoff``): rank 1 waits ~0.4 s and its sleeps grow
+    to 1 ms, so it polls a few % of the time (default wait: under 0.7 above). A loaded machine
+    only lowers the ratio."""
+    from hpccloud.comm.wait import STEP_WAIT_BACKOFF
+
+    rank = comm.Get_rank()
+    buf = np.zeros(8)
+    sleeping_barrier(comm)
+    if rank == 0:
+        time.sleep(0.4)
+        comm.Send(buf, 1, 4)
+        ratio = 0.0
+    else:
+        c0, t0 = time.process_time(), time.perf_counter()
+        sleeping_waitall([comm.Irecv(buf, 0, 4)], backoff=STEP_WAIT_BACKOFF)
+        ratio = (time.process_time() - c0) / (time.perf_counter() - t0)
+    ratio = comm.bcast(ratio, root=1)
+    assert ratio < 0.25, f"the waiting rank used {ratio:.0%} of a core while it waited"
+
+
 @pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
 def test_sleeping_bcast_is_bcast(comm):
     from hpccloud.comm.wait import sleeping_bcast
@@ -92,3 +114,32 @@ def test_a_wait_that_backs_off_doubles_its_sleeps_up_to_the_cap(monkeypatch):
 
     assert run() == [1e-5] * 9
     assert run(max_sleep_s=2e-4) == pytest.approx([1e-5, 2e-5, 4e-5, 8e-5, 1.6e-4, 2e-4, 2e-4, 2e-4, 2e-4])
+
+
+def test_a_step_wait_sleeps_a_part_of_what_it_has_waited(monkeypatch):
+    """With ``backoff`` each sleep is that part of the time waited so far (the spin counted),
+    from ``poll_s`` up to the long-wait cap: a wait ends at most that part of itself late."""
+    import hpccloud.comm.wait as wait
+
+    clock = {"t": 0.0}
+    polls = {"n": 0}
+
+    def poll(requests, seconds):
+        polls["n"] += 1
+        return polls["n"] > 60
+
+    def sleep(s):
+        sleeps.append(s)
+        clock["t"] += s
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(wait, "_poll", poll)
+    monkeypatch.setattr(wait.time, "sleep", sleep)
+    monkeypatch.setattr(wait.time, "monotonic", lambda: clock["t"])
+    wait.sleeping_waitall(["request"], poll_s=1e-5, spin_s=2e-4, backoff=0.1)
+    assert sleeps[0] == 1e-5
+    waited = np.cumsum(sleeps)[:-1]
+    assert sleeps[1:] == pytest.approx(np.minimum(np.maximum(1e-5, 0.1 * (waited + 2e-4)),
+                                                  wait.LONG_WAIT_SLEEP_S).tolist())
+    assert max(sleeps) == wait.LONG_WAIT_SLEEP_S  # 60 sleeps reach the cap
+    assert all(b >= a for a, b in zip(sleeps, sleeps[1:], strict=False))
