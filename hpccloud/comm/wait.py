@@ -94,10 +94,9 @@ def sleeping_waitall(requests, poll_s: float = POLL_S, spin_s: float = SPIN_S,
             wd.check(waited)
 
 
-def sleeping_barrier(comm, poll_s: float = POLL_S, backoff: float | None = None) -> None:
-    """A barrier that sleeps instead of spinning, so waiting ranks leave the cores free
-    (``backoff``: see :func:`sleeping_waitall`)."""
-    sleeping_waitall([comm.Ibarrier()], poll_s, backoff=backoff)
+def sleeping_barrier(comm, poll_s: float = POLL_S) -> None:
+    """A barrier that sleeps instead of spinning, so waiting ranks leave the cores free."""
+    sleeping_waitall([comm.Ibarrier()], poll_s)
 
 
 def sleeping_allgather(comm, values, poll_s: float = POLL_S, backoff: float | None = None):

@@ -31,9 +31,7 @@ class Stepper:
         # a rank of a core shared by too many ranks waits for the step's slowest rank
         # backing off (see STEP_WAIT_BACKOFF); a rank with its cores to itself polls on:
         # a wait that backs off ends late, and its peers' collective rounds wait for it
-        shares = getattr(job, "cores", None)
-        self.wait_backoff = (STEP_WAIT_BACKOFF if shares is not None
-                             and bool(shares.oversubscribed[job.rank]) else None)
+        self.wait_backoff = STEP_WAIT_BACKOFF if job.cores.oversubscribed[job.rank] else None
 
     def restart_clock(self) -> None:
         """The next step's wall time counts from now (after a rebalance or a checkpoint)."""
