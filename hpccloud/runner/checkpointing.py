@@ -99,23 +99,14 @@ def write(job, next_step: int) -> str | None:
 
 def saved_links(job):
     """Collective: the checkpoint's link model if this job has the same ranks on the same
-    hosts and regions (a restart then skips the link probe), else None.
-
-    A manifest that does not verify gives None here; :func:`restart` then refuses it.
-    """
-    from hpccloud.errors import HpccloudError
+    hosts and regions (a restart then skips the link probe), else None (after
+    :func:`open_restart`, whose manifest it reads)."""
     from hpccloud.measure.links import LinkModel
 
-    def load():
-        try:
-            st = read_manifest(os.path.abspath(job.cfg.restart), job.key)["state"]
-        except HpccloudError:
-            return None
-        same = (st.get("hosts") == list(job.topology.hosts)
-                and st.get("rank_region") == list(job.topology.rank_region))
-        return st.get("links") if same else None
-
-    doc = bcast_result(job.comm, load)
+    st = job.restart_manifest["state"]
+    same = (st.get("hosts") == list(job.topology.hosts)
+            and st.get("rank_region") == list(job.topology.rank_region))
+    doc = st.get("links") if same else None
     if doc is None:
         return None
     model = agree(job.comm, lambda: LinkModel.from_json(doc, f"{job.cfg.restart}: state.links"))
@@ -145,8 +136,13 @@ def restart_map(job, manifest: dict[str, Any], source: str) -> ShardMap:
     return job.shard_map
 
 
-def restart(job) -> None:
-    """Collective: place the checkpoint on this job, then each rank reads and checks its shards."""
+def open_restart(job) -> None:
+    """Collective: read and check the checkpoint's manifest and place its map on this job.
+
+    Runs before the job compiles or probes anything: a checkpoint that cannot
+    restart this run (signature, step, workload, residency) is refused first.
+    Sets ``job.restart_manifest``; :func:`restart` then reads the data.
+    """
     t0 = time.perf_counter()
     path = os.path.abspath(job.cfg.restart)
     manifest = bcast_result(job.comm, lambda: read_manifest(path, job.key, "--restart"))
@@ -156,18 +152,31 @@ def restart(job) -> None:
             f"{path}: the checkpoint is of step {step}, and --steps is {job.cfg.steps}: nothing "
             f"is left to run. Fix: pass --steps greater than {step}"))
     agree(job.comm, lambda: restart_map(job, manifest, path))
+    job.restart_speed = agree(job.comm, lambda: SpeedModel.from_json(manifest["state"]["speed"],
+                                                                   f"{path}: state.speed"))
+    job.restart_manifest = manifest
+    job.restart_open_s = time.perf_counter() - t0
+
+
+def restart(job) -> None:
+    """Collective: each rank reads and checks its shards of the checkpoint :func:`open_restart`
+    placed."""
+    t0 = time.perf_counter()
+    path = os.path.abspath(job.cfg.restart)
+    manifest = job.restart_manifest
+    step = int(manifest["step"])
     mine = [s.id for s in job.shard_map.shards_on(job.rank)]
     data = agree(job.comm, lambda: read_checkpoint_shards(path, manifest, mine))
     job.local = {sid: job.wl.unpack(job.shard_map.shards[sid], arr) for sid, arr in data.items()}
     st = manifest["state"]
     job.wl.load_state(st["workload_state"])
-    speed = SpeedModel.from_json(st["speed"], f"{path}: state.speed")
-    if speed.size == job.size and int(manifest["ranks"]) == job.size:
+    speed = job.restart_speed
+    if speed is not None and speed.size == job.size and int(manifest["ranks"]) == job.size:
         job.speed = speed  # same ranks: the measured speeds still describe them
     job.start_step = step
     job.restarted_from = {"checkpoint": path, "step": step, "ranks_before": int(manifest["ranks"]),
                           "ranks_now": job.size, "run_id_before": st.get("run_id"),
-                          "seconds": time.perf_counter() - t0}
+                          "seconds": job.restart_open_s + time.perf_counter() - t0}
 
 
 def _collective(err):

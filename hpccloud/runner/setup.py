@@ -81,6 +81,11 @@ class Job:
         self.initial_placement: dict[str, Any] | None = None
         self.transport_probe: TransportProbeResult | None = None
         self.restarted_from: dict[str, Any] | None = None
+        # a restart's checked manifest, its speed model and the seconds spent on them
+        # (runner.checkpointing.open_restart, before any compile or probe)
+        self.restart_manifest: dict[str, Any] = {}
+        self.restart_speed: SpeedModel | None = None
+        self.restart_open_s = 0.0
         self.steps: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
         self.deferred: list[int] = []  # rebalance points skipped (step counts; see loop.Deferral)
@@ -127,6 +132,10 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
             from hpccloud.keys import load_key
 
             job.key = agree(comm, lambda: load_key(key_file, warn=job.rank == 0))
+        if cfg.restart:  # a checkpoint this run cannot restart from is refused before any work
+            from hpccloud.runner.checkpointing import open_restart
+
+            open_restart(job)
         from hpccloud.compile import warm_up
 
         plans = job.size > 1 and cfg.balancer not in ("static", "even")  # a planner that moves shards
