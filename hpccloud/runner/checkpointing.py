@@ -141,7 +141,8 @@ def open_restart(job) -> None:
 
     Runs before the job compiles or probes anything: a checkpoint that cannot
     restart this run (signature, step, workload, residency) is refused first.
-    Sets ``job.restart_manifest``; :func:`restart` then reads the data.
+    Sets ``job.restart_manifest``, ``job.restart_speed`` and ``job.restarted_from``;
+    :func:`restart` then reads the data.
     """
     t0 = time.perf_counter()
     path = os.path.abspath(job.cfg.restart)
@@ -155,28 +156,25 @@ def open_restart(job) -> None:
     job.restart_speed = agree(job.comm, lambda: SpeedModel.from_json(manifest["state"]["speed"],
                                                                    f"{path}: state.speed"))
     job.restart_manifest = manifest
-    job.restart_open_s = time.perf_counter() - t0
+    job.restarted_from = {"checkpoint": path, "step": step, "ranks_before": int(manifest["ranks"]),
+                          "ranks_now": job.size, "run_id_before": manifest["state"].get("run_id"),
+                          "seconds": time.perf_counter() - t0}
 
 
 def restart(job) -> None:
     """Collective: each rank reads and checks its shards of the checkpoint :func:`open_restart`
     placed."""
     t0 = time.perf_counter()
-    path = os.path.abspath(job.cfg.restart)
-    manifest = job.restart_manifest
-    step = int(manifest["step"])
+    manifest, opened = job.restart_manifest, job.restarted_from
     mine = [s.id for s in job.shard_map.shards_on(job.rank)]
-    data = agree(job.comm, lambda: read_checkpoint_shards(path, manifest, mine))
+    data = agree(job.comm, lambda: read_checkpoint_shards(opened["checkpoint"], manifest, mine))
     job.local = {sid: job.wl.unpack(job.shard_map.shards[sid], arr) for sid, arr in data.items()}
-    st = manifest["state"]
-    job.wl.load_state(st["workload_state"])
+    job.wl.load_state(manifest["state"]["workload_state"])
     speed = job.restart_speed
-    if speed is not None and speed.size == job.size and int(manifest["ranks"]) == job.size:
+    if speed is not None and speed.size == job.size and opened["ranks_before"] == job.size:
         job.speed = speed  # same ranks: the measured speeds still describe them
-    job.start_step = step
-    job.restarted_from = {"checkpoint": path, "step": step, "ranks_before": int(manifest["ranks"]),
-                          "ranks_now": job.size, "run_id_before": st.get("run_id"),
-                          "seconds": job.restart_open_s + time.perf_counter() - t0}
+    job.start_step = opened["step"]
+    opened["seconds"] += time.perf_counter() - t0
 
 
 def _collective(err):

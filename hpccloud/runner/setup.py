@@ -81,11 +81,10 @@ class Job:
         self.initial_placement: dict[str, Any] | None = None
         self.transport_probe: TransportProbeResult | None = None
         self.restarted_from: dict[str, Any] | None = None
-        # a restart's checked manifest, its speed model and the seconds spent on them
-        # (runner.checkpointing.open_restart, before any compile or probe)
+        # a restart's checked manifest and its speed model (runner.checkpointing.open_restart,
+        # before any compile or probe; restarted_from is set there too)
         self.restart_manifest: dict[str, Any] = {}
         self.restart_speed: SpeedModel | None = None
-        self.restart_open_s = 0.0
         self.steps: list[dict[str, Any]] = []
         self.plans: list[dict[str, Any]] = []
         self.deferred: list[int] = []  # rebalance points skipped (step counts; see loop.Deferral)
