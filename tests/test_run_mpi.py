@@ -174,6 +174,11 @@ def test_planner_rates_come_from_the_measured_core_groups(comm):
     assert (rep["compile_s"].get("planner:topo", 0) > 0) == (comm.Get_rank() == 0)
     cores = rep["cores"]
     assert len(cores["cpus"]) == 3 and all(cores["cpus"])
+    # the planner's speeds: the windows' rates shrunk towards the speed probe's, as measured
+    # at the first window (nothing to tell noise by), shrunk from the second
+    est = [p["rate_estimate"] for p in rep["plans"]]
+    assert [e["windows"] for e in est] == [1, 2] and all(e["prior"] for e in est)
+    assert est[0]["shrink"] == 1.0 and 0.0 <= est[1]["shrink"] <= 1.0 and est[1]["noise"] >= 0.0
     for p in rep["plans"]:
         r = p["rates_units_per_s"]
         for k in range(3):

@@ -105,13 +105,14 @@ class Calibrator:
         self.rounds: deque[tuple[float, int]] = deque(maxlen=MIGRATION_SAMPLES)
 
     # ------------------------------------------------------------------ samples
-    def add_window(self, p: Problem, steps: list[dict[str, Any]]) -> None:
+    def add_window(self, p: Problem, steps: list[dict[str, Any]], rate: np.ndarray | None = None) -> None:
         """The window's steps as the model sees them: ``p`` is the problem planned on
-        (the window's map, links and the speeds just measured)."""
+        (the window's map and links), ``rate`` the ranks' rates in the window (default:
+        ``p``'s speeds; the planner's may be an estimate beside what the window measured)."""
         if not steps:
             return
         halo = model.halo_s(p, p.owners)
-        rate = p.speed_units_per_s
+        rate = p.speed_units_per_s if rate is None else np.asarray(rate, np.float64)
         median = float(np.median([float(rec["step_s"]) for rec in steps]))
         for rec in steps:
             units = np.asarray(rec["work_units"], np.float64)

@@ -22,18 +22,21 @@ from hpccloud.balance import PlanOptions, plan_problem, problem_from
 from hpccloud.comm.agree import bcast_result
 from hpccloud.comm.transport import execute_aligned
 from hpccloud.comm.wait import sleeping_allgather
+from hpccloud.measure.speed import RateEstimate
 from hpccloud.runner.window import Window, spread_steps
 
 
-def measured_models(job, window: Window) -> dict[str, np.ndarray]:
-    """Set the speed model and the shards' work units from ``window``; return the rates."""
+def measured_models(job, window: Window) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Set the speed model (:class:`~hpccloud.measure.speed.RateEstimate`) and the shards'
+    work units from ``window``; return the window's rates and the rate each rank ran at."""
     rates = window.rates(job.size, job.cores)
     old = job.speed.rate(job.wl.kernel)
-    rate = np.where(np.isfinite(rates["planner"]), rates["planner"], old)
-    if not np.isfinite(rate).any():
-        rate = np.ones(job.size)
-    rate = np.where(np.isfinite(rate), rate, np.nanmedian(rate))
-    job.speed.set_rates(job.wl.kernel, rate)
+    if job.rate_estimate is None:  # the speeds measured before the first window are its prior
+        job.rate_estimate = RateEstimate(old if job.speed.provenance == "measured" else None)
+    rate = fill_rates(rates["planner"], old)
+    # the shards' units are converted at the rates the window ran at; the planner prices
+    # the next window at the estimate
+    job.speed.set_rates(job.wl.kernel, fill_rates(job.rate_estimate.add(rates["planner"]), rate))
     work, recent = window.shard_work(job.comm, len(job.shard_map), job.shard_map.owners(),
                                      rates["wall"], rate)
     # the window's end as a scenario beside its mean (topo prices its candidates on both)
@@ -43,7 +46,19 @@ def measured_models(job, window: Window) -> dict[str, np.ndarray]:
     job.recent_work = [job.shard_map.work_units()] if job.measured_work else []
     job.measured_work = True
     job.shard_map = job.shard_map.with_work_units(work)
-    return rates
+    return rates, rate
+
+
+def fill_rates(rate: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """``rate`` where finite, else ``old``, else the median of those (1 without any).
+
+    >>> fill_rates(np.array([2.0, np.nan, np.nan]), np.array([5.0, 3.0, np.nan])).tolist()
+    [2.0, 3.0, 2.5]
+    """
+    out = np.where(np.isfinite(rate), rate, old)
+    if not np.isfinite(out).any():
+        return np.ones(out.shape)
+    return np.where(np.isfinite(out), out, np.nanmedian(out))
 
 
 #: most steps of the measured window, and of the next, whose work the workload's model estimates
@@ -112,7 +127,7 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     priced on the calibrated figures.
     """
     t0 = time.perf_counter()
-    rates = measured_models(job, window)
+    rates, ran_at = measured_models(job, window)
     t_models = time.perf_counter()
 
     def make_plan():
@@ -120,7 +135,7 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
                                kernel=job.wl.kernel)
         cal = None
         if job.cfg.calibrate:
-            job.calibrator.add_window(problem, window.steps)
+            job.calibrator.add_window(problem, window.steps, rate=ran_at)
             cal = job.calibrator.refit()
         recent, scenarios = tuple(job.recent_work), tuple(job.scenario_work)
         ahead = workload_forecast(job, window, step, horizon)
@@ -147,6 +162,9 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
               "rates_units_per_s": {k: [None if not np.isfinite(x) else float(x) for x in v]
                                     for k, v in rates.items()}}
     record["work_basis"] = work_basis
+    est = job.rate_estimate
+    record["rate_estimate"] = {"shrink": est.shrink, "noise": None if not np.isfinite(est.noise) else est.noise,
+                               "windows": len(est.rows), "prior": est.log_prior is not None}
     record.pop("owners_before", None)
     record.pop("owners_after", None)
     if job.cfg.calibrate:

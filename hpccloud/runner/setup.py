@@ -31,7 +31,7 @@ from hpccloud.comm.bufpool import BufferPool
 from hpccloud.comm.validate import validate_run
 from hpccloud.errors import ConfigError, InvalidArgument
 from hpccloud.measure.cores import discover_cores
-from hpccloud.measure.speed import SpeedModel
+from hpccloud.measure.speed import RateEstimate, SpeedModel
 from hpccloud.policy import Policy
 from hpccloud.runner.calibrate import Calibrator
 from hpccloud.runner.options import RunConfig
@@ -94,6 +94,9 @@ class Job:
         self.measured_work = False  # the map's work units are a window's measurement
         self.recent_work: list[np.ndarray] = []  # the window before's work units, for topo
         self.scenario_work: list[np.ndarray] = []  # the last window's end, for topo
+        # the planner's rank speeds from the windows' rates (made at the first rebalance,
+        # with the speeds known then as its prior: the probe's, or a restart's)
+        self.rate_estimate: RateEstimate | None = None
         self.ckpt_writer: CheckpointWriter | None = None  # made at the first checkpoint
         self.claims: RunClaims | None = None  # the validation pass's run id, config digest and folder locks
         # set by use_map and prepare (declared here, assigned there)
