@@ -189,6 +189,11 @@ def print_summary(rep: dict[str, Any], out=None) -> None:
             f"{p['makespan_after_s'] * 1e3:.2f} ms, achieved "
             f"{'—' if achieved is None else f'{achieved * 1e3:.2f} ms'}"
             f"{'' if p['gate_passed'] else f' ({_gate_words(p)})'}")
+    est = next((p["rate_estimate"] for p in reversed(rep["plans"]) if p.get("rate_estimate")), None)
+    if est and est.get("prior") and est.get("noise") is not None:
+        say(f"  rank speeds planned on: the windows' deviations from the speed probe's kept at "
+            f"{est['shrink']:.2f} (window-to-window scatter {est['noise'] * 100:.0f} %, "
+            f"{est['windows']} windows; 1 keeps the newest window as measured)")
     say(f"  bytes moved {rep['bytes_moved'] / 1e6:.1f} MB "
         f"({rep['cross_region_bytes'] / 1e6:.1f} MB across regions)")
     if rep["summary"]:

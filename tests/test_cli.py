@@ -42,6 +42,7 @@ def test_main_job_runs_and_reports(tmp_path):
                        "--output", str(tmp_path / "out")], 4, 300))
     assert "hpccloud run: workload stencil2d on 4 ranks" in res.stdout
     assert "predicted" in res.stdout and "achieved" in res.stdout
+    assert "rank speeds planned on: the windows' deviations from the speed probe's kept at" in res.stdout
     rep = json.loads(rep_path.read_text())
     assert len(rep["steps"]) == 12 and len(rep["plans"]) == 2
     assert all(len(s["busy_s"]) == 4 for s in rep["steps"])
