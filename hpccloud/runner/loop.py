@@ -70,7 +70,8 @@ class Deferral:
     step time drifted: the median of the last ``rebalance_every`` steps' slowest
     active time left the band of the window the last plan judged (its median ±
     3 MADs, at least ± 1 %). The figures are gathered ones, so every rank decides
-    alike. A plan that moves resets it.
+    alike. A plan that moves resets it, unless it moved for a predicted saving
+    below what the plan cost (:meth:`planned`).
 
     >>> d = Deferral()
     >>> steps = [{"active_s": 0.010}] * 10
@@ -84,15 +85,28 @@ class Deferral:
         self.skips_left = 0
         self.band: tuple[float, float] | None = None
 
-    def planned(self, n_moves: int, steps: list[dict[str, Any]]) -> None:
-        """A rebalance ran: its plan's moves and the window it planned on."""
-        if n_moves or not steps:
+    def planned(self, n_moves: int, steps: list[dict[str, Any]], net_s: float | None = None,
+                gain_s: float = 0.0, plan_s: float = 0.0) -> None:
+        """A rebalance ran: its plan's moves and the window it planned on; for a plan that
+        moves, its predicted saving over the horizon net of the move (``net_s``), per
+        step (``gain_s``), and what making the plan cost (``plan_s``: rank 0's measured
+        planning time, the same figure on every rank — the ranks must decide alike).
+
+        A move predicted to save less than its plan cost counts as idle: the balancer
+        looked and found nothing worth the price of looking (the stencil job on 5
+        ranks / 2 cores: a 4-shard move for a net ~0 put the ladder back to every
+        point, and two more 15 ms plans followed that found nothing). The band it
+        judges the next steps by is the window's less the predicted gain per step.
+        """
+        small = bool(n_moves) and net_s is not None and net_s < plan_s
+        if (n_moves and not small) or not steps:
             self.idle, self.skips_left, self.band = 0, 0, None
             return
         self.idle += 1
         active = np.array([s["active_s"] for s in steps], np.float64)
-        mid = float(np.median(active))
-        half = max(3.0 * float(np.median(np.abs(active - mid))), 0.01 * mid)
+        med = float(np.median(active))
+        half = max(3.0 * float(np.median(np.abs(active - med))), 0.01 * med)
+        mid = med - (max(0.0, gain_s) if small else 0.0)
         self.band = (mid - half, mid + half)
         self.skips_left = 2 ** (self.idle - 1) - 1
 
@@ -163,7 +177,12 @@ def loop(job: Job) -> float:
                 t_rb = time.perf_counter()
                 record = rebalance(job, window, step, horizon)
                 if deferral is not None:
-                    deferral.planned(int(record.get("n_moves") or 0), window.steps)
+                    gain = float(record["makespan_before_s"] - record["makespan_after_s"])
+                    deferral.planned(int(record.get("n_moves") or 0), window.steps,
+                                     net_s=gain * int(record["horizon_steps"]) - float(record["migration_s"]),
+                                     # rank 0's planning time, broadcast with the plan: every
+                                     # rank must decide alike (its own clock's phases differ)
+                                     gain_s=gain, plan_s=float(record["plan_seconds"]))
                 window.reset()
                 t_wait = time.perf_counter()
                 sleeping_barrier(job.comm)

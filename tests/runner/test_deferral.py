@@ -43,3 +43,16 @@ def test_nothing_is_skipped_without_a_judged_window():
     d.planned(0, steps(0.010))
     d.planned(0, steps(0.010))
     assert not d.skip([])
+
+
+def test_a_move_that_saves_less_than_its_plan_costs_counts_as_idle():
+    d = Deferral()
+    d.planned(0, steps(0.010))
+    # moved, predicted 1 ms a step over 10 steps less a 9 ms move: 1 ms, below a 15 ms plan
+    d.planned(4, steps(0.010), net_s=0.001, gain_s=0.001, plan_s=0.015)
+    assert d.idle == 2
+    assert d.skip(steps(0.009))  # the step the move predicted: in the band
+    d = Deferral()
+    d.planned(0, steps(0.010))
+    d.planned(4, steps(0.010), net_s=0.020, gain_s=0.003, plan_s=0.015)  # saves more than the plan
+    assert d.idle == 0 and not d.skip(steps(0.010))
