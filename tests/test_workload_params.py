@@ -76,6 +76,27 @@ def test_spmv_zero_vector_is_one_clear_error():
     assert info.value.collective
 
 
+@pytest.mark.parametrize("params", [{"n": 1, "shards": 1, "mean_row": 1},
+                                    {"n": 97, "shards": 5, "mean_row": 3},
+                                    {"n": 5000, "shards": 7, "mean_row": 400},
+                                    {"n": 2000, "shards": 3, "mean_row": 10_000}])
+def test_spmv_rows_hold_what_the_unscanned_product_relies_on(params):
+    # the workload calls the kernel with trusted=True (no O(nnz) scans) on these rows
+    import numpy as np
+
+    from kernels.spmv import spmv, spmv_reference
+
+    wl = make_workload("spmv", params, seed=3)
+    x = np.random.default_rng(0).uniform(0.5, 1.5, params["n"])
+    for shard in wl.shard_map(1).shards:
+        indptr, indices, data = wl.matrix_rows(shard)
+        assert indptr[0] == 0 and indptr[-1] == data.size == indices.size
+        assert indptr.size == shard.shape[0] + 1 and np.all(np.diff(indptr) >= 1)
+        assert indices.min() >= 0 and indices.max() < params["n"]
+        y = spmv(indptr, indices, data, x, trusted=True)
+        np.testing.assert_allclose(y, spmv_reference(indptr, indices, data, x), rtol=1e-12)
+
+
 def test_stencil_pack_writes_a_recycled_buffer_and_unpack_restores_the_tile():
     import numpy as np
 

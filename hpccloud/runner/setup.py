@@ -152,7 +152,7 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
             def meanwhile():
                 planner_s[f"planner:{cfg.balancer}"] = warm_planner(cfg.balancer)
 
-        job.compile_s = {**warm_up([job.wl.kernel], comm=comm, meanwhile=meanwhile), **planner_s}
+        job.compile_s = {**warm_up([job.wl.kernel, *job.wl.helper_kernels], comm=comm, meanwhile=meanwhile), **planner_s}
         import numba
 
         job.cores = discover_cores(comm, numba.get_num_threads())

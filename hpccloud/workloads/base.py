@@ -33,6 +33,8 @@ class Workload:
     name: str = ""
     #: registry name of the kernel; the speed model keys rates by it
     kernel: str = ""
+    #: other registry kernels a step calls (compiled before the run with ``kernel``)
+    helper_kernels: tuple[str, ...] = ()
     #: stored arrays carry a halo of width 1 that the runner exchanges before each step
     halo: bool = False
     #: bit-for-bit equal to the single-rank run (else within ``rtol``)
