@@ -97,6 +97,23 @@ def test_spmv_rows_hold_what_the_unscanned_product_relies_on(params):
         np.testing.assert_allclose(y, spmv_reference(indptr, indices, data, x), rtol=1e-12)
 
 
+def test_spmv_rows_are_built_with_the_data_and_on_arrival_not_in_a_step():
+    # the step timers must measure the product alone: a shard's rows cost ~7 of its steps
+    import numpy as np
+
+    wl = make_workload("spmv", {"n": 400, "shards": 4})
+    a, b = wl.shard_map(1).shards[:2]
+    x = wl.initial(a)
+    assert a.id in wl._rows and b.id not in wl._rows
+    wl.forget(a.id)
+    assert a.id not in wl._rows
+    assert wl.unpack(a, x) is x and a.id in wl._rows  # keeps the payload (unpack_copies 0)
+    built = wl._rows[a.id]
+    wl._x = np.ones(400)
+    wl.compute(a, x, 0)
+    assert wl._rows[a.id] is built
+
+
 def test_stencil_pack_writes_a_recycled_buffer_and_unpack_restores_the_tile():
     import numpy as np
 
