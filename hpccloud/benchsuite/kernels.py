@@ -57,6 +57,7 @@ DEFAULT_UNITS = {
     "spmv": 1 << 23,
     "kmeans": 1 << 20,
     "particles": 1 << 17,
+    "particles_route": 1 << 20,
     "mandelbrot": 1 << 18,
 }
 FALLBACK_UNITS = 1 << 20

@@ -30,6 +30,7 @@ _COLS = 4  # x, y, vx, vy
 class Particles(Workload):
     name = "particles"
     kernel = "particles"
+    helper_kernels = ("particles_route",)
     fixed_shapes = False  # particle counts per tile change every step
     defaults = {
         "n": 100_000,      # particles
@@ -56,6 +57,7 @@ class Particles(Workload):
         import kernels
 
         self._kernel = kernels.get(self.kernel).kernel
+        self._route = kernels.get("particles_route").kernel
         p = self.params
         self.cutoff = float(min(0.05, np.sqrt(8.0 / (np.pi * p["n"]))))
         self._leaving: dict[int, np.ndarray] = {}
@@ -109,21 +111,10 @@ class Particles(Workload):
         x, y, vx, vy = (np.ascontiguousarray(arr[:, c]) for c in range(_COLS))
         x, y, vx, vy, left = self._kernel(x, y, vx, vy, self.bounds(shard.id), p["dt"],
                                           self.cutoff, p["strength"], p["drag"])
-        # the walls reflect: the flow's cell edges run along them
-        for pos, vel in ((x, vx), (y, vy)):
-            low, high = pos < 0.0, pos >= 1.0
-            pos[low] = -pos[low]
-            pos[high] = np.nextafter(2.0 - pos[high], 0.0)
-            vel[low | high] = -vel[low | high]
-        new = np.column_stack([x, y, vx, vy])
-        dest = self._tile_of(x, y)
-        moving = dest != shard.id
-        # rows: dest tile, source tile, source row, x, y, vx, vy
-        rows = np.flatnonzero(moving)
-        self._leaving[shard.id] = np.column_stack([dest[rows].astype(float),
-                                                   np.full(rows.size, float(shard.id)),
-                                                   rows.astype(float), new[rows]])
-        return np.ascontiguousarray(new[~moving]), float(arr.shape[0])
+        # the walls reflect; the rows split by the tile they are in now, in one compiled pass
+        # (the numpy of kernels.particles.route_reference cost as much as the kernel)
+        stay, self._leaving[shard.id] = self._route(x, y, vx, vy, shard.id, p["grid"])
+        return stay, float(arr.shape[0])
 
     def end_step(self, comm, shard_map, local, step):
         from mpi4py import MPI

@@ -10,7 +10,7 @@ from hpccloud.errors import InvalidArgument
 from kernels import registry
 
 BUILTINS = {"triad", "axpy", "stream_copy", "sum", "dot", "norm2", "stencil2d", "particles",
-            "mandelbrot", "kmeans", "spmv", "histogram"}
+            "particles_route", "mandelbrot", "kmeans", "spmv", "histogram"}
 
 
 def test_builtins_registered_with_consistent_specs():

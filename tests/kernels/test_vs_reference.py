@@ -103,6 +103,41 @@ def test_particles_vs_reference(dtype, n, seed, cutoff, width, dt):
     np.testing.assert_array_equal(left[same], ref[4][same])
 
 
+@SETTINGS
+@given(n=st.integers(0, 400), grid=st.integers(1, 9), tile=st.integers(0, 80), seed=seeds,
+       spread=st.floats(0.0, 0.5))
+@example(n=0, grid=1, tile=0, seed=0, spread=0.1)
+@example(n=5, grid=3, tile=4, seed=1, spread=0.5)
+def test_particles_route_bit_exact(n, grid, tile, seed, spread):
+    tile %= grid * grid
+    g = np.random.default_rng(seed)
+    cols = [g.uniform(-spread, 1.0 + spread, n), g.uniform(-spread, 1.0 + spread, n),
+            g.normal(0, 1, n), g.normal(0, 1, n)]
+    if n >= 4:  # exactly on the walls, and NaN (numpy's cast of ±inf is platform-defined)
+        cols[0][:4] = [0.0, 1.0, np.nan, -0.0]
+        cols[1][:4] = [1.0, -0.0, 0.5, 2.0]
+    mine = [c.copy() for c in cols]
+    stay, leaving = particles.route(*mine, tile, grid)
+    ref_cols = [c.copy() for c in cols]
+    ref_stay, ref_leaving = particles.route_reference(*ref_cols, tile, grid)
+    np.testing.assert_array_equal(stay, ref_stay)
+    np.testing.assert_array_equal(leaving, ref_leaving)
+    for a, b in zip(mine, ref_cols, strict=True):  # reflected in place alike
+        np.testing.assert_array_equal(a, b)
+    assert stay.flags.c_contiguous and stay.shape == (stay.shape[0], 4) and leaving.shape[1] == 7
+    assert stay.shape[0] + leaving.shape[0] == n
+
+
+def test_particles_route_puts_nonfinite_positions_in_a_tile():
+    # NaN counts as 0, as numpy's cast did; +inf reflects to the most negative float (-> 0),
+    # -inf to +inf (-> the last row or column)
+    x, y = np.array([np.nan, np.inf, 0.5]), np.array([0.5, 0.5, -np.inf])
+    _, leaving = particles.route(x, y, np.zeros(3), np.zeros(3), tile=4, grid=3)
+    assert leaving[:, 0].tolist() == [3.0, 3.0, 7.0]
+    assert np.isnan(leaving[0, 3]) and leaving[1, 3] == -np.finfo(np.float64).max
+    assert leaving[2, 4] == np.inf
+
+
 def test_particles_cost_follows_clustering():
     """Same particle count, clustered vs spread: the kernel sees more pairs (work) when clustered."""
     g = np.random.default_rng(0)
