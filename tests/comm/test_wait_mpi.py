@@ -125,3 +125,46 @@ def test_a_step_wait_sleeps_a_part_of_what_it_has_waited(monkeypatch):
                                                   wait.LONG_WAIT_SLEEP_S).tolist())
     assert max(sleeps) == wait.LONG_WAIT_SLEEP_S  # 60 sleeps reach the cap
     assert all(b >= a for a, b in zip(sleeps, sleeps[1:], strict=False))
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
+def test_sleeping_allgather_objects_is_allgather(comm):
+    from hpccloud.comm.wait import STEP_WAIT_BACKOFF, sleeping_allgather_objects
+
+    rank = comm.Get_rank()
+    obj = {s: float(s) / 3 for s in range(rank * 5)}  # rank 0 sends an empty dict
+    for backoff in (None, STEP_WAIT_BACKOFF):
+        if rank == 0:
+            time.sleep(0.01)  # the others wait in their sleeping phase
+        assert sleeping_allgather_objects(comm, obj, backoff=backoff) == comm.allgather(obj)
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=200)
+def test_workload_collectives_give_the_same_step_when_they_sleep(comm):
+    """kmeans, spmv and particles step alike with MPI's blocking collectives and with the
+    nonblocking ones and sleeping waits the runner picks where ranks share cores."""
+    from hpccloud.comm.wait import STEP_WAIT_BACKOFF
+    from hpccloud.workloads import make_workload
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    params = {"kmeans": {"n": 3000, "shards": 7}, "spmv": {"n": 2000, "shards": 7},
+              "particles": {"n": 2000, "grid": 3}}
+    for name, p in params.items():
+        results = []
+        for sleeping in (False, True):
+            wl = make_workload(name, p)
+            wl.sleeping_collectives = sleeping
+            wl.wait_backoff = STEP_WAIT_BACKOFF if sleeping and rank == 1 else None
+            shard_map = wl.shard_map(size)
+            local = {s.id: wl.initial(s) for s in shard_map.shards_on(rank)}
+            for step in range(3):
+                wl.begin_step(comm, shard_map, local, step)
+                for sid in sorted(local):
+                    local[sid], _ = wl.compute(shard_map.shards[sid], local[sid], step)
+                shard_map = wl.end_step(comm, shard_map, local, step)
+            results.append(({k: v.copy() for k, v in local.items()}, wl.summary()))
+        (a, sa), (b, sb) = results
+        assert sa == sb, name
+        assert a.keys() == b.keys(), name
+        for sid in a:
+            np.testing.assert_array_equal(a[sid], b[sid], err_msg=f"{name} shard {sid}")
