@@ -143,23 +143,3 @@ def sleeping_bcast(comm, obj, root: int = 0):
     if buf.size:
         sleeping_waitall([comm.Ibcast(buf, root=root)])
     return obj if is_root else pickle.loads(buf.tobytes())
-
-
-def sleeping_allgather_objects(comm, obj, backoff: float | None = None) -> list:
-    """``comm.allgather(obj)`` (pickled objects) whose waits sleep: the lengths, then the bytes
-    (``backoff``: see :func:`sleeping_waitall`). Nonblocking collectives underneath: every
-    rank of the communicator must call this, not ``comm.allgather``, for the same exchange."""
-    import pickle
-
-    import numpy as np
-    from mpi4py import MPI
-
-    data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
-    sizes = np.empty(comm.Get_size(), np.int64)
-    sleeping_waitall([comm.Iallgather(np.array([data.size], np.int64), sizes)], backoff=backoff)
-    displs = np.zeros_like(sizes)
-    np.cumsum(sizes[:-1], out=displs[1:])
-    buf = np.empty(int(sizes.sum()), np.uint8)
-    sleeping_waitall([comm.Iallgatherv([data, MPI.BYTE], [buf, (sizes, displs), MPI.BYTE])],
-                     backoff=backoff)
-    return [pickle.loads(buf[d:d + s].tobytes()) for d, s in zip(displs, sizes, strict=True)]

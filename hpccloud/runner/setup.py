@@ -29,7 +29,6 @@ from hpccloud.balance import PlanOptions, plan
 from hpccloud.comm.agree import agree, bcast_result
 from hpccloud.comm.bufpool import BufferPool
 from hpccloud.comm.validate import validate_run
-from hpccloud.comm.wait import STEP_WAIT_BACKOFF
 from hpccloud.errors import ConfigError, InvalidArgument
 from hpccloud.measure.cores import discover_cores
 from hpccloud.measure.speed import RateEstimate, SpeedModel
@@ -157,12 +156,6 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
         import numba
 
         job.cores = discover_cores(comm, numba.get_num_threads())
-        # where ranks share cores, the workload's own collectives wait sleeping (every rank
-        # alike: nonblocking collectives do not match blocking ones), backing off on the
-        # ranks that share, as the step's sync does
-        over = job.cores.oversubscribed
-        job.wl.sleeping_collectives = bool(np.any(over))
-        job.wl.wait_backoff = STEP_WAIT_BACKOFF if over[job.rank] else None
         job.links = None
         if cfg.restart and not cfg.profile:  # the same ranks on the same hosts: the saved links
             from hpccloud.runner.checkpointing import saved_links

@@ -205,35 +205,6 @@ class Workload:
             out[i] = row
         return out
 
-    # ---------------------------------------------------------------- the step's own collectives
-    #: how the job waits in the workload's collectives (set by the runner, the same on every
-    #: rank): False, MPI's blocking calls; True, nonblocking ones with sleeping waits (some
-    #: ranks share cores: a rank that has finished its kernels and spins in a blocking
-    #: collective takes its core-mate's core. Measured, 4 ranks on 2 cores, a compute-bound
-    #: kernel, 24 and 8 shards on the ranks of one core and 16 and 16 on the other's, against
-    #: 16 each: 1.48x the step with blocking collectives, 1.05x with sleeping waits)
-    sleeping_collectives: bool = False
-    #: this rank's backoff in those waits (:func:`~hpccloud.comm.wait.sleeping_waitall`)
-    wait_backoff: float | None = None
-
-    def collective(self, blocking, nonblocking) -> None:
-        """Run one collective of the step: ``blocking()`` (MPI's blocking call), or wait,
-        as the job waits, for the request ``nonblocking()`` returns."""
-        if not self.sleeping_collectives:
-            blocking()
-            return
-        from hpccloud.comm.wait import sleeping_waitall
-
-        sleeping_waitall([nonblocking()], backoff=self.wait_backoff)
-
-    def allgather(self, comm, obj) -> list:
-        """``comm.allgather(obj)`` waited for as the job waits (see :attr:`sleeping_collectives`)."""
-        if not self.sleeping_collectives:
-            return comm.allgather(obj)
-        from hpccloud.comm.wait import sleeping_allgather_objects
-
-        return sleeping_allgather_objects(comm, obj, backoff=self.wait_backoff)
-
     def forget(self, sid: int) -> None:
         """Shard ``sid`` left this rank: drop (or recycle) what the workload kept for it."""
 

@@ -107,7 +107,7 @@ class KMeans(Workload):
                         f"aggregates of {dc!r} may not. Fix: set aggregates_may_leave = true "
                         "for the class, or keep the job inside one region")
         parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for d in self.allgather(comm, mine):
+        for d in comm.allgather(mine):
             parts.update(d)
         k, dim = self.centroids.shape
         sums = np.zeros((k, dim))

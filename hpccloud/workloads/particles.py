@@ -129,15 +129,12 @@ class Particles(Workload):
         send = np.ascontiguousarray(out[order])
         send_counts = np.bincount(dest_rank, minlength=size).astype(np.int64) * width
         recv_counts = np.empty(size, np.int64)
-        self.collective(lambda: comm.Alltoall(send_counts, recv_counts),
-                        lambda: comm.Ialltoall(send_counts, recv_counts))
+        comm.Alltoall(send_counts, recv_counts)
         sdispl = np.concatenate([[0], np.cumsum(send_counts)[:-1]])
         rdispl = np.concatenate([[0], np.cumsum(recv_counts)[:-1]])
         recv = np.empty(int(recv_counts.sum()))
-        sendbuf = [send, (send_counts, sdispl), MPI.DOUBLE]
-        recvbuf = [recv, (recv_counts, rdispl), MPI.DOUBLE]
-        self.collective(lambda: comm.Alltoallv(sendbuf, recvbuf),
-                        lambda: comm.Ialltoallv(sendbuf, recvbuf))
+        comm.Alltoallv([send, (send_counts, sdispl), MPI.DOUBLE],
+                       [recv, (recv_counts, rdispl), MPI.DOUBLE])
         arrivals = recv.reshape(-1, width)
         # canonical order: by (source tile, source row), whatever rank sent them
         arrivals = arrivals[np.lexsort((arrivals[:, 2], arrivals[:, 1]))]
@@ -146,7 +143,7 @@ class Particles(Workload):
             if mine.size:
                 local[sid] = np.ascontiguousarray(np.concatenate([local[sid], mine]))
         counts = {}
-        for part in self.allgather(comm, {sid: local[sid].shape[0] for sid in local}):
+        for part in comm.allgather({sid: local[sid].shape[0] for sid in local}):
             counts.update(part)
         return shard_map.with_shapes({sid: (c, _COLS) for sid, c in counts.items()})
 

@@ -125,9 +125,7 @@ class SpMV(Workload):
                            for r in range(comm.Get_size())], dtype=np.int64)
         displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
         recv = np.empty(int(counts.sum()))
-        sendbuf, recvbuf = [send, MPI.DOUBLE], [recv, (counts, displs), MPI.DOUBLE]
-        self.collective(lambda: comm.Allgatherv(sendbuf, recvbuf),
-                        lambda: comm.Iallgatherv(sendbuf, recvbuf))
+        comm.Allgatherv([send, MPI.DOUBLE], [recv, (counts, displs), MPI.DOUBLE])
         # place each rank's blocks (in its shard-id order) at their global rows
         x = np.empty(self.params["n"])
         for r in range(comm.Get_size()):
@@ -152,7 +150,7 @@ class SpMV(Workload):
 
     def end_step(self, comm, shard_map, local, step):
         parts: dict[int, float] = {}
-        for d in self.allgather(comm, {s: self._norm2.pop(s) for s in list(local)}):
+        for d in comm.allgather({s: self._norm2.pop(s) for s in list(local)}):
             parts.update(d)
         norm = math.sqrt(math.fsum(parts[s] for s in sorted(parts)))
         if not norm > 0 or not math.isfinite(norm):
