@@ -119,6 +119,17 @@ def changing_units(estimate: np.ndarray, measured: np.ndarray) -> float:
     return float(x[1])
 
 
+def pool_cores(job) -> tuple[float, ...]:
+    """``PlanOptions.pool_cores`` for this job: per rank, its speed with its core group's cores
+    to itself over its speed while the group computes; empty where no ranks share cores or
+    the workload's step holds blocking collectives (a rank done early spins on its core)."""
+    cores = job.cores
+    if job.wl.spinning_collectives or not np.any(cores.oversubscribed):
+        return ()
+    alone = np.minimum(np.asarray(cores.threads, np.float64), cores.group_cores)
+    return tuple(float(x) for x in alone / cores.cores_per_rank())
+
+
 def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     """Collective: plan and (if the gate opens) migrate; return the plan's record.
 
@@ -148,7 +159,8 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
         priced_on = () if ahead is None or topo else tuple(ahead)
         plan = plan_problem(problem, job.cfg.balancer,
                             PlanOptions(horizon_steps=horizon, calibration=cal, recent_work=recent,
-                                        scenarios=scenarios, priced_on=priced_on))
+                                        scenarios=scenarios, priced_on=priced_on,
+                                        pool_cores=pool_cores(job)))
         basis = ("measured window" if ahead is None else "workload forecast" if topo
                  else "measured window, priced on the workload forecast")
         return plan, basis

@@ -40,6 +40,11 @@ class Workload:
     #: bit-for-bit equal to the single-rank run (else within ``rtol``)
     exact: bool = True
     rtol: float = 0.0
+    #: the step holds MPI's blocking collectives after the kernels (begin/end_step): a rank
+    #: done early spins in them, on its core-mates' core where ranks share cores, so the
+    #: planner prices those ranks' compute rank by rank, not pooled per core
+    #: (:class:`~hpccloud.balance.planners.PlanOptions` ``pool_cores``)
+    spinning_collectives: bool = False
     #: the runner may recycle the arrays of shards that left (the workload keeps no view of them)
     recycle_departed: bool = False
     #: :meth:`work_estimate` models how each shard's work changes from step to step (a

@@ -23,6 +23,7 @@ from hpccloud.workloads.base import Workload, class_by_fraction, rows_map
 class KMeans(Workload):
     name = "kmeans"
     kernel = "kmeans"
+    spinning_collectives = True  # its end_step gathers (MPI blocking)
     defaults = {
         "n": 400_000,        # points
         "d": 4,              # features

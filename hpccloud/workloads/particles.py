@@ -30,6 +30,7 @@ _COLS = 4  # x, y, vx, vy
 class Particles(Workload):
     name = "particles"
     kernel = "particles"
+    spinning_collectives = True  # its end_step gathers (MPI blocking)
     helper_kernels = ("particles_route",)
     fixed_shapes = False  # particle counts per tile change every step
     defaults = {

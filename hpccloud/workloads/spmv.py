@@ -26,6 +26,7 @@ from hpccloud.workloads.base import Workload, rows_map
 class SpMV(Workload):
     name = "spmv"
     kernel = "spmv"
+    spinning_collectives = True  # its end_step gathers (MPI blocking)
     helper_kernels = ("dot",)
     result_long_name = "power-iteration vector (unit 2-norm)"
     defaults = {

@@ -176,6 +176,28 @@ def test_a_costly_rebalance_closes_the_gate_that_raw_links_would_open():
     assert not mp.gate_passed and not mp.moves
 
 
+def test_pooled_cores_close_the_gate_on_moves_between_core_mates_only():
+    # 4 ranks, two per core, each pair at half its core's speed; the ranks of core 0 hold
+    # 12 and 4 shards, core 1's 8 and 8: rank by rank the step is 12, pooled per core 8
+    # (both cores equal). Balancing rank 0 against rank 1 gains nothing pooled.
+    p = Problem.uniform(work_units=np.ones(32), owners=[0] * 12 + [1] * 4 + [2] * 8 + [3] * 8,
+                        speed_units_per_s=[1.0] * 4, alpha_s=0.0, beta_bytes_per_s=1e12)
+    cal = Calibration(rank_core=(0, 0, 1, 1))
+    per_rank = plan_problem(p, "topo", PlanOptions(horizon_steps=50, calibration=cal))
+    assert per_rank.gate_passed and per_rank.moves
+    pooled = plan_problem(p, "topo", PlanOptions(horizon_steps=50, calibration=cal,
+                                                 pool_cores=(2.0,) * 4))
+    assert not pooled.gate_passed and not pooled.moves
+    # core 0 with 20 units against core 1's 12: pooled, moving work across cores still pays
+    q = Problem.uniform(work_units=np.ones(32), owners=[0] * 16 + [1] * 4 + [2] * 6 + [3] * 6,
+                        speed_units_per_s=[1.0] * 4, alpha_s=0.0, beta_bytes_per_s=1e12)
+    across = plan_problem(q, "topo", PlanOptions(horizon_steps=50, calibration=cal,
+                                                 pool_cores=(2.0,) * 4))
+    assert across.gate_passed
+    core = np.array([0, 0, 1, 1])
+    assert np.any(core[across.owners_after] != core[q.owners])  # work left core 0
+
+
 calibrations = st.builds(
     Calibration,
     step_fixed_s=st.floats(0, 1e-2), per_shard_s=st.floats(0, 1e-3), compute_scale=st.floats(0.2, 5.0),
