@@ -106,9 +106,9 @@ class PlanOptions:
         speed while the whole group computes (e.g. 3 for one of 3 ranks pinned to
         one core; empty: no pooling). Ranks that share cores (the calibration's
         ``rank_core``) finish their compute together: ``topo``'s gate prices a
-        plan with each core group's compute pooled — its work over its ranks'
-        summed speed, but no rank faster than it computes alone — instead of
-        rank by rank. Given where the step's ranks wait for each other
+        plan with each core group's CPU work pooled — its compute (work over its
+        ranks' summed speed) and per-shard dispatch shared by its ranks, but no
+        rank faster than it runs alone — instead of rank by rank. Given where the step's ranks wait for each other
         sleeping after their kernels (the runner's step sync), so a rank done
         early leaves its core to its core-mates: 4 ranks on 2 cores, a
         compute-bound kernel, 24 and 8 shards on one core's ranks against 16
@@ -140,6 +140,11 @@ class PlanOptions:
             raise InvalidArgument(f"PlanOptions.min_gain must be in [0, 1), got {self.min_gain!r}")
         if self.local_moves < 0:
             raise InvalidArgument(f"PlanOptions.local_moves must be >= 0, got {self.local_moves!r}")
+        pool = np.asarray(self.pool_cores, np.float64)
+        if pool.ndim != 1 or not np.all(np.isfinite(pool)) or np.any(pool < 1.0):
+            raise InvalidArgument("PlanOptions.pool_cores must be empty or one factor >= 1 per "
+                                  f"rank (speed alone / speed while the core group computes), "
+                                  f"got {self.pool_cores!r}")
         for name in ("scenarios", "priced_on"):
             for k, w in enumerate(getattr(self, name)):
                 w = np.asarray(w)
@@ -1047,11 +1052,15 @@ def _pooled_makespan_s(problems: Sequence[Problem], owners: np.ndarray, cal: Cal
     core = np.asarray(cal.rank_core, np.int64)
     out = []
     for q in problems:
-        compute = model.compute_s(q, owners)
+        # the core's CPU work: compute and the per-shard dispatch (both fitted on the shared
+        # core), shared by its ranks; halo and the fixed cost stay each rank's
+        n = np.bincount(owners, minlength=q.n_ranks).astype(np.float64)
         work = np.bincount(owners, q.work_units, q.n_ranks)
-        pooled = (np.bincount(core, work) / np.bincount(core, q.speed_units_per_s))[core]
-        pooled = np.maximum(pooled, compute / np.maximum(solo, 1.0))  # no rank beyond its own core
-        loads = _evaluate(q, owners, cal=cal).loads + cal.compute_scale * (pooled - compute)
+        own = cal.compute_scale * model.compute_s(q, owners) + cal.per_shard_s * n
+        pooled = (cal.compute_scale * np.bincount(core, work) / np.bincount(core, q.speed_units_per_s)
+                  + cal.per_shard_s * np.bincount(core, n) / np.bincount(core))[core]
+        pooled = np.maximum(pooled, own / np.maximum(solo, 1.0))  # no rank beyond its own core
+        loads = _evaluate(q, owners, cal=cal).loads + (pooled - own)
         out.append(float(loads.max()))
     return float(np.mean(out))
 
@@ -1072,6 +1081,9 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     if planner not in PLANNERS:
         raise InvalidArgument(f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
     opts = options or PlanOptions()
+    if opts.pool_cores and len(opts.pool_cores) != p.n_ranks:
+        raise InvalidArgument(f"PlanOptions.pool_cores has {len(opts.pool_cores)} factors for "
+                              f"{p.n_ranks} ranks; give one per rank")
     t0 = time.perf_counter()
     forecast_shift = 0
     if planner == "topo" and opts.recent_work:

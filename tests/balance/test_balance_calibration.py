@@ -196,6 +196,10 @@ def test_pooled_cores_close_the_gate_on_moves_between_core_mates_only():
     assert across.gate_passed
     core = np.array([0, 0, 1, 1])
     assert np.any(core[across.owners_after] != core[q.owners])  # work left core 0
+    with pytest.raises(InvalidArgument, match="pool_cores"):
+        PlanOptions(pool_cores=(2.0, 0.5))
+    with pytest.raises(InvalidArgument, match="3 factors for 4 ranks"):
+        plan_problem(q, "topo", PlanOptions(calibration=cal, pool_cores=(2.0,) * 3))
 
 
 calibrations = st.builds(
