@@ -102,20 +102,19 @@ class PlanOptions:
         e.g. the workload's own forecast of the next window. The planner still
         decides on the problem's measured work (a baseline stays a baseline); only
         its predicted step times take the change the workload knows is coming.
-    pool_cores : per rank, its speed with its core group's cores to itself over its
-        speed while the whole group computes (e.g. 3 for one of 3 ranks pinned to
-        one core; empty: no pooling). Ranks that share cores (the calibration's
-        ``rank_core``) finish their compute together: ``topo``'s gate prices a
-        plan with each core group's CPU work pooled — its compute (work over its
-        ranks' summed speed) and per-shard dispatch shared by its ranks, but no
-        rank faster than it runs alone — instead of rank by rank. Given where the step's ranks wait for each other
-        sleeping after their kernels (the runner's step sync), so a rank done
-        early leaves its core to its core-mates: 4 ranks on 2 cores, a
-        compute-bound kernel, 24 and 8 shards on one core's ranks against 16
-        and 16 took 1.05x the step (1.50x rank by rank, 1.00x pooled); 20+20
-        against 12+12 took 1.24x (1.25x either way). Not where the step holds
-        MPI's blocking collectives after the kernels (a rank spins on its
-        core-mate's core: 1.48x).
+    pool_cores : per rank, its speed with its core group's cores to itself over
+        its speed while the whole group computes (e.g. 3 for one of 3 ranks pinned
+        to one core; empty: no pooling). Ranks that share cores (the calibration's
+        ``rank_core``) finish their compute together, so ``topo``'s gate prices a
+        plan with each core group's CPU work pooled: its compute (work over its
+        ranks' summed speed) and per-shard dispatch shared by its ranks, no rank
+        faster than it runs alone. For steps whose ranks wait for each other
+        sleeping after their kernels (the runner's step sync): a rank done early
+        leaves its core to its core-mates. 4 ranks on 2 cores, a compute-bound
+        kernel, 24 and 8 shards on one core's ranks against 16 and 16 took 1.05x
+        the step (1.50x rank by rank, 1.00x pooled); 20+20 against 12+12 took
+        1.24x (1.25x either way). Not for steps with MPI's blocking collectives
+        after the kernels (a rank spins on its core-mate's core: 1.48x).
     """
 
     horizon_steps: int = 100
@@ -1037,9 +1036,9 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float,
 
 def _pooled_makespan_s(problems: Sequence[Problem], owners: np.ndarray, cal: Calibration,
                        solo: np.ndarray) -> float:
-    """The calibrated makespan of ``owners`` with each core group's compute pooled (see
-    ``PlanOptions.pool_cores``; ``solo`` its per-rank factors), averaged over ``problems``
-    (the problem and its scenarios).
+    """The calibrated makespan of ``owners`` with each core group's CPU work (compute and
+    per-shard dispatch) pooled (see ``PlanOptions.pool_cores``; ``solo`` its per-rank
+    factors), averaged over ``problems`` (the problem and its scenarios).
 
     >>> import numpy as np
     >>> from hpccloud.balance.problem import Problem

@@ -110,8 +110,8 @@ class Particles(Workload):
     def compute(self, shard, arr, step):
         p = self.params
         x, y, vx, vy = (np.ascontiguousarray(arr[:, c]) for c in range(_COLS))
-        x, y, vx, vy, left = self._kernel(x, y, vx, vy, self.bounds(shard.id), p["dt"],
-                                          self.cutoff, p["strength"], p["drag"])
+        x, y, vx, vy, _ = self._kernel(x, y, vx, vy, self.bounds(shard.id), p["dt"],
+                                       self.cutoff, p["strength"], p["drag"])
         # the walls reflect; the rows split by the tile they are in now, in one compiled pass
         # (the numpy of kernels.particles.route_reference cost as much as the kernel)
         stay, self._leaving[shard.id] = self._route(x, y, vx, vy, shard.id, p["grid"])

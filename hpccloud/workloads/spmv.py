@@ -80,7 +80,7 @@ class SpMV(Workload):
         Row lengths follow a power law, ``P(len >= k) ~ k^-0.7`` (as ``zipf(1.7)``)
         by inverse transform of uniform draws, scaled to ``mean_row``; the entries
         are uniform in [0, 1): non-negative, so the matrix has a dominant
-        eigenvalue. Uniform draws only: ~0.5 ms a shard at the default size
+        eigenvalue. Uniform draws only: ~1.1 ms a shard at the default size
         (``zipf`` and ``standard_normal`` took ~2.9 ms, ~20 steps of the shard's
         product). A shard's rows are built where it lives, when it is created or
         arrives (:meth:`initial`, :meth:`unpack`), so the step timers measure
