@@ -46,6 +46,8 @@ from hpccloud.balance.problem import Problem
 from hpccloud.errors import ResidencyError
 
 MAX_ENUMERATED = 14
+#: ranks up to which count_bound_s checks lo's next slot after every halving
+SLOT_CHECK_MAX_RANKS = 1024
 
 
 def residency_rules(p: Problem, work_units: np.ndarray | None = None):
@@ -59,15 +61,11 @@ def residency_rules(p: Problem, work_units: np.ndarray | None = None):
                               minlength=allowed_by_group.shape[1])
     class_work = (p.class_work_units if work_units is None
                   else np.bincount(p.class_id, weights=work_units, minlength=p.n_classes))
-    class_count = p.class_count
-    present = np.flatnonzero(class_count > 0)
-    rule_of_class = np.full(p.n_classes, -1, dtype=np.int64)
+    rule_of_class, rule_groups = p.class_rules  # owner- and work-free: kept by the variants
+    present = np.flatnonzero(rule_of_class >= 0)
     if present.size == 0:
-        return rule_of_class, np.zeros((0, group_speed.size), bool), np.zeros(0), group_speed, group_of_rank
-    rows = allowed_by_group[present]
-    rule_groups, inv = np.unique(rows, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    rule_of_class[present] = inv
+        return rule_of_class, rule_groups, np.zeros(0), group_speed, group_of_rank
+    inv = rule_of_class[present]
     rule_work = np.bincount(inv, weights=class_work[present], minlength=rule_groups.shape[0])
     if not np.all(rule_groups.any(axis=1)):
         bad = present[np.flatnonzero(~cast(np.ndarray, rule_groups.any(axis=1))[inv])[0]]
@@ -164,16 +162,27 @@ def count_bound_s(work_units: np.ndarray, speed_units_per_s: np.ndarray, per_sha
 
     if count(lo) >= n:  # the fractional value is reached exactly
         return lo
-    for _ in range(200):  # until the bracket stops shrinking (~50 halvings)
+
+    def next_slot(t: float) -> float:  # the earliest slot after t (count is flat until then)
+        return max(t, float(np.min((np.floor(t * scaled) + 1.0) / scaled)))
+
+    # bisect until lo's next slot is the answer (often at once: the first slot past the
+    # fractional value), or the bracket stops shrinking (~50 halvings); the check after each
+    # move of lo pays while few ranks' slots share the bracket (up to SLOT_CHECK_MAX_RANKS:
+    # 64 shards on 4 ranks 2x faster; 10^5 ranks 5x slower with it)
+    check = v.size <= SLOT_CHECK_MAX_RANKS
+    done = count(next_slot(lo)) >= n
+    for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if not lo < mid < hi or hi - lo <= 1e-12 * hi:
+        if done or not lo < mid < hi or hi - lo <= 1e-12 * hi:
             break
         if count(mid) >= n:
             hi = mid
         else:
             lo = mid
+            done = check and count(next_slot(lo)) >= n
     # count(lo) < n: the answer is the earliest slot after lo (never below lo)
-    return max(lo, float(np.min((np.floor(lo * scaled) + 1.0) / scaled)))
+    return next_slot(lo)
 
 
 def lower_bound_s(p: Problem, work_units: np.ndarray | None = None) -> float:

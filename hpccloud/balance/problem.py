@@ -91,8 +91,27 @@ class Problem:
 
     # ------------------------------------------------------------------ derived (cached)
     def link_terms(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(α [s], 1/β [s/byte])`` of each ordered rank pair; 0 for a rank to itself."""
-        return self.links.terms(src, dst)
+        """``(α [s], 1/β [s/byte])`` of each ordered rank pair; 0 for a rank to itself.
+
+        Up to :data:`PAIR_TABLE_MAX_RANKS` ranks the pairs are read from a dense table
+        built once per problem (a planner prices dozens of candidates; the lookup by
+        measured level was ~40 % of a small plan), above it looked up in the links.
+        """
+        table = self._pair_table
+        if table is None:
+            return self.links.terms(src, dst)
+        alpha, inv = table
+        src = np.ascontiguousarray(src, np.int64)  # at least 1-D, as the lookup's
+        dst = np.ascontiguousarray(dst, np.int64)
+        return alpha[src, dst], inv[src, dst]
+
+    @cached_property
+    def _pair_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        P = self.n_ranks
+        if P > PAIR_TABLE_MAX_RANKS:
+            return None
+        r = np.arange(P, dtype=np.int64)
+        return self.links.terms(r[:, None], r[None, :])
 
     @cached_property
     def groups(self) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +125,19 @@ class Problem:
         keys = np.column_stack([self.rank_region, self.allowed.T.astype(np.int64)])
         uniq, group_of_rank = np.unique(keys, axis=0, return_inverse=True)
         return group_of_rank.reshape(-1).astype(np.int64), uniq[:, 1:].T.astype(bool)
+
+    @cached_property
+    def class_rules(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rule_of_class [C], rule_groups bool [M, K])``: the data classes with shards
+        merged by the groups they may live in (-1: a class without shards)."""
+        _, allowed_by_group = self.groups
+        present = np.flatnonzero(self.class_count > 0)
+        rule_of_class = np.full(self.n_classes, -1, dtype=np.int64)
+        if present.size == 0:
+            return rule_of_class, np.zeros((0, allowed_by_group.shape[1]), bool)
+        rule_groups, inv = np.unique(allowed_by_group[present], axis=0, return_inverse=True)
+        rule_of_class[present] = inv.reshape(-1)
+        return rule_of_class, rule_groups
 
     @cached_property
     def nbytes_f64(self) -> np.ndarray:
@@ -206,7 +238,9 @@ class Problem:
             class_names=("public",), provenance=provenance)
 
 
-_RANK_CACHES = ("groups", "class_count")
+_RANK_CACHES = ("groups", "class_count", "class_rules", "_pair_table")
+# a dense P x P table of the link terms up to this many ranks (2 x 8 bytes x P^2: 2 MiB at 362)
+PAIR_TABLE_MAX_RANKS = 362
 # depend on sizes and halo edges only, never on owners or work units
 _SHARD_CACHES = ("nbytes_f64", "adjacency")
 

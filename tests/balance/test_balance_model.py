@@ -227,3 +227,47 @@ def test_metis_remap_above_the_exact_size_is_a_bijection_that_keeps_data():
     got = metis.remap(parts, owners, np.arange(k), *args)
     assert k > metis.EXACT_REMAP_MAX_PARTS and sorted(got.tolist()) == list(range(k))
     assert np.array_equal(got[perm], np.arange(k))  # every block goes back to where its data is
+
+
+@pytest.mark.parametrize("cap", [0, 1 << 20])
+def test_link_terms_from_the_dense_pair_table_equal_the_level_lookup(cap, monkeypatch):
+    """Below ``PAIR_TABLE_MAX_RANKS`` a problem reads its link terms from a P x P table built
+    once (planning speed); above it, from the links' lookup: both give the same figures, for
+    scalars and arrays, and a problem made by ``with_owners`` keeps the table."""
+    from balance_testutil import random_problem
+
+    import hpccloud.balance.problem as problem_mod
+
+    monkeypatch.setattr(problem_mod, "PAIR_TABLE_MAX_RANKS", cap)
+    p = random_problem(3, n_shards=40, n_ranks=9, n_regions=3, n_classes=2)
+    rng = np.random.default_rng(1)
+    src, dst = rng.integers(0, 9, 200), rng.integers(0, 9, 200)
+    alpha, inv = p.link_terms(src, dst)
+    ref_alpha, ref_inv = p.links.terms(src, dst)
+    np.testing.assert_array_equal(alpha, ref_alpha)
+    np.testing.assert_array_equal(inv, ref_inv)
+    assert np.all(alpha[src == dst] == 0.0) and np.any(alpha[src != dst] > 0.0)
+    for got, ref in zip(p.link_terms(2, 7), p.links.terms(2, 7), strict=True):
+        assert got.shape == ref.shape and got.tolist() == ref.tolist()
+    assert (p._pair_table is None) == (cap == 0)
+    if cap:
+        assert p.with_owners(p.owners[::-1].copy()).__dict__["_pair_table"] is p._pair_table
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_count_bound_is_the_first_slot_where_every_shard_fits(seed):
+    """``count_bound_s`` against brute force: every slot ``k · cost_r`` (k shards of the
+    smallest work on rank r) enumerated and sorted; the bound is the first at which the
+    ranks hold every shard (or the fractional value n / Σ 1/cost_r when that already does)."""
+    from hpccloud.balance.bound import count_bound_s
+
+    rng = np.random.default_rng(seed)
+    n, P = int(rng.integers(1, 40)), int(rng.integers(1, 7))
+    w = rng.integers(1, 4, n).astype(float) if seed % 2 else rng.uniform(0.5, 3.0, n)
+    v = rng.integers(1, 5, P).astype(float) if seed % 3 else rng.uniform(0.2, 4.0, P)
+    per_shard = [0.0, 0.05][seed % 2]
+    cost = per_shard + w.min() / v
+    slots = np.sort((np.arange(1, n + 1)[None, :] * cost[:, None]).ravel())
+    held = np.floor(slots[:, None] / cost[None, :] * (1 + 1e-12)).sum(axis=1)
+    expect = max(n / (1.0 / cost).sum(), slots[np.argmax(held >= n)])
+    assert count_bound_s(w, v, per_shard_s=per_shard) == pytest.approx(expect, rel=1e-9)
