@@ -13,7 +13,9 @@ the barrier-to-barrier slack); ``per_shard_s`` the Python dispatch per shard
 (kernel call, halo bookkeeping); ``compute_scale`` how the probed speed relates
 to the speed the steps achieve (e.g. ranks that share cores, a cache level the
 probe did not see); ``halo_scale`` the same for the halo's link figures. The
-predicted step time is ``max_r t_r``.
+predicted step time is ``max_r t_r``. Where ranks share cores and the step's
+waits sleep, ``C_r`` is the compute as the core group runs it
+(:meth:`Calibration.compute_as_run`).
 
 **A rebalance** (only when shards move, besides the planning every window pays)::
 
@@ -77,6 +79,11 @@ class Calibration:
     share), ``warm_io_bytes`` [P] the most memory one migration has left warm on
     each rank (:func:`warmed_bytes`; None: nothing yet) and ``unpack_copies``
     the bytes the workload's unpack writes per byte received, for :meth:`fresh_s`.
+    ``pool_solo`` [P] (with ``rank_core``; None: no pooling) prices the compute of
+    ranks that share cores as their core group runs it (:meth:`compute_as_run`):
+    each rank's speed with its group's cores to itself over its speed while the
+    whole group computes (``PlanOptions.pool_cores``); the step terms are then
+    fitted and predicted on that compute.
     """
 
     step_fixed_s: float = 0.0
@@ -94,6 +101,7 @@ class Calibration:
     rank_core: tuple[int, ...] | None = None
     warm_io_bytes: tuple[float, ...] | None = None
     unpack_copies: float = 0.0
+    pool_solo: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for f in ("step_fixed_s", "per_shard_s", "compute_scale", "halo_scale", "plan_fixed_s",
@@ -106,12 +114,44 @@ class Calibration:
                 np.isfinite(x) and x < 0 for x in self.route_s_per_byte):
             raise InvalidArgument(f"Calibration.route_s_per_byte: {len(ROUTES)} values >= 0 or NaN "
                                   f"({', '.join(ROUTES)}), got {self.route_s_per_byte!r}")
+        if self.pool_solo is not None:
+            solo = np.asarray(self.pool_solo, np.float64)
+            if (self.rank_core is None or solo.shape != (len(self.rank_core),)
+                    or not np.all(np.isfinite(solo)) or np.any(solo < 1.0)):
+                raise InvalidArgument("Calibration.pool_solo needs rank_core and one factor >= 1 "
+                                      f"per rank, got {self.pool_solo!r}")
 
     # ------------------------------------------------------------------ the step
     def step_s(self, compute_s: ArrayLike, halo_s: ArrayLike, n_shards: ArrayLike) -> np.ndarray:
         """Predicted step time of every rank, float64 [P]."""
         return (self.step_fixed_s + self.per_shard_s * np.asarray(n_shards, dtype=np.float64)
                 + self.compute_scale * np.asarray(compute_s) + self.halo_scale * np.asarray(halo_s))
+
+    def compute_as_run(self, compute_s: ArrayLike, speed: ArrayLike) -> np.ndarray:
+        """Each rank's compute [s] as its core group runs it.
+
+        Without ``pool_solo``: ``compute_s`` itself. With it, ranks of one core group
+        (``rank_core``) finish their compute together when the step's waits sleep (a
+        rank done early leaves its core to its core-mates): each gets the group's
+        work over its summed speed, ``Σ C·v / Σ v``, never less than its own compute
+        with the group's cores to itself (``C / pool_solo``). Fitted rank by rank on
+        4 ranks on 2 cores (3 ranks on one: stencil2d, hot spot), the steps' wall
+        time did not follow the slowest rank's compute (7.5 ms predicted for an
+        11.6 ms step, 10.7 for 8.2) and the fit put it into halo (``halo_scale``
+        75-125, ``compute_scale`` 0.0-0.4); the group's mean followed it.
+
+        >>> cal = Calibration(rank_core=(0, 0, 0, 1), pool_solo=(3.0, 3.0, 3.0, 1.0))
+        >>> cal.compute_as_run([6.0, 3.0, 0.0, 2.0], [1.0, 1.0, 1.0, 3.0]).tolist()
+        [3.0, 3.0, 3.0, 2.0]
+        """
+        c = np.asarray(compute_s, np.float64)
+        if self.pool_solo is None or self.rank_core is None:
+            return c
+        core = np.unique(np.asarray(self.rank_core), return_inverse=True)[1].reshape(-1)
+        v = np.asarray(speed, np.float64)
+        vsum = np.bincount(core, v)
+        shared = np.bincount(core, c * v) / np.where(vsum > 0, vsum, 1.0)
+        return np.maximum(shared[core], c / np.asarray(self.pool_solo, np.float64))
 
     # ------------------------------------------------------------------ the rebalance
     def route_of(self, p: Problem, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -156,7 +196,7 @@ class Calibration:
         d = dataclasses.asdict(self)
         d["route_s_per_byte"] = {r: (None if not np.isfinite(x) else float(x))
                                  for r, x in zip(ROUTES, self.route_s_per_byte, strict=True)}
-        for k in ("rank_host", "rank_core", "warm_io_bytes"):
+        for k in ("rank_host", "rank_core", "warm_io_bytes", "pool_solo"):
             d[k] = None if getattr(self, k) is None else list(getattr(self, k))
         return d
 
@@ -166,7 +206,8 @@ class Calibration:
         routes = d.pop("route_s_per_byte", None) or {}
         d["route_s_per_byte"] = tuple(float("nan") if routes.get(r) is None else float(routes[r])
                                       for r in ROUTES)
-        for k, kind in (("rank_host", int), ("rank_core", int), ("warm_io_bytes", float)):
+        for k, kind in (("rank_host", int), ("rank_core", int), ("warm_io_bytes", float),
+                        ("pool_solo", float)):
             if d.get(k) is not None:
                 d[k] = tuple(kind(x) for x in d[k])
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
@@ -296,14 +337,22 @@ PRIOR_WEIGHT = 1e-6
 #: the same records and the next window's step was predicted as well (median error within
 #: ±0.03 of 1e-6's on six recorded runs)
 STEP_PRIOR_WEIGHT = 1e-2
+#: ... for ``compute_scale`` where core-mates' compute is pooled (``Calibration.pool_solo``):
+#: the pooled compute is the group's measured kernel time itself, so its scale is 1 unless
+#: the records say otherwise clearly, and they seldom can: with one map a window, a static
+#: run's rows repeat one design and the fit traded compute for the fixed and per-shard
+#: terms (stencil2d, 3 ranks on one core and 1 on the other: compute_scale 0.00 with a
+#: 3.2 ms fixed term; at this weight 0.99 and 0.8 ms, and the window's steps fitted as well
+#: or better: median error 0.095 against 0.105)
+POOLED_COMPUTE_PRIOR_WEIGHT = 1.0
 
 
 def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray,
-                   weight: float = PRIOR_WEIGHT, per: np.ndarray | None = None,
+                   weight: float | np.ndarray = PRIOR_WEIGHT, per: np.ndarray | None = None,
                    l1_rounds: int = 0) -> np.ndarray:
     """``argmin_{x >= 0} Σ ((a x − y) / per)² + ε Σ ((x − prior) · scale)²`` (rows with y <= 0 dropped).
 
-    ``per`` is each row's yardstick (default: its own ``y``). The weak pull
+    ``weight`` is a scalar or one per column. ``per`` is each row's yardstick (default: its own ``y``). The weak pull
     towards ``prior`` only matters where the records cannot tell terms apart
     (e.g. every shard does the same work on equal ranks, so shard count and
     compute are proportional): the fit then keeps the prior's split.
@@ -320,7 +369,7 @@ def _nnls_relative(a: np.ndarray, y: np.ndarray, prior: np.ndarray,
         return np.full(a.shape[1], np.nan)
     scale = np.maximum(np.abs(a / per[:, None]).max(axis=0), 1e-300)  # columns to O(1)
     k = a.shape[1]
-    reg = np.sqrt(weight * y.size) * np.eye(k)
+    reg = np.diag(np.sqrt(np.broadcast_to(np.asarray(weight, np.float64), (k,)) * y.size))
     rhs_reg = reg @ (np.nan_to_num(prior) * scale)
 
     def solve(w: np.ndarray) -> np.ndarray:
@@ -479,6 +528,9 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
         return prior
     used = np.abs(np.concatenate(feats)).sum(axis=0) > 0
     prior_x = np.array([getattr(prior, n) for n in STEP_TERMS], np.float64)
+    weights = np.full(len(STEP_TERMS), float(prior_weight))
+    if prior.pool_solo is not None:  # pooled compute: its scale held near the prior's
+        weights[STEP_TERMS.index("compute_scale")] = max(float(prior_weight), POOLED_COMPUTE_PRIOR_WEIGHT)
     x = prior_x.copy()
     best_x, best_err, picks = x, np.inf, None
     for _ in range(iterations):
@@ -488,7 +540,7 @@ def fit_step_makespan(steps: Sequence[StepSample], wall_s: ArrayLike, prior: Cal
         picks = new_picks
         a = np.array([f[r] for f, r in zip(feats, picks, strict=True)])
         x = prior_x.copy()
-        x[used] = _nnls_relative(a[:, used], y, prior_x[used], prior_weight, per=per,
+        x[used] = _nnls_relative(a[:, used], y, prior_x[used], weights[used], per=per,
                                  l1_rounds=STEP_L1_ROUNDS)
         if not np.all(np.isfinite(x)):
             break

@@ -278,7 +278,8 @@ def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None =
     if cal is None:
         loads = model.compute_s(p, owners) + halo
     else:
-        loads = cal.step_s(model.compute_s(p, owners), halo, np.bincount(owners, minlength=p.n_ranks))
+        loads = cal.step_s(cal.compute_as_run(model.compute_s(p, owners), p.speed_units_per_s), halo,
+                           np.bincount(owners, minlength=p.n_ranks))
         halo = cal.halo_scale * halo
     ev = _Eval(owners, loads, halo, float(loads.max()) if loads.size else 0.0, cut=cut)
     if owners_before is not None:
@@ -316,10 +317,25 @@ def _expected(ev: _Eval, scenarios: Sequence[Problem], cal: Calibration | None) 
 
 def _bound_s(p: Problem, cal: Calibration | None) -> float:
     """T*: no map of ``p`` steps faster (with ``cal``: on the calibrated terms)."""
-    bound = p.memo("lower_bound_s", lower_bound_s)
+    if cal is not None and cal.pool_solo is not None:
+        # core-mates share their compute: a rank runs up to its speed alone (solo x its
+        # share), whole shards per rank no longer bound a core's time; what holds is the
+        # fractional bound at those speeds and the total work over the total speed
+        solo = np.asarray(cal.pool_solo, np.float64)
+
+        def pooled_bound(q: Problem) -> float:
+            alone = dataclasses.replace(q, speed_units_per_s=q.speed_units_per_s * solo)
+            return max(fractional_bound_s(*residency_rules(alone)[1:4]),
+                       float(q.work_units.sum() / q.speed_units_per_s.sum()))
+
+        bound = p.memo("pooled_bound_s", pooled_bound)
+    else:
+        bound = p.memo("lower_bound_s", lower_bound_s)
     if cal is not None:  # every calibrated term is >= 0: the scaled compute bound still holds
         bound = cal.step_fixed_s + cal.compute_scale * bound
-        if cal.per_shard_s > 0:  # ... and so does the count bound with each shard's dispatch
+        if cal.per_shard_s > 0 and cal.pool_solo is None:
+            # ... and so does the count bound with each shard's dispatch (not where core-mates
+            # share their compute: whole shards per rank no longer bound a core's time)
             bound = max(bound, cal.step_fixed_s + count_bound_s(p.work_units, p.speed_units_per_s,
                                                                 cal.per_shard_s, cal.compute_scale))
     return bound
@@ -914,7 +930,8 @@ def _portfolio(p: Problem, opts: PlanOptions, best: _Eval, full: _Eval, bound: f
         if cal is None:
             floor_s = float(compute.max()) * H + model.migration_lower_bound_s(p, p.owners, owners)
         else:  # achieved route throughput may beat the raw links: bound by the step alone
-            floor_s = float(cal.step_s(compute, 0.0, np.bincount(owners, minlength=p.n_ranks)).max()) * H
+            floor_s = float(cal.step_s(cal.compute_as_run(compute, p.speed_units_per_s), 0.0,
+                                       np.bincount(owners, minlength=p.n_ranks)).max()) * H
         if floor_s >= need:
             continue
         ev = _evaluate(p, owners, p.owners, cal)
@@ -945,8 +962,13 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float,
     hosts = None if cal is None else cal.rank_host
     spread_ok = (hosts is None or len(set(hosts)) > 1) and p.n_ranks <= PORTFOLIO_MAX_RANKS
 
+    # the local search prices a move on the two ranks it joins; where core-mates share their
+    # compute (cal.pool_solo) a move changes the whole group's, and the search would trade
+    # shards between core-mates for nothing
+    local_ok = bool(opts.local_moves) and (cal is None or cal.pool_solo is None)
+
     def polished(owners: np.ndarray) -> _Eval:
-        if opts.local_moves:
+        if local_ok:
             ev = _evaluate(p, owners, cal=cal)
             owners = local.improve(p, owners, ev.loads, max_moves=opts.local_moves, cut=ev.cut, **local_terms)
         ev = _evaluate(p, owners, p.owners, cal)
@@ -1055,7 +1077,8 @@ def _pooled_makespan_s(problems: Sequence[Problem], owners: np.ndarray, cal: Cal
         # core), shared by its ranks; halo and the fixed cost stay each rank's
         n = np.bincount(owners, minlength=q.n_ranks).astype(np.float64)
         work = np.bincount(owners, q.work_units, q.n_ranks)
-        own = cal.compute_scale * model.compute_s(q, owners) + cal.per_shard_s * n
+        own = (cal.compute_scale * cal.compute_as_run(model.compute_s(q, owners), q.speed_units_per_s)
+               + cal.per_shard_s * n)  # what _evaluate priced
         pooled = (cal.compute_scale * np.bincount(core, work) / np.bincount(core, q.speed_units_per_s)
                   + cal.per_shard_s * np.bincount(core, n) / np.bincount(core))[core]
         pooled = np.maximum(pooled, own / np.maximum(solo, 1.0))  # no rank beyond its own core

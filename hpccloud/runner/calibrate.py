@@ -62,12 +62,15 @@ class Calibrator:
     def __init__(self, hosts, rank_region, migration_fixed_s: float = 0.0,
                  route_s_per_byte: float = float("nan"), pack_s_per_byte: float = float("nan"),
                  fresh_s_per_byte: float = float("nan"), rank_core=None,
-                 unpack_copies: float = 0.0):
+                 unpack_copies: float = 0.0, pool_solo=()):
         self.rank_host = host_labels(hosts)
         self.rank_region = tuple(rank_region)
         # which ranks share cores (labels; None: none do), and the probe's cost of memory
         # touched for the first time: a migration's first bytes pay it until one is measured
         self.rank_core = None if rank_core is None else tuple(int(x) for x in rank_core)
+        # ranks that share cores priced as their core group runs them (empty: no pooling;
+        # see Calibration.compute_as_run)
+        self.pool_solo = tuple(float(x) for x in pool_solo) if len(pool_solo) and self.rank_core else None
         self.fresh_prior_s_per_byte = float(fresh_s_per_byte)
         # the bytes the workload's unpack writes per byte received (its own arrays)
         self.unpack_copies = float(unpack_copies)
@@ -116,7 +119,8 @@ class Calibrator:
         median = float(np.median([float(rec["step_s"]) for rec in steps]))
         for rec in steps:
             units = np.asarray(rec["work_units"], np.float64)
-            compute = np.where(rate > 0, units / np.maximum(rate, 1e-300), 0.0)
+            compute = self.calibration.compute_as_run(
+                np.where(rate > 0, units / np.maximum(rate, 1e-300), 0.0), rate)
             self.steps.append(StepSample(compute, halo, np.asarray(rec["n_shards"], np.float64),
                                          np.asarray(rec["rank_step_s"], np.float64)))
             self.step_wall_s.append(float(rec["step_s"]))
@@ -229,7 +233,8 @@ class Calibrator:
                            pack_s_per_byte=pack if np.isfinite(pack) and pack >= 0 else 0.0,
                            fresh_s_per_byte=fresh if np.isfinite(fresh) and fresh >= 0 else 0.0,
                            rank_core=self.rank_core, unpack_copies=self.unpack_copies,
-                           warm_io_bytes=tuple(float(x) for x in self.warm_io_bytes))
+                           warm_io_bytes=tuple(float(x) for x in self.warm_io_bytes),
+                           pool_solo=self.pool_solo)
 
     def route(self, a: int, b: int) -> int:
         """Route class of a transfer from rank ``a`` to ``b`` (index into ``ROUTES``)."""

@@ -178,8 +178,11 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
                                            "route_s_per_byte": probe.s_per_byte,
                                            "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
                                            "fresh_s_per_byte": probe.fresh_s_per_byte}
+        from hpccloud.runner.rebalance import pool_cores
+
         job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, rank_core=job.cores.group,
-                                    unpack_copies=job.wl.unpack_copies, **priors)
+                                    unpack_copies=job.wl.unpack_copies, pool_solo=pool_cores(job),
+                                    **priors)
         job.setup_s["models"] = time.perf_counter() - t0
         if cfg.restart:
             from hpccloud.runner.checkpointing import restart

@@ -267,3 +267,57 @@ def test_fresh_memory_is_priced_on_the_senders_then_the_receivers_busiest_core_g
     sent = np.bincount(p.owners[moved], p.nbytes_f64[moved], p.n_ranks)
     received = np.bincount(m0.owners_after[moved], p.nbytes_f64[moved], p.n_ranks)
     assert m1.migration_s - m0.migration_s == pytest.approx(1e-9 * (sent.max() + received.max()))
+
+
+def test_pooled_compute_is_shared_by_core_mates_and_its_scale_held_on_one_map():
+    """``pool_solo``: ranks of one core group are priced on the group's compute (Σ C·v / Σ v,
+    never below C / solo); on records of one map (every step the same shards per rank, a
+    hot spot's wander the only change) the fit keeps compute_scale near 1 and finds the
+    fixed and per-shard terms beside it."""
+    core, solo = (0, 0, 0, 1), (3.0, 3.0, 3.0, 1.0)
+    truth = Calibration(step_fixed_s=8e-4, per_shard_s=3e-5, compute_scale=1.0, halo_scale=0.0,
+                        rank_core=core, pool_solo=solo)
+    v = np.array([1.0, 1.0, 1.0, 3.0])
+    pooled = truth.compute_as_run([6e-3, 3e-3, 0.0, 2e-3], v)
+    np.testing.assert_allclose(pooled, [3e-3, 3e-3, 3e-3, 2e-3])
+    assert truth.compute_as_run([6e-3, 3e-3, 0.0, 9e-3], v)[3] == 9e-3  # rank 3 alone on its core
+    rng = np.random.default_rng(4)
+    n = np.array([22.0, 12.0, 4.0, 26.0])
+    steps, walls, windows = [], [], []
+    for _window in range(4):  # 4 windows of 10 steps, one map
+        for _ in range(10):
+            c = np.array([3.5e-3, 2.5e-3, 1.0e-3, 2.0e-3]) * rng.uniform(0.7, 1.3, 4)
+            c_run = truth.compute_as_run(c, v)
+            wall = float(truth.step_s(c_run, np.zeros(4), n).max()) * rng.lognormal(0.0, 0.03)
+            steps.append(StepSample(c_run, np.zeros(4), n, np.full(4, wall)))
+            walls.append(wall)
+        windows += [float(np.median(walls[-10:]))] * 10
+    prior = Calibration(rank_core=core, pool_solo=solo)
+    got = fit_step_makespan(steps, walls, prior=prior, window_s=windows)
+    assert got.compute_scale == pytest.approx(1.0, abs=0.1)
+    assert got.step_fixed_s + got.per_shard_s * 26 == pytest.approx(8e-4 + 3e-5 * 26, rel=0.35)
+    assert got.pool_solo == solo and Calibration.from_json(got.to_json()).pool_solo == solo
+    for bad in ({"pool_solo": solo}, {"rank_core": core, "pool_solo": (3.0, 3.0, 0.5, 1.0)},
+                {"rank_core": core, "pool_solo": (3.0, 3.0)}):
+        with pytest.raises(InvalidArgument, match="pool_solo"):
+            Calibration(**bad)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=problems, seed=st.integers(0, 2**16))
+def test_the_bound_holds_where_core_mates_share_their_compute(p: Problem, seed):
+    """With pooled compute a shard runs faster than its rank's share and a rank may hold
+    fewer whole shards than the count bound assumes: the bound topo stops at is the
+    fractional one, below every map's pooled makespan."""
+    rng = np.random.default_rng(seed)
+    core = tuple(int(x) for x in rng.integers(0, max(1, p.n_ranks // 2), p.n_ranks))
+    counts = np.bincount(core)
+    cal = Calibration(step_fixed_s=1e-4, per_shard_s=rng.uniform(0, 1e-3), rank_core=core,
+                      pool_solo=tuple(float(counts[c]) for c in core))
+    mp = plan_problem(p, "topo", PlanOptions(horizon_steps=20, calibration=cal))
+    assert mp.lower_bound_s <= mp.makespan_before_s * (1 + 1e-12)
+    assert mp.lower_bound_s <= mp.makespan_after_s * (1 + 1e-12)
+    for _ in range(3):  # any map that keeps residency
+        owners = np.array([rng.choice(np.flatnonzero(p.allowed[c])) for c in p.class_id])
+        other = plan_problem(p.with_owners(owners), "static", PlanOptions(calibration=cal))
+        assert mp.lower_bound_s <= other.makespan_before_s * (1 + 1e-12)
