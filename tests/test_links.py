@@ -207,3 +207,17 @@ def test_pairs_json_round_trip_and_bad_pairs():
     doc["pairs"][1] = [0, 9, 1e-3, 1e9]
     with pytest.raises(ConfigError, match="outside 0..3"):
         LinkModel.from_json(doc, "p.json")
+
+
+def test_level_lookup_compiles_one_signature_for_every_shape_of_query():
+    """Broadcast views are read-only, and a read-only array is another signature of the
+    compiled lookup: every query, scalar, matching or broadcast, must reach it as one (a
+    second one compiled at run time on every rank at once with a cold cache)."""
+    from hpccloud.measure.levels import _lookup
+
+    t = LinkTable.uniform(5, 1e-6, 1e10, "synthetic")
+    r = np.arange(5)
+    for src, dst in ((r, r[::-1].copy()), (r[:, None], r[None, :]), (2, 3), (r, 1)):
+        alpha, inv = t.terms(src, dst)
+        assert alpha.shape == np.broadcast_shapes(np.shape(src), np.shape(dst)) or np.ndim(src) == 0
+    assert len(_lookup.signatures) == 1, _lookup.signatures

@@ -95,6 +95,15 @@ def test_spmv_rows_hold_what_the_unscanned_product_relies_on(params):
         assert indices.min() >= 0 and indices.max() < params["n"]
         y = spmv(indptr, indices, data, x, trusted=True)
         np.testing.assert_allclose(y, spmv_reference(indptr, indices, data, x), rtol=1e-12)
+        # ... and with the argument types the run's warm-up compiles (else the product
+        # compiles again in the first step, on every rank at once with a cold cache)
+        import numba
+
+        from kernels.spmv import make_inputs
+
+        warmed = make_inputs(64, np.float64, 0)
+        assert [numba.typeof(a) for a in (indptr, indices, data, x)] == [
+            numba.typeof(a) for a in warmed]
 
 
 def test_spmv_rows_are_built_with_the_data_and_on_arrival_not_in_a_step():

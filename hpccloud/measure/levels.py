@@ -169,7 +169,9 @@ class LinkTable:
         src = np.ascontiguousarray(src, np.int64)
         dst = np.ascontiguousarray(dst, np.int64)
         shape = np.broadcast_shapes(src.shape, dst.shape)
-        src, dst = (np.ascontiguousarray(np.broadcast_to(x, shape)).ravel() for x in (src, dst))
+        # copies: a broadcast view is read-only even when contiguous, and a read-only
+        # array is another signature for the compiled lookup (compiled again at run time)
+        src, dst = (np.array(np.broadcast_to(x, shape), np.int64).ravel() for x in (src, dst))
         np_, rp = self.node_pairs, self.rank_pairs
         alpha, inv = _lookup(src, dst, self.rank_region, self.rank_node, self._region_alpha,
                              self._region_inv_beta, self._node_alpha, self._node_inv_beta,
