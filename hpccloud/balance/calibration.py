@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import cast
 
 import numpy as np
@@ -145,13 +146,21 @@ class Calibration:
         [3.0, 3.0, 3.0, 2.0]
         """
         c = np.asarray(compute_s, np.float64)
-        if self.pool_solo is None or self.rank_core is None:
+        if self.pool_solo is None or self._core_index is None:
             return c
-        core = np.unique(np.asarray(self.rank_core), return_inverse=True)[1].reshape(-1)
+        core = self._core_index
         v = np.asarray(speed, np.float64)
         vsum = np.bincount(core, v)
         shared = np.bincount(core, c * v) / np.where(vsum > 0, vsum, 1.0)
         return np.maximum(shared[core], c / np.asarray(self.pool_solo, np.float64))
+
+    @cached_property
+    def _core_index(self) -> np.ndarray | None:
+        """``rank_core`` as group indices 0..G-1 (None: no core groups), once per calibration:
+        :meth:`compute_as_run` runs in every evaluation of a plan."""
+        if self.rank_core is None:
+            return None
+        return np.unique(np.asarray(self.rank_core), return_inverse=True)[1].reshape(-1)
 
     # ------------------------------------------------------------------ the rebalance
     def route_of(self, p: Problem, src: np.ndarray, dst: np.ndarray) -> np.ndarray:

@@ -95,7 +95,7 @@ class Problem:
 
         Up to :data:`PAIR_TABLE_MAX_RANKS` ranks the pairs are read from a dense table
         built once per problem (a planner prices dozens of candidates; the lookup by
-        measured level was ~40 % of a small plan), above it looked up in the links.
+        measured level was ~20 % of a small plan), above it looked up in the links.
         """
         table = self._pair_table
         if table is None:

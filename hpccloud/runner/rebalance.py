@@ -120,7 +120,8 @@ def changing_units(estimate: np.ndarray, measured: np.ndarray) -> float:
 
 
 def pool_cores(job) -> tuple[float, ...]:
-    """``PlanOptions.pool_cores`` for this job: per rank, its speed with its core group's cores
+    """``PlanOptions.pool_cores`` and ``Calibration.pool_solo`` for this job (set once, on its
+    calibrator, at setup): per rank, its speed with its core group's cores
     to itself over its speed while the group computes; empty where no ranks share cores or
     the workload's step holds blocking collectives (a rank done early spins on its core)."""
     cores = job.cores
@@ -160,7 +161,7 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
         plan = plan_problem(problem, job.cfg.balancer,
                             PlanOptions(horizon_steps=horizon, calibration=cal, recent_work=recent,
                                         scenarios=scenarios, priced_on=priced_on,
-                                        pool_cores=pool_cores(job)))
+                                        pool_cores=job.calibrator.pool_solo or ()))
         basis = ("measured window" if ahead is None else "workload forecast" if topo
                  else "measured window, priced on the workload forecast")
         return plan, basis
