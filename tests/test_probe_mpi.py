@@ -73,3 +73,36 @@ def test_transport_probe_times_one_call_on_every_rank(comm):
     sealed = probe_transport(comm, topo, key=bytes(range(32)), rounds=2, warmup=0)
     assert np.isfinite(sealed.fixed_s) and sealed.fixed_s > 0
     assert PROBE_CLASS not in topo.data_classes
+
+
+@pytest.mark.hpccloud_mpi(ranks=[1, 2], timeout=120)
+def test_packing_probe_times_the_workloads_own_round_trip_and_leaves_the_data(comm):
+    from hpccloud.comm.bufpool import BufferPool
+    from hpccloud.measure.probe import probe_packing
+    from hpccloud.workloads import make_workload
+
+    size, rank = comm.Get_size(), comm.Get_rank()
+    figures = {}
+    for name, params in (("stencil2d", {"n": 256, "grid": 4}), ("spmv", {"n": 40_000, "shards": 8})):
+        wl = make_workload(name, params)
+        wl.pool = BufferPool()
+        shard_map = wl.shard_map(size)
+        local = {s.id: wl.initial(s) for s in shard_map.shards_on(rank)}
+        before = {sid: (arr, arr.copy()) for sid, arr in local.items()}
+        rows = {sid: tuple(a.copy() for a in wl._rows[sid]) for sid in local} if name == "spmv" else {}
+        figure = probe_packing(comm, wl, shard_map, local)
+        assert np.isfinite(figure) and figure > 0
+        assert all(f == figure for f in comm.allgather(figure))  # the slowest rank's, everywhere
+        # the shards' arrays are the same objects with the same values ...
+        for sid, (arr, copy) in before.items():
+            assert local[sid] is arr and np.array_equal(arr, copy)
+        # ... and what the workload keeps per shard was rebuilt as it was (spmv's rows)
+        for sid, kept in rows.items():
+            assert all(np.array_equal(a, b) for a, b in zip(wl._rows[sid], kept, strict=True))
+        figures[name] = figure
+    # spmv regenerates a shard's CSR rows on arrival (~24 bytes written per byte moved, by a
+    # random generator), stencil2d copies its tile twice: per byte, ~100x apart when measured
+    assert figures["spmv"] > 5 * figures["stencil2d"]
+    # a rank holding no shard still takes part; with none anywhere the figure is NaN
+    wl = make_workload("kmeans", {})
+    assert np.isnan(probe_packing(comm, wl, wl.shard_map(size), {}))

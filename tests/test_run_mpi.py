@@ -52,6 +52,12 @@ def _multi_vs_single(comm, workload, tmp_path_factory):
             assert rep["summary"] == ref_summary, (workload, balancer)
             if balancer == "static":
                 assert rep["bytes_moved"] == 0
+            elif balancer in ("greedy", "topo"):
+                # a moving balancer's first migration is priced on the workload's own pack
+                # and unpack, timed at setup on its data (which the equality above shows intact)
+                packing = rep["transport_probe"]["pack_s_per_byte"]
+                assert packing is not None and packing > 0
+                assert rep["plans"][0]["calibration"]["pack_s_per_byte"] == packing
         comm.Barrier()
 
 

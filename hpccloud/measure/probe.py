@@ -398,6 +398,8 @@ class TransportProbeResult:
     #: the slowest rank's CPU seconds per byte of memory it writes for the first time, beyond
     #: rewriting it (:func:`fresh_memory_s_per_byte`): a migration's first bytes pay it
     fresh_s_per_byte: float = float("nan")
+    #: the workload's own pack and unpack per byte moved (:func:`probe_packing`; NaN: not probed)
+    pack_s_per_byte: float = float("nan")
 
     def to_json(self) -> dict:
         def num(x: float) -> float | None:
@@ -409,7 +411,8 @@ class TransportProbeResult:
                 "of the rounds", "ring_s": num(self.ring_s),
                 "shard_bytes": self.shard_bytes, "s_per_byte": num(self.s_per_byte),
                 "copy_s_per_byte": num(self.copy_s_per_byte),
-                "fresh_s_per_byte": num(self.fresh_s_per_byte)}
+                "fresh_s_per_byte": num(self.fresh_s_per_byte),
+                "pack_s_per_byte": num(self.pack_s_per_byte)}
 
 
 #: rank 0 works this long before it releases each round of :func:`probe_transport`, as a
@@ -529,6 +532,66 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, shard_bytes=nbytes,
                                 s_per_byte=per_byte, copy_s_per_byte=float(copy_s) / nbytes,
                                 ring_s=ring_s, fresh_s_per_byte=float(fresh))
+
+
+#: shards each rank packs and unpacks in :func:`probe_packing`
+PACK_PROBE_SHARDS = 3
+
+
+def probe_packing(comm, wl, shard_map, local, shards: int = PACK_PROBE_SHARDS,
+                  passes: int = 2) -> float:
+    """The workload's own pack and unpack, in CPU seconds per byte moved, as a warm
+    migration pays them: the slowest rank's median over up to ``shards`` of its shards
+    in the last of ``passes``; collective (NaN: no rank holds a shard).
+
+    Each shard makes the round trip a migration makes of it, buffers as the
+    migration handles them (:func:`hpccloud.runner.rebalance.migrate`): ``pack``;
+    the payload copied into a receive buffer from the workload's pool (the
+    transport's part: not timed) and given back to the pool; ``forget`` and
+    ``unpack`` (the workload rebuilds what it keeps per shard); the rebuilt array
+    given to the pool as a departed shard's would be. The shard's own array stays
+    as it was. The first pass meets memory never touched before, which the model
+    prices apart (``fresh_s_per_byte``); the last is timed.
+
+    The transport probe's ``copy_s_per_byte`` prices two plain copies; a
+    workload's unpack can do far more: spmv regenerates a shard's CSR rows (~24
+    bytes written per byte received) and spent 0.3-0.8 ms unpacking each 50 kB
+    shard, 10-20x two copies, so its migrations were priced at a quarter to a
+    half of what they took (first moves 4.1 ms for 17.8). Thread CPU time, so
+    ranks that share a core each read their own cost.
+    """
+    pool = getattr(wl, "pool", None)
+
+    def give(a, *live) -> None:
+        if pool is not None and not any(np.may_share_memory(a, b) for b in live):
+            pool.give(a)
+
+    per: list[float] = []
+    for last in [False] * (max(1, int(passes)) - 1) + [True]:
+        per.clear()
+        for sid in sorted(local)[:max(0, int(shards))]:
+            shard, arr = shard_map.shards[sid], local[sid]
+            c0 = time.thread_time()
+            payload = np.asarray(wl.pack(shard, arr))
+            c1 = time.thread_time()
+            received = (np.empty(payload.shape, payload.dtype) if pool is None else
+                        pool.take(payload.nbytes).view(payload.dtype).reshape(payload.shape))
+            np.copyto(received, payload)
+            give(payload, arr)  # sent
+            c2 = time.thread_time()
+            wl.forget(sid)
+            back = wl.unpack(shard, received)
+            c3 = time.thread_time()
+            if not np.may_share_memory(back, received):
+                give(received, arr)
+            if getattr(wl, "recycle_departed", False):
+                give(back, arr)
+            if last and payload.nbytes > 0:
+                per.append(((c1 - c0) + (c3 - c2)) / payload.nbytes)
+    from hpccloud.comm.wait import sleeping_allgather
+
+    every = sleeping_allgather(comm, [float(np.median(per)) if per else float("nan")])[:, 0]
+    return float(np.nanmax(every)) if np.isfinite(every).any() else float("nan")
 
 
 #: bytes of each of :func:`fresh_memory_s_per_byte`'s rounds

@@ -19,6 +19,7 @@ Whatever reaches a rank is checked against the policy before it is kept
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -173,16 +174,6 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
             sizes = job.shard_map.nbytes()
             job.transport_probe = probe_transport(comm, topology, key=job.key,
                                                   shard_bytes=int(np.median(sizes)) if sizes.size else 0)
-        probe = job.transport_probe
-        priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
-                                           "route_s_per_byte": probe.s_per_byte,
-                                           "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
-                                           "fresh_s_per_byte": probe.fresh_s_per_byte}
-        from hpccloud.runner.rebalance import pool_cores
-
-        job.calibrator = Calibrator(job.cores.hosts, topology.rank_region, rank_core=job.cores.group,
-                                    unpack_copies=job.wl.unpack_copies, pool_solo=pool_cores(job),
-                                    **priors)
         job.setup_s["models"] = time.perf_counter() - t0
         if cfg.restart:
             from hpccloud.runner.checkpointing import restart
@@ -196,6 +187,7 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
             else:
                 job.local = {s.id: job.wl.initial(s) for s in job.shard_map.shards_on(job.rank)}
         agree(comm, job.check_local)
+        _calibrator(job, plans)
         job.setup_s["total"] = time.perf_counter() - t0
     except BaseException:
         # refused or failed before the loop: nothing was written, so folders this job
@@ -203,6 +195,30 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
         job.claims.abandon()
         raise
     return job
+
+
+def _calibrator(job: Job, plans: bool) -> None:
+    """The run's calibrator, on the priors measured so far: the transport probe's per-call
+    cost, throughput, copy and fresh-memory rates, and (where shards will move) the
+    workload's own pack and unpack timed on its data (:func:`~hpccloud.measure.probe.probe_packing`;
+    without it, two plain copies per byte)."""
+    from hpccloud.runner.rebalance import pool_cores
+
+    probe = job.transport_probe
+    priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
+                                       "route_s_per_byte": probe.s_per_byte,
+                                       "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
+                                       "fresh_s_per_byte": probe.fresh_s_per_byte}
+    if plans and probe is not None:
+        from hpccloud.measure.probe import probe_packing
+
+        packing = probe_packing(job.comm, job.wl, job.shard_map, job.local)
+        job.transport_probe = dataclasses.replace(probe, pack_s_per_byte=packing)
+        if np.isfinite(packing):
+            priors["pack_s_per_byte"] = packing
+    job.calibrator = Calibrator(job.cores.hosts, job.topology.rank_region, rank_core=job.cores.group,
+                                unpack_copies=job.wl.unpack_copies, pool_solo=pool_cores(job),
+                                **priors)
 
 
 def _place_initially(job: Job) -> None:

@@ -85,7 +85,8 @@ class SpMV(Workload):
         product). A shard's rows are built where it lives, when it is created or
         arrives (:meth:`initial`, :meth:`unpack`), so the step timers measure
         the product alone and a move pays its rows in its unpack time — which
-        the calibration prices per byte moved.
+        the calibration prices per byte moved, from the setup's timed round trip
+        (:func:`~hpccloud.measure.probe.probe_packing`) until a move is measured.
         """
         rows = self._rows.get(shard.id)
         if rows is None:
