@@ -106,3 +106,19 @@ def test_packing_probe_times_the_workloads_own_round_trip_and_leaves_the_data(co
     # a rank holding no shard still takes part; with none anywhere the figure is NaN
     wl = make_workload("kmeans", {})
     assert np.isnan(probe_packing(comm, wl, wl.shard_map(size), {}))
+
+
+@pytest.mark.hpccloud_mpi(ranks=[2], timeout=120)
+def test_packing_probe_that_fails_on_one_rank_fails_on_every_rank(comm):
+    from hpccloud.measure.probe import probe_packing
+    from hpccloud.workloads import make_workload
+
+    wl = make_workload("kmeans", {})
+    shard_map = wl.shard_map(comm.Get_size())
+    local = {s.id: wl.initial(s) for s in shard_map.shards_on(comm.Get_rank())}
+    if comm.Get_rank() == 1:
+        def broken(shard, arr):
+            raise RuntimeError("pack failed here")
+        wl.pack = broken
+    with pytest.raises(Exception, match="pack failed here"):
+        probe_packing(comm, wl, shard_map, local)  # no rank left waiting in the gather

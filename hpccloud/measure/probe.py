@@ -560,6 +560,18 @@ def probe_packing(comm, wl, shard_map, local, shards: int = PACK_PROBE_SHARDS,
     half of what they took (first moves 4.1 ms for 17.8). Thread CPU time, so
     ranks that share a core each read their own cost.
     """
+    from hpccloud.comm.agree import agree
+    from hpccloud.comm.wait import sleeping_allgather
+
+    # a workload's pack or unpack that fails on one rank fails the probe on every rank
+    mine = agree(comm, lambda: _round_trips_s_per_byte(wl, shard_map, local, shards, passes))
+    every = sleeping_allgather(comm, [mine])[:, 0]
+    return float(np.nanmax(every)) if np.isfinite(every).any() else float("nan")
+
+
+def _round_trips_s_per_byte(wl, shard_map, local, shards: int, passes: int) -> float:
+    """This rank's part of :func:`probe_packing`: the median per byte of the last pass
+    (NaN: no shard here)."""
     pool = getattr(wl, "pool", None)
 
     def give(a, *live) -> None:
@@ -588,10 +600,7 @@ def probe_packing(comm, wl, shard_map, local, shards: int = PACK_PROBE_SHARDS,
                 give(back, arr)
             if last and payload.nbytes > 0:
                 per.append(((c1 - c0) + (c3 - c2)) / payload.nbytes)
-    from hpccloud.comm.wait import sleeping_allgather
-
-    every = sleeping_allgather(comm, [float(np.median(per)) if per else float("nan")])[:, 0]
-    return float(np.nanmax(every)) if np.isfinite(every).any() else float("nan")
+    return float(np.median(per)) if per else float("nan")
 
 
 #: bytes of each of :func:`fresh_memory_s_per_byte`'s rounds
