@@ -572,22 +572,22 @@ def probe_packing(comm, wl, shard_map, local, shards: int = PACK_PROBE_SHARDS,
 def _round_trips_s_per_byte(wl, shard_map, local, shards: int, passes: int) -> float:
     """This rank's part of :func:`probe_packing`: the median per byte of the last pass
     (NaN: no shard here)."""
-    pool = getattr(wl, "pool", None)
+    pool = wl.pool
 
     def give(a, *live) -> None:
         if pool is not None and not any(np.may_share_memory(a, b) for b in live):
             pool.give(a)
 
+    sids = sorted(local)[:max(0, int(shards))]
     per: list[float] = []
-    for last in [False] * (max(1, int(passes)) - 1) + [True]:
-        per.clear()
-        for sid in sorted(local)[:max(0, int(shards))]:
+    for _ in range(max(1, int(passes))):  # the last pass's figures are kept
+        per = []
+        for sid in sids:
             shard, arr = shard_map.shards[sid], local[sid]
             c0 = time.thread_time()
             payload = np.asarray(wl.pack(shard, arr))
             c1 = time.thread_time()
-            received = (np.empty(payload.shape, payload.dtype) if pool is None else
-                        pool.take(payload.nbytes).view(payload.dtype).reshape(payload.shape))
+            received = wl.empty(payload.shape, payload.dtype)  # the transport's receive buffer
             np.copyto(received, payload)
             give(payload, arr)  # sent
             c2 = time.thread_time()
@@ -596,9 +596,9 @@ def _round_trips_s_per_byte(wl, shard_map, local, shards: int, passes: int) -> f
             c3 = time.thread_time()
             if not np.may_share_memory(back, received):
                 give(received, arr)
-            if getattr(wl, "recycle_departed", False):
+            if wl.recycle_departed:
                 give(back, arr)
-            if last and payload.nbytes > 0:
+            if payload.nbytes > 0:
                 per.append(((c1 - c0) + (c3 - c2)) / payload.nbytes)
     return float(np.median(per)) if per else float("nan")
 
