@@ -21,7 +21,7 @@ import numpy as np
 from hpccloud.balance import PlanOptions, plan_problem, problem_from
 from hpccloud.comm.agree import bcast_result
 from hpccloud.comm.transport import execute_aligned
-from hpccloud.comm.wait import sleeping_allgather, sleeping_barrier
+from hpccloud.comm.wait import sleeping_allgather
 from hpccloud.measure.speed import RateEstimate
 from hpccloud.runner.window import Window, spread_steps
 
@@ -189,22 +189,13 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
             record["predicted_rebalance_wall_s"] = (t_plan - t0) + record["migration_s"]
     t_start = t_plan
     if p.moves:
-        # the ranks leave the plan's broadcast at different times: the root at once, the
-        # others when their sleep between polls ends (up to LONG_WAIT_SLEEP_S, later on a
-        # shared core). That wait is the plan's, paid moving or not (a rebalance that does
-        # not move pays it at its closing barrier), so the move starts with the ranks lined
-        # up. Timed from each rank's own end of the broadcast, the default particles job's
-        # moves (2 ranks, a core each) spent 0.8-1.4 ms of their 2.3-3.8 ms in it, and the
-        # rounds' fit took it for a per-call cost
-        sleeping_barrier(job.comm)
-        t_start = time.perf_counter()
-        job.tracer.add("barrier", "wait", t_plan, t_start)
-        record.update(migrate(job, p.owners_after))
+        figures, t_start = migrate(job, p.owners_after)
+        record.update(figures)
     t_end = time.perf_counter()
     if p.moves:
-        # the move as the job pays it: pack, transport, unpack, the links' refit (rank 0's
-        # clock; the closing allgather lines the ranks up). The model's migration_s prices
-        # the same span: pack per byte + the transport's schedule + a fixed part
+        # the move as the job pays it: pack, transport, unpack, the links' refit, from the
+        # ranks lined up (see migrate) to the closing allgather. The model's migration_s
+        # prices the same span: pack per byte + the transport's schedule + a fixed part
         move_s = comm_max(job.comm, t_end - t_start)
         record["achieved_transport_s"] = record["achieved_migration_s"]
         record["achieved_migration_s"] = move_s
@@ -212,7 +203,7 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
             pack = record["pack_s"] + record["unpack_s"]
             job.calibrator.add_migration(job.audit[-record["transfers"]:],
                                          max(0.0, move_s - pack), pack, record["migration_s"])
-        job.tracer.add("move", "rebalance", t_start, t_end, after_step=step)
+        job.tracer.add("move", "rebalance", t_plan, t_end, after_step=step)
     record["achieved_step_s_before"] = window.median_step_s()
     record["phases_s"] = {"models": t_models - t0, "plan": t_plan - t_models,
                           "align": t_start - t_plan, "move": t_end - t_start}
@@ -226,8 +217,18 @@ def comm_max(comm, value: float) -> float:
     return float(comm.allreduce(float(value), op=MPI.MAX))
 
 
-def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
-    """Collective: move the shards whose owner changes; update the job's map and arrays."""
+def migrate(job, owners_after: np.ndarray) -> tuple[dict[str, Any], float]:
+    """Collective: move the shards whose owner changes; update the job's map and arrays.
+
+    Returns the move's figures and when it started on this rank's clock, as if it had
+    packed after the ranks lined up. The ranks leave the plan's broadcast at different
+    times (the root at once, the others when their sleep between polls ends, later on a
+    shared core): a wait every rebalance pays, moving or not, so it is the plan's, not
+    the move's. Timed from each rank's own end of the broadcast, the default particles
+    job's moves (2 ranks, a core each) spent 0.8-1.4 ms of their 2.3-3.8 ms in it, and
+    the rounds' fit took it for a cost per call. Packing overlaps that wait, and is
+    counted whole.
+    """
     comm, wl = job.comm, job.wl
     moving = np.asarray(owners_after) != job.shard_map.owners()
     # only the shards that leave are packed (a pack may copy: e.g. a tile without its halo)
@@ -241,6 +242,7 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
         comm, job.shard_map, payloads, owners_after, job.policy, key=job.key,
         audit=job.cfg.audit, pool=job.pool)
     t0 = t_wait + wait_s
+    started = t0 - pack_s
     job.tracer.add("barrier", "wait", t_wait, t0)
     job.tracer.add("transport", "rebalance", t0, t0 + transport_s)
     t0 = time.perf_counter()
@@ -283,4 +285,4 @@ def migrate(job, owners_after: np.ndarray) -> dict[str, Any]:
             "moved_bytes": sum(r["nbytes"] for r in all_records),
             "cross_region_bytes": sum(r["nbytes"] for r in all_records
                                       if r["src_region"] != r["dst_region"]),
-            "transfers": len(all_records)}
+            "transfers": len(all_records)}, started
