@@ -45,6 +45,25 @@ def test_mandelbrot_estimate_is_in_the_speed_probes_units():
     assert wl._probe_cost() > 1.0
 
 
+@pytest.mark.parametrize("name,params", [
+    ("stencil2d", {"n": 256, "grid": 4}), ("kmeans", {"n": 20_000}),
+    ("particles", {"n": 20_000, "grid": 4}), ("spmv", {"n": 20_000, "shards": 8}),
+])
+def test_initial_estimate_is_the_work_the_kernel_reports(name, params):
+    """What the initial placement plans on is in the units the kernel's first step reports
+    (the speed probe's): particles' tiles and spmv's row blocks once carried 1 per tile and
+    their rows, 1/3,000 and 1/16 of it, and topo priced compute in microseconds."""
+    from mpi4py import MPI
+
+    wl = make_workload(name, params)
+    m = wl.shard_map(1)
+    est = wl.work_forecast(m.shards, [0])[0]
+    local = {s.id: wl.initial(s) for s in m.shards}
+    wl.begin_step(MPI.COMM_SELF, m, local, 0)
+    real = np.array([wl.compute(s, local[s.id], 0)[1] for s in m.shards], np.float64)
+    np.testing.assert_allclose(est, real, rtol=1e-9)
+
+
 def test_forecast_is_every_shard_at_every_step_each_step_estimated_once():
     wl = make_workload("stencil2d", {"n": 64, "grid": 4})
     shards = wl.shard_map(2).shards

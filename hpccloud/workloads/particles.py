@@ -68,8 +68,12 @@ class Particles(Workload):
         g = self.params["grid"]
         # the global "array" is the tile grid itself: one row per particle is not a fixed shape
         m = tile_2d((g, g), (g, g), "<f8", size, data_class="public", halo_width=0)
-        init = {s.id: (self._initial_particles(s).shape[0], _COLS) for s in m.shards}
-        return m.with_shapes(init)
+        counts = [self._initial_particles(s).shape[0] for s in m.shards]
+        # a tile's work is its particles (the kernel's units, and the speed probe's): the
+        # initial placement plans on it (1 per tile, the grid cell's, was ~1/3,000 of that:
+        # topo priced compute in microseconds against its per-shard and link terms)
+        return (m.with_shapes({s.id: (c, _COLS) for s, c in zip(m.shards, counts, strict=True)})
+                .with_work_units(counts))
 
     def bounds(self, sid: int) -> tuple[float, float, float, float]:
         g = self.params["grid"]
