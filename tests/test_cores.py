@@ -32,10 +32,24 @@ def test_ranks_with_their_own_cores_keep_wall_rates():
 
 
 def test_oversubscribed_ranks_get_cpu_rate_times_their_cores():
-    cs = CoreShares.from_ranks(["a"] * 3, [{0, 1}] * 3, [1, 1, 1])  # 3 ranks, 2 cores
-    got = planner_rates(np.array([1.0, 2.0, np.nan]), np.array([9.0, 6.0, np.nan]), cs)
-    np.testing.assert_allclose(got[:2], [9.0 * 2 / 3, 6.0 * 2 / 3])
-    assert np.isnan(got[2])  # no measurement: the caller falls back to its previous rate
+    # 4 ranks, 3 cores: ranks 0 and 1 pinned to cores {0, 1} alike, rank 2 to {1, 2}, rank 3
+    # to {2}: one group (the sets overlap), but only 0 and 1 are twins
+    cs = CoreShares.from_ranks(["a"] * 4, [{0, 1}, {0, 1}, {1, 2}, {2}], [1, 1, 1, 1])
+    got = planner_rates(np.array([1.0, 2.0, 3.0, np.nan]), np.array([9.0, 6.0, 4.0, np.nan]), cs)
+    np.testing.assert_allclose(got[2], 4.0 * 3 / 4)
+    assert np.isnan(got[3])  # no measurement: the caller falls back to its previous rate
+
+
+def test_twins_get_their_pooled_rate_by_cpu_seconds():
+    """Twins (one host, CPU set, threads) run at one speed: what one window's time slices
+    gave each is noise, so each gets their units over their CPU seconds, and a twin without
+    a shard the same."""
+    cs = CoreShares.from_ranks(["a"] * 4, [{0}, {0}, {0}, {1}], [1, 1, 1, 1])
+    wall, cpu = np.array([3.0, 2.0, np.nan, 7.0]), np.array([12.0, 6.0, np.nan, 7.5])
+    got = planner_rates(wall, cpu, cs, cpu_s=np.array([1.0, 2.0, 0.0, 1.0]))
+    np.testing.assert_allclose(got, [8.0 / 3, 8.0 / 3, 8.0 / 3, 7.0])  # (12 + 12) / 3 s on 1/3 core
+    # equal weights without the CPU seconds
+    np.testing.assert_allclose(planner_rates(wall, cpu, cs)[:3], 3.0)
 
 
 def test_bad_lengths_are_refused():

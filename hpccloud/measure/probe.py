@@ -358,8 +358,8 @@ def probe_speed(comm, kernel: str = "stencil2d", n_units: int = 1 << 20,
         if elapsed >= window_s:
             break
     cpu = time.process_time() - c0
-    rows = np.array(comm.allgather((done / elapsed, done / cpu if cpu > 0 else np.nan)))
-    rates = planner_rates(rows[:, 0], rows[:, 1], cores)
+    rows = np.array(comm.allgather((done / elapsed, done / cpu if cpu > 0 else np.nan, cpu)))
+    rates = planner_rates(rows[:, 0], rows[:, 1], cores, cpu_s=rows[:, 2])
     model = SpeedModel(comm.Get_size(), reference_kernel=kernel, provenance="measured")
     model.set_rates(kernel, rates)
     return model

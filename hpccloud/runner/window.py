@@ -62,13 +62,15 @@ class Window:
     def rates(self, size: int, cores: CoreShares | None) -> dict[str, np.ndarray]:
         """Measured rates [units/s]: ``wall``, ``cpu`` and the ``planner``'s (NaN: no sample).
 
-        Ranks that share cores are rated by CPU time × the cores they get
-        (:func:`~hpccloud.measure.cores.planner_rates`), the others by wall time.
+        Ranks that share cores are rated by CPU time × the cores they get, twins by their
+        pooled CPU rate (:func:`~hpccloud.measure.cores.planner_rates`), the others by
+        wall time.
         """
         units, secs, cpu = self.rank_sums(size)
         wall = np.where(secs > 0, units / np.maximum(secs, 1e-300), np.nan)
         cpu_rate = np.where((cpu > 0) & (units > 0), units / np.maximum(cpu, 1e-300), np.nan)
-        return {"wall": wall, "cpu": cpu_rate, "planner": planner_rates(wall, cpu_rate, cores)}
+        return {"wall": wall, "cpu": cpu_rate,
+                "planner": planner_rates(wall, cpu_rate, cores, cpu_s=cpu)}
 
     def shard_work(self, comm, n_shards: int, owners: np.ndarray, wall: np.ndarray,
                    fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
