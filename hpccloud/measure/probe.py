@@ -326,20 +326,22 @@ def probe_links(comm, sizes=DEFAULT_SIZES, skip: int = 3, concurrent: bool | Non
 
 
 def probe_speed(comm, kernel: str = "stencil2d", n_units: int = 1 << 20,
-                window_s: float = 0.3, cores=None) -> SpeedModel:
+                window_s: float = 0.3, cores=None, inputs: dict | None = None) -> SpeedModel:
     """Every rank runs ``kernel`` for ``window_s`` at the same time; collective.
 
     Compiles on rank 0 first (others then load Numba's cache), so the window
     times only steady-state runs. With ``cores`` (a
     :class:`~hpccloud.measure.cores.CoreShares`), ranks that share cores are
-    rated by CPU time × the cores they get, as the runner rates them.
+    rated by CPU time × the cores they get, as the runner rates them. ``inputs``:
+    keyword arguments for the kernel's ``make_inputs`` (the workload's
+    :meth:`~hpccloud.workloads.base.Workload.probe_inputs`).
     """
     import inspect
 
     import kernels
 
     spec = kernels.get(kernel)
-    args = spec.make_inputs(n_units, np.float64, seed=comm.Get_rank())
+    args = spec.make_inputs(n_units, np.float64, seed=comm.Get_rank(), **(inputs or {}))
     units_per_call = float(spec.work_units(*args))
     kwargs = {}
     if "out" in inspect.signature(spec.kernel).parameters and len(args) == 1:

@@ -235,10 +235,12 @@ def _place_initially(job: Job) -> None:
     t0 = time.perf_counter()
     # the probe's working set is a rank's share of the data, so it sits in the same level
     # of the memory hierarchy as the steps' will (a small in-cache probe flatters the
-    # ranks whose cache is not shared)
-    cells = sum(int(np.prod(s.shape)) for s in job.shard_map.shards) // job.size
-    job.speed = probe_speed(job.comm, job.wl.kernel, n_units=int(np.clip(cells, 1 << 16, 1 << 22)),
-                            window_s=0.2, cores=job.cores)
+    # ranks whose cache is not shared): a rank's share of the map's work units, which are
+    # the kernel's (spmv's non-zeros: sized by its rows, 1/16 of them, its probe ran in
+    # cache at 1.9-2x the steps' rate)
+    units = int(job.shard_map.work_units().sum()) // job.size
+    job.speed = probe_speed(job.comm, job.wl.kernel, n_units=int(np.clip(units, 1 << 16, 1 << 22)),
+                            window_s=0.2, cores=job.cores, inputs=job.wl.probe_inputs())
     opts = PlanOptions(horizon_steps=max(1, job.cfg.steps))
     steps = estimate_steps(job.cfg, job.start_step)
 

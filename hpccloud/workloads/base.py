@@ -186,6 +186,12 @@ class Workload:
             return np.empty(shape, dtype)
         return self.pool.take(nbytes).view(dtype).reshape(shape)
 
+    def probe_inputs(self) -> dict[str, Any]:
+        """Keyword arguments for the kernel's ``make_inputs`` in the speed probe: what makes
+        a probe unit cost what one of this workload's units costs (k-means: its clusters
+        and features; by default none)."""
+        return {}
+
     def work_estimate(self, shard, step: int) -> float:
         """Work units ``shard`` will take at ``step``, before any step has measured it (the
         initial placement uses it); by default the map's own figure."""

@@ -46,6 +46,11 @@ class KMeans(Workload):
     def result_bytes(self):
         return self.params["n"] * 8
 
+    def probe_inputs(self):
+        # a point costs k·d multiply-adds: the probe's points must have this run's k and d
+        # (the kernel's own 8 and 4 made a point 1/32 of one at k=64, d=16)
+        return {"k": int(self.params["k"]), "d": int(self.params["d"])}
+
     def __init__(self, params=None, seed=0):
         super().__init__(params, seed)
         import kernels
