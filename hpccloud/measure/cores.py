@@ -139,13 +139,11 @@ def planner_rates(wall_rate: np.ndarray, cpu_rate: np.ndarray, shares: CoreShare
     cpu = np.asarray(cpu_rate, dtype=np.float64)
     weight = np.ones(cpu.shape) if cpu_s is None else np.asarray(cpu_s, dtype=np.float64)
     ok = np.isfinite(cpu) & (cpu > 0) & np.isfinite(weight) & (weight > 0)
-    twins = shares.twins
-    pooled = cpu.copy()
-    for t in np.unique(twins[shares.oversubscribed]):
-        mine = twins == t
-        if (mine & ok).any():
-            w = weight[mine & ok]
-            pooled[mine] = float((cpu[mine & ok] * w).sum() / w.sum())
+    twins = shares.twins  # O(P): one weighted mean per class, not a pass per class
+    w = np.where(ok, weight, 0.0)
+    total = np.bincount(twins, w, minlength=twins.size)[twins]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = np.bincount(twins, np.where(ok, cpu, 0.0) * w, minlength=twins.size)[twins] / total
     over = shares.oversubscribed & np.isfinite(pooled) & (pooled > 0)
     return np.where(over, pooled * shares.cores_per_rank(), wall)
 
