@@ -151,9 +151,9 @@ def loop(job: Job) -> float:
     try:
         for step in range(job.start_step, cfg.steps):
             maybe_fault(job.rank, step)
-            rec, shard_s = stepper.step(step)
+            rec, shard_s, shard_cpu_s = stepper.step(step)
             job.steps.append(rec)
-            window.add(rec, shard_s)
+            window.add(rec, shard_s, shard_cpu_s)
             wd.progress(step, rec["step_s"])
             supervisor.step(step + 1)
             if check_every_step:

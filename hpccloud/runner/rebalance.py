@@ -38,7 +38,7 @@ def measured_models(job, window: Window) -> tuple[dict[str, np.ndarray], np.ndar
     # the next window at the estimate
     job.speed.set_rates(job.wl.kernel, fill_rates(job.rate_estimate.add(rates["planner"]), rate))
     work, recent = window.shard_work(job.comm, len(job.shard_map), job.shard_map.owners(),
-                                     rates["wall"], rate)
+                                     rates["wall"], rate, cpu=rates["cpu"])
     # the window's end as a scenario beside its mean (topo prices its candidates on both)
     job.scenario_work = [recent]
     # the previous window's work goes to the planner beside this one's (topo prices its

@@ -46,8 +46,8 @@ class Stepper:
         self._hx.exchange(job.local)
         return time.perf_counter() - t0
 
-    def step(self, step: int) -> tuple[dict[str, Any], dict[int, float]]:
-        """Run ``step``; return its record and this rank's shard seconds.
+    def step(self, step: int) -> tuple[dict[str, Any], dict[int, float], dict[int, float]]:
+        """Run ``step``; return its record and this rank's seconds per shard: wall and CPU.
 
         ``step_s`` is the step's wall time as the job pays it: from the previous
         step's sync (or :meth:`restart_clock`) to this step's, sync included (this
@@ -66,17 +66,17 @@ class Stepper:
         t2 = time.perf_counter()
         tr.add("begin_step", "collective", t1, t2, step=step)
         shard_s: dict[int, float] = {}
+        shard_cpu_s: dict[int, float] = {}
         units = 0.0
-        c0 = time.process_time()
         for sid in sorted(job.local):
             shard = job.shard_map.shards[sid]
-            ts = time.perf_counter()
+            ts, cs = time.perf_counter(), time.process_time()
             job.local[sid], u = wl.compute(shard, job.local[sid], step)
-            te = time.perf_counter()
-            shard_s[sid] = te - ts
+            te, ce = time.perf_counter(), time.process_time()
+            shard_s[sid], shard_cpu_s[sid] = te - ts, ce - cs
             tr.add(wl.kernel, "kernel", ts, te, step=step, shard=sid)
             units += u
-        busy_cpu_s = time.process_time() - c0
+        busy_cpu_s = sum(shard_cpu_s.values())
         busy_s = sum(shard_s.values())
         t3 = time.perf_counter()
         job.shard_map = wl.end_step(job.comm, job.shard_map, job.local, step)
@@ -104,7 +104,7 @@ class Stepper:
             "n_shards": [int(x) for x in rows[:, 5]],
         }
         self.mark = now
-        return rec, shard_s
+        return rec, shard_s, shard_cpu_s
 
     def close(self) -> None:
         if self._hx is not None:

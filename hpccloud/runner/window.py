@@ -42,13 +42,18 @@ class Window:
 
     def reset(self) -> None:
         self.steps: list[dict[str, Any]] = []
-        self.shard_steps: dict[int, list[float]] = {}  # this rank's seconds per local shard, per step
+        # this rank's seconds per local shard, per step: wall clock and CPU
+        self.shard_steps: dict[int, list[float]] = {}
+        self.shard_cpu_steps: dict[int, list[float]] = {}
 
-    def add(self, record: dict[str, Any], shard_s: dict[int, float]) -> None:
-        """One step: its gathered record and this rank's seconds per local shard."""
+    def add(self, record: dict[str, Any], shard_s: dict[int, float],
+            shard_cpu_s: dict[int, float] | None = None) -> None:
+        """One step: its gathered record and this rank's seconds per local shard (wall, CPU)."""
         self.steps.append(record)
         for sid, sec in shard_s.items():
             self.shard_steps.setdefault(sid, []).append(sec)
+        for sid, sec in (shard_cpu_s or {}).items():
+            self.shard_cpu_steps.setdefault(sid, []).append(sec)
 
     def rank_sums(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per rank: work units, busy wall seconds and busy CPU seconds over the window."""
@@ -73,27 +78,43 @@ class Window:
                 "planner": planner_rates(wall, cpu_rate, cores, cpu_s=cpu)}
 
     def shard_work(self, comm, n_shards: int, owners: np.ndarray, wall: np.ndarray,
-                   fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   fallback: np.ndarray, cpu: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Collective: every shard's work units over the window and over its last steps.
 
-        A shard's units are its mean seconds per step × its rank's wall rate
-        (``fallback`` where a rank has none), so they travel with the shard.
-        Returns ``(window, recent)``: ``recent`` averages only the last third of
-        the shard's steps (at least one), what a load that grows or shifts
-        within the window looks like at its end. Per-shard seconds stay local
-        during the window and are gathered once here.
+        A shard's units are its mean CPU seconds per step × its rank's CPU rate
+        (``cpu``, units per CPU second), so they travel with the shard; where a rank
+        has no CPU rate (or its shards no CPU samples), its mean wall seconds × its
+        wall rate (``fallback`` where a rank has none). CPU time, because a rank on
+        a shared core is switched out in the middle of some of its kernel calls:
+        those calls' wall time holds its core-mates' time slices. 2 ranks on one
+        core, particles, 12 tiles each: wall-clock tile work 0.8-1.6 rms off the
+        tiles' own particle counts (which spread 1-2 %), CPU time 0.05-0.11; the
+        planner moved "heavy" tiles that were not, and its moves realised ~0 of
+        their predicted gain. Returns ``(window, recent)``: ``recent`` averages
+        only the last third of the shard's steps (at least one), what a load that
+        grows or shifts within the window looks like at its end. Per-shard seconds
+        stay local during the window and are gathered once here.
         """
         from hpccloud.comm.wait import sleeping_allreduce
 
         # every shard is on one rank: a sum of the ranks' rows is the whole map's (a wait
         # that sleeps: the ranks arrive from their last step at different times)
-        rows = np.zeros((2, n_shards))
-        for sid, x in self.shard_steps.items():
-            if x:
-                rows[0, sid], rows[1, sid] = np.mean(x), np.mean(x[-recent_steps(len(x)):])
-        window_s, recent_s = sleeping_allreduce(comm, rows)
+        rows = np.zeros((4, n_shards))
+        for k, steps in enumerate((self.shard_steps, self.shard_cpu_steps)):
+            for sid, x in steps.items():
+                if x:
+                    rows[2 * k, sid], rows[2 * k + 1, sid] = np.mean(x), np.mean(x[-recent_steps(len(x)):])
+        window_s, recent_s, window_cpu_s, recent_cpu_s = sleeping_allreduce(comm, rows)
         rate = np.where(np.isfinite(wall), wall, fallback)[owners]
-        return window_s * rate, recent_s * rate
+        window, recent = window_s * rate, recent_s * rate
+        if cpu is not None:
+            cpu_rate = np.asarray(cpu, np.float64)[owners]
+            # a rank's shards all by CPU time, or all by wall time: one rank's units add up
+            by_cpu = np.isfinite(cpu_rate) & (cpu_rate > 0)
+            by_cpu &= np.bincount(owners, window_cpu_s <= 0, owners.max(initial=-1) + 1)[owners] == 0
+            window = np.where(by_cpu, window_cpu_s * np.where(by_cpu, cpu_rate, 0.0), window)
+            recent = np.where(by_cpu, recent_cpu_s * np.where(by_cpu, cpu_rate, 0.0), recent)
+        return window, recent
 
     def median_step_s(self) -> float | None:
         return float(np.median([s["step_s"] for s in self.steps])) if self.steps else None

@@ -47,3 +47,30 @@ def test_a_one_step_window_has_its_step_as_the_recent_work():
     assert window.tolist() == recent.tolist() == pytest.approx([0.2])
     w.reset()
     assert not w.shard_steps and not w.steps
+
+
+def test_shard_work_is_the_shards_cpu_time_where_the_rank_has_a_cpu_rate():
+    # rank 0 shares its core: one of its two equal shards was switched out for another
+    # rank's 4 ms time slice in the middle of most of its calls; CPU time does not see it
+    w = Window()
+    for k in range(10):
+        w.add({}, {0: 1e-3 + (4e-3 if k % 3 else 0.0), 1: 1e-3}, {0: 1e-3, 1: 1e-3})
+    other = {2: (2e-3, 2e-3)}  # rank 1: wall seconds only (no CPU rate)
+    window, recent = w.shard_work(_TwoRanks(other), 3, owners=np.array([0, 0, 1]),
+                                  wall=np.array([200.0, 500.0]), fallback=np.ones(2),
+                                  cpu=np.array([1000.0, np.nan]))
+    assert window.tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert recent.tolist() == pytest.approx([1.0, 1.0, 1.0])
+    # without CPU figures the wall clock's time slices are the shard's work
+    wall_window, _ = w.shard_work(_TwoRanks(other), 3, owners=np.array([0, 0, 1]),
+                                  wall=np.array([200.0, 500.0]), fallback=np.ones(2))
+    assert wall_window[0] > 3 * wall_window[1]
+
+
+def test_a_rank_with_a_shard_without_cpu_samples_is_measured_by_wall_time_alone():
+    w = Window()
+    for _ in range(4):
+        w.add({}, {0: 2e-3, 1: 1e-3}, {0: 2e-3})  # shard 1's CPU time was not recorded
+    window, _ = w.shard_work(_TwoRanks({}), 2, owners=np.array([0, 0]), wall=np.array([100.0]),
+                             fallback=np.ones(1), cpu=np.array([300.0]))
+    assert window.tolist() == pytest.approx([0.2, 0.1])  # both by wall: the rank's units add up
