@@ -83,17 +83,19 @@ class Window:
 
         A shard's units are its mean CPU seconds per step × its rank's CPU rate
         (``cpu``, units per CPU second), so they travel with the shard; where a rank
-        has no CPU rate (or its shards no CPU samples), its mean wall seconds × its
-        wall rate (``fallback`` where a rank has none). CPU time, because a rank on
-        a shared core is switched out in the middle of some of its kernel calls:
+        has no CPU rate (or one of its shards no CPU samples), its mean wall seconds ×
+        its wall rate (``fallback`` where a rank has none). CPU time, because a rank
+        on a shared core is switched out in the middle of some of its kernel calls:
         those calls' wall time holds its core-mates' time slices. 2 ranks on one
         core, particles, 12 tiles each: wall-clock tile work 0.8-1.6 rms off the
         tiles' own particle counts (which spread 1-2 %), CPU time 0.05-0.11; the
         planner moved "heavy" tiles that were not (topo's later k-means moves:
-        +7.5 % predicted, -0.1 % achieved; by CPU time +8.0 / +4.3). Returns ``(window, recent)``: ``recent`` averages
-        only the last third of the shard's steps (at least one), what a load that
-        grows or shifts within the window looks like at its end. Per-shard seconds
-        stay local during the window and are gathered once here.
+        +7.5 % predicted, -0.1 % achieved; by CPU time +8.0 / +4.3).
+
+        Returns ``(window, recent)``: ``recent`` averages only the last third of
+        the shard's steps (at least one), what a load that grows or shifts within
+        the window looks like at its end. Per-shard seconds stay local during the
+        window and are gathered once here.
         """
         from hpccloud.comm.wait import sleeping_allreduce
 
@@ -105,16 +107,16 @@ class Window:
                 if x:
                     rows[2 * k, sid], rows[2 * k + 1, sid] = np.mean(x), np.mean(x[-recent_steps(len(x)):])
         window_s, recent_s, window_cpu_s, recent_cpu_s = sleeping_allreduce(comm, rows)
-        rate = np.where(np.isfinite(wall), wall, fallback)[owners]
-        window, recent = window_s * rate, recent_s * rate
+        rate = np.where(np.isfinite(wall), wall, fallback)
         if cpu is not None:
-            cpu_rate = np.asarray(cpu, np.float64)[owners]
-            # a rank's shards all by CPU time, or all by wall time: one rank's units add up
-            by_cpu = np.isfinite(cpu_rate) & (cpu_rate > 0)
-            by_cpu &= np.bincount(owners, window_cpu_s <= 0, owners.max(initial=-1) + 1)[owners] == 0
-            window = np.where(by_cpu, window_cpu_s * np.where(by_cpu, cpu_rate, 0.0), window)
-            recent = np.where(by_cpu, recent_cpu_s * np.where(by_cpu, cpu_rate, 0.0), recent)
-        return window, recent
+            # per rank: all its shards by CPU time, or all by wall time (its units add up)
+            cpu = np.asarray(cpu, np.float64)
+            by_cpu = (np.isfinite(cpu) & (cpu > 0)
+                      & (np.bincount(owners, window_cpu_s <= 0, cpu.size) == 0))
+            rate = np.where(by_cpu, cpu, rate)
+            window_s = np.where(by_cpu[owners], window_cpu_s, window_s)
+            recent_s = np.where(by_cpu[owners], recent_cpu_s, recent_s)
+        return window_s * rate[owners], recent_s * rate[owners]
 
     def median_step_s(self) -> float | None:
         return float(np.median([s["step_s"] for s in self.steps])) if self.steps else None
