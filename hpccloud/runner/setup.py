@@ -144,12 +144,14 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
         plans = job.size > 1 and cfg.balancer not in ("static", "even")  # a planner that moves shards
         planner_s: dict[str, float] = {}
         meanwhile = None
-        if plans:
+        if job.size > 1:
             from hpccloud.balance.warm import warm_planner
 
             # rank 0 plans every rebalance: it loads the planner's compiled code while the
             # others load the kernel (it would only wait there); the run's first plan no longer
-            # pays it (topo: 40-60 ms of a no-move plan that costs 2-10 ms afterwards)
+            # pays it (topo: 40-60 ms of a no-move plan that costs 2-10 ms afterwards). static
+            # and even too: their plans are priced on the same model, and their first
+            # rebalance paid 16 and 53 ms more than their later ones (a cold cache: 1.9 s)
             def meanwhile():
                 planner_s[f"planner:{cfg.balancer}"] = warm_planner(cfg.balancer)
 
