@@ -9,6 +9,7 @@ from hpccloud.comm.topology import load_topology
 from hpccloud.io.hdf5 import read_catalogue, read_region_file
 from hpccloud.measure.cores import CoreShares
 from hpccloud.runner import RunConfig, run
+from hpccloud.workloads import workload_class
 
 SMALL = {
     "stencil2d": {"n": 96, "grid": 6, "hot_sweeps": 3, "period": 6},
@@ -45,6 +46,10 @@ def _multi_vs_single(comm, workload, tmp_path_factory):
         out = os.path.join(folder, balancer)
         rep = run(comm, topo, _cfg(workload, balancer, out))
         assert len(rep["steps"]) == 6 and len(rep["plans"]) == 2
+        # priced over the steps left where the work stays as measured, over the steps to
+        # the next rebalance where the workload models its change (the plans: after 2 and 4)
+        moving = workload_class(workload).forecasts_work
+        assert [p["horizon_steps"] for p in rep["plans"]] == ([2, 2] if moving else [4, 2])
         if comm.Get_rank() == 0:
             got = read_catalogue(rep["output"]["catalogue"])
             want = read_catalogue(ref_cat)

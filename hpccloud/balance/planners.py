@@ -70,8 +70,10 @@ from hpccloud.errors import InvalidArgument
 class PlanOptions:
     """Knobs of the planners.
 
-    horizon_steps : steps until the next rebalance (the gate's H, and the
-        horizon of ``resource_cost`` and ``horizon_total_s``).
+    horizon_steps : steps the plan's saving lasts (the gate's H, and the
+        horizon of ``resource_cost`` and ``horizon_total_s``): in a run, the
+        steps left, or to the next rebalance where the load is forecast to move
+        (:func:`hpccloud.runner.loop.plan_horizon`).
     tolerance : a map whose makespan is within ``(1 + tolerance) × T*`` counts
         as balanced and ``topo`` stops at once.
     min_gain : ``topo`` migrates only if the makespan drops by at least this
@@ -217,7 +219,7 @@ class MigrationPlan:
 
     @property
     def horizon_total_s(self) -> float:
-        """``makespan_after × horizon + migration``: predicted wall time until the next rebalance."""
+        """``makespan_after × horizon + migration``: predicted wall time over the horizon."""
         return self.makespan_after_s * self.horizon_steps + self.migration_s
 
     @property

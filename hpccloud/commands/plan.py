@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                    help="data class of the shards (default: public, else the topology's first)")
     p.add_argument("--planner", default="topo", metavar="NAME",
                    help="static, even, greedy, topo or all (default topo)")
-    p.add_argument("--horizon", type=int, default=100, metavar="H", help="steps until the next rebalance (default 100)")
+    p.add_argument("--horizon", type=int, default=100, metavar="H", help="steps the plan must pay off within (default 100)")
     p.add_argument("--json", metavar="OUT", default=None, help="write the plan(s) as JSON to OUT")
     p.set_defaults(run=run)
 

@@ -63,8 +63,9 @@ class RunConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "nothing has to move", example="true")] = True
     balancer: Annotated[str, _opt("the planner (static, even, greedy, topo, ...)", "NAME",
                                   '"topo"')] = "topo"
-    horizon_steps: Annotated[Positive | None, _opt("steps a rebalance must pay off within "
-                                                   "(default: K)", "H", "10")] = None
+    horizon_steps: Annotated[Positive | None, _opt(
+        "steps a rebalance must pay off within (default: the steps left; K where the "
+        "workload models its load moving)", "H", "10")] = None
     defer_idle: Annotated[bool, _opt(
         "after two rebalances in a row that moved nothing, skip scheduled ones (1, then 3, "
         "7, ...) while the step time stays in the band the last plan saw; --no-defer-idle "
