@@ -52,6 +52,42 @@ def test_twins_get_their_pooled_rate_by_cpu_seconds():
     np.testing.assert_allclose(planner_rates(wall, cpu, cs)[:3], 3.0)
 
 
+def _groups_pairwise(hosts, cpus):
+    """The groups by definition: ranks joined where host and a CPU are shared, transitively."""
+    n = len(hosts)
+    label = list(range(n))
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n):
+            for j in range(n):
+                if hosts[i] == hosts[j] and cpus[i] & cpus[j] and label[j] > label[i]:
+                    label[j], changed = label[i], True
+    order = {x: k for k, x in enumerate(sorted(set(label)))}
+    return [order[x] for x in label]
+
+
+def test_groups_match_the_pairwise_definition():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 12))
+        hosts = [str(h) for h in rng.integers(0, 3, n)]
+        cpus = [set(rng.choice(6, int(rng.integers(1, 3)), replace=False).tolist()) for _ in range(n)]
+        cs = CoreShares.from_ranks(hosts, cpus, [1] * n)
+        assert cs.group.tolist() == _groups_pairwise(hosts, cpus), (hosts, cpus)
+
+
+def test_groups_of_a_hundred_thousand_ranks():
+    # 1,000 nodes of 100 ranks, each on a core of its own but the last two of a node pinned
+    # together: the groups come without a rank-by-rank table (10^10 pairs)
+    hosts = [f"n{r // 100}" for r in range(100_000)]
+    cpus = [{min(r % 100, 98)} for r in range(100_000)]
+    cs = CoreShares.from_ranks(hosts, cpus, [1] * 100_000)
+    assert cs.group.max() == 99 * 1000 - 1
+    assert int(cs.oversubscribed.sum()) == 2 * 1000
+    assert cs.group[98] == cs.group[99] != cs.group[97]
+
+
 def test_bad_lengths_are_refused():
     with pytest.raises(ValueError, match="one entry per rank"):
         CoreShares.from_ranks(["a", "b"], [{0}], [1, 1])

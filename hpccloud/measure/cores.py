@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpccloud.measure.discover import connected_components
+from hpccloud.measure.discover import union_components
 
 
 def this_host() -> str:
@@ -68,9 +68,18 @@ class CoreShares:
         n = len(hosts)
         if not len(cpus) == len(threads) == n:
             raise ValueError("hosts, cpus and threads need one entry per rank")
-        shared = np.array([[i != j and hosts[i] == hosts[j] and bool(cpus[i] & cpus[j])
-                            for j in range(n)] for i in range(n)], dtype=bool).reshape(n, n)
-        group = connected_components(shared)
+        # ranks on one host that share a CPU: each (host, cpu) joins every rank that has it
+        # to the first that had it — O(sum of the CPU sets), not a P x P table (10^5 ranks)
+        first: dict[tuple[str, int], int] = {}
+        edge_a: list[int] = []
+        edge_b: list[int] = []
+        for i in range(n):
+            for c in cpus[i]:
+                j = first.setdefault((hosts[i], c), i)
+                if j != i:
+                    edge_a.append(j)
+                    edge_b.append(i)
+        group = union_components(n, edge_a, edge_b)
         union: dict[int, set[int]] = {}
         demand: dict[int, int] = {}
         for i in range(n):

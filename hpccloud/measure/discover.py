@@ -211,7 +211,7 @@ def discover_from_pairs(size: int, a, b, cost_s, *, rank_node=None,
         first = np.full(int(node.max()) + 1, size, np.int64)
         np.minimum.at(first, node, np.arange(size))
         ea, eb = np.concatenate([ea, first[node]]), np.concatenate([eb, np.arange(size)])
-    labels = _components(size, ea, eb)
+    labels = union_components(size, ea, eb)
     groups = tuple(tuple(int(r) for r in np.flatnonzero(labels == g))
                    for g in range(labels.max() + 1)) if size else ()
     same = labels[a] == labels[b]
@@ -223,18 +223,13 @@ def discover_from_pairs(size: int, a, b, cost_s, *, rank_node=None,
         reference_bytes=int(reference_bytes), cost_s=None)
 
 
-def connected_components(adjacent: np.ndarray) -> np.ndarray:
-    """Connected-component label of each node, numbered by lowest member (union-find).
+def union_components(size: int, edge_a, edge_b) -> np.ndarray:
+    """Union-find over an edge list (node ``edge_a[k]`` joined to ``edge_b[k]``); labels
+    numbered by lowest member.
 
-    >>> connected_components(np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], bool)).tolist()
-    [0, 1, 0]
+    >>> union_components(4, [2, 0], [3, 2]).tolist()
+    [0, 1, 0, 0]
     """
-    i, j = np.nonzero(np.triu(adjacent | adjacent.T, k=1))
-    return _components(adjacent.shape[0], i, j)
-
-
-def _components(size: int, edge_a, edge_b) -> np.ndarray:
-    """Union-find over an edge list; labels numbered by lowest member."""
     parent = list(range(size))
 
     def find(x: int) -> int:
