@@ -83,8 +83,16 @@ class Calibration:
     ``pool_solo`` [P] (with ``rank_core``; None: no pooling) prices the compute of
     ranks that share cores as their core group runs it (:meth:`compute_as_run`):
     each rank's speed with its group's cores to itself over its speed while the
-    whole group computes (``PlanOptions.pool_cores``); the step terms are then
-    fitted and predicted on that compute.
+    whole group computes (e.g. 3 for one of 3 ranks pinned to one core); the step
+    terms are then fitted and predicted on that compute, and ``topo``'s gate
+    prices a plan with each core group's CPU work pooled (its compute and its
+    per-shard dispatch shared by its ranks, no rank faster than alone). For steps
+    whose ranks wait for each other sleeping after their kernels (the runner's
+    step sync): a rank done early leaves its core to its core-mates. 4 ranks on 2
+    cores, a compute-bound kernel, 24 and 8 shards on one core's ranks against 16
+    and 16 took 1.05x the step (1.50x rank by rank, 1.00x pooled); 20+20 against
+    12+12 took 1.24x (1.25x either way). Not for steps with MPI's blocking
+    collectives after the kernels (a rank spins on its core-mate's core: 1.48x).
     """
 
     step_fixed_s: float = 0.0

@@ -104,19 +104,6 @@ class PlanOptions:
         e.g. the workload's own forecast of the next window. The planner still
         decides on the problem's measured work (a baseline stays a baseline); only
         its predicted step times take the change the workload knows is coming.
-    pool_cores : per rank, its speed with its core group's cores to itself over
-        its speed while the whole group computes (e.g. 3 for one of 3 ranks pinned
-        to one core; empty: no pooling). Ranks that share cores (the calibration's
-        ``rank_core``) finish their compute together, so ``topo``'s gate prices a
-        plan with each core group's CPU work pooled: its compute (work over its
-        ranks' summed speed) and per-shard dispatch shared by its ranks, no rank
-        faster than it runs alone. For steps whose ranks wait for each other
-        sleeping after their kernels (the runner's step sync): a rank done early
-        leaves its core to its core-mates. 4 ranks on 2 cores, a compute-bound
-        kernel, 24 and 8 shards on one core's ranks against 16 and 16 took 1.05x
-        the step (1.50x rank by rank, 1.00x pooled); 20+20 against 12+12 took
-        1.24x (1.25x either way). Not for steps with MPI's blocking collectives
-        after the kernels (a rank spins on its core-mate's core: 1.48x).
     """
 
     horizon_steps: int = 100
@@ -130,7 +117,6 @@ class PlanOptions:
     recent_work: tuple[np.ndarray, ...] = ()
     scenarios: tuple[np.ndarray, ...] = ()
     priced_on: tuple[np.ndarray, ...] = ()
-    pool_cores: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon_steps, int | np.integer) or self.horizon_steps < 1:
@@ -141,11 +127,6 @@ class PlanOptions:
             raise InvalidArgument(f"PlanOptions.min_gain must be in [0, 1), got {self.min_gain!r}")
         if self.local_moves < 0:
             raise InvalidArgument(f"PlanOptions.local_moves must be >= 0, got {self.local_moves!r}")
-        pool = np.asarray(self.pool_cores, np.float64)
-        if pool.ndim != 1 or not np.all(np.isfinite(pool)) or np.any(pool < 1.0):
-            raise InvalidArgument("PlanOptions.pool_cores must be empty or one factor >= 1 per "
-                                  f"rank (speed alone / speed while the core group computes), "
-                                  f"got {self.pool_cores!r}")
         for name in ("scenarios", "priced_on"):
             for k, w in enumerate(getattr(self, name)):
                 w = np.asarray(w)
@@ -1046,10 +1027,10 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float,
         if best.makespan_s > polish.makespan_s - min_gain_s or best.total_s(H) >= polish.total_s(H):
             best = polish
     gain_s = t_now - best.makespan_s
-    if best.moved.size and opts.pool_cores and cal is not None and cal.rank_core is not None:
+    if best.moved.size and cal is not None and cal.pool_solo is not None:
         # ranks of one core finish their compute together: what the plan gains is what it
         # gains on the core groups (moves between core-mates gain ~nothing)
-        solo = np.asarray(opts.pool_cores, np.float64)
+        solo = np.asarray(cal.pool_solo, np.float64)
         pooled_now = _pooled_makespan_s((p, *scenarios), p.owners, cal, solo)
         gain_s = min(gain_s, pooled_now - _pooled_makespan_s((p, *scenarios), best.owners, cal, solo))
         min_gain_s = opts.min_gain * pooled_now
@@ -1061,7 +1042,7 @@ def _topo(p: Problem, opts: PlanOptions, before: _Eval, bound: float,
 def _pooled_makespan_s(problems: Sequence[Problem], owners: np.ndarray, cal: Calibration,
                        solo: np.ndarray) -> float:
     """The calibrated makespan of ``owners`` with each core group's CPU work (compute and
-    per-shard dispatch) pooled (see ``PlanOptions.pool_cores``; ``solo`` its per-rank
+    per-shard dispatch) pooled (see ``Calibration.pool_solo``; ``solo`` its per-rank
     factors), averaged over ``problems`` (the problem and its scenarios).
 
     >>> import numpy as np
@@ -1105,9 +1086,12 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
     if planner not in PLANNERS:
         raise InvalidArgument(f"unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
     opts = options or PlanOptions()
-    if opts.pool_cores and len(opts.pool_cores) != p.n_ranks:
-        raise InvalidArgument(f"PlanOptions.pool_cores has {len(opts.pool_cores)} factors for "
-                              f"{p.n_ranks} ranks; give one per rank")
+    cal = opts.calibration
+    for name in ("rank_core", "warm_io_bytes"):  # rank_host: Calibration.route_of
+        given = None if cal is None else getattr(cal, name)
+        if given is not None and len(given) != p.n_ranks:
+            raise InvalidArgument(f"Calibration.{name} names {len(given)} ranks, the problem has "
+                                  f"{p.n_ranks}; calibrate on the same job")
     t0 = time.perf_counter()
     forecast_shift = 0
     if planner == "topo" and opts.recent_work:
@@ -1117,7 +1101,6 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
         if f is not None:
             work, forecast_shift = f
             p = p.with_work_units(work)
-    cal = opts.calibration
     if planner != "topo" or forecast_shift:  # a moving load: the motion forecast stands alone
         opts = dataclasses.replace(opts, scenarios=())
     scenarios = _scenario_problems(p, opts)

@@ -119,11 +119,11 @@ def changing_units(estimate: np.ndarray, measured: np.ndarray) -> float:
     return float(x[1])
 
 
-def pool_cores(job) -> tuple[float, ...]:
-    """``PlanOptions.pool_cores`` and ``Calibration.pool_solo`` for this job (set once, on its
-    calibrator, at setup): per rank, its speed with its core group's cores
-    to itself over its speed while the group computes; empty where no ranks share cores or
-    the workload's step holds blocking collectives (a rank done early spins on its core)."""
+def pool_solo(job) -> tuple[float, ...]:
+    """``Calibration.pool_solo`` for this job (set once, on its calibrator, at setup): per
+    rank, its speed with its core group's cores to itself over its speed while the group
+    computes; empty where no ranks share cores or the workload's step holds blocking
+    collectives (a rank done early spins on its core)."""
     cores = job.cores
     if job.wl.spinning_collectives or not np.any(cores.oversubscribed):
         return ()
@@ -160,8 +160,7 @@ def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
         priced_on = () if ahead is None or topo else tuple(ahead)
         plan = plan_problem(problem, job.cfg.balancer,
                             PlanOptions(horizon_steps=horizon, calibration=cal, recent_work=recent,
-                                        scenarios=scenarios, priced_on=priced_on,
-                                        pool_cores=job.calibrator.pool_solo or ()))
+                                        scenarios=scenarios, priced_on=priced_on))
         basis = ("measured window" if ahead is None else "workload forecast" if topo
                  else "measured window, priced on the workload forecast")
         return plan, basis

@@ -204,7 +204,7 @@ def _calibrator(job: Job, plans: bool) -> None:
     cost, throughput, copy and fresh-memory rates, and (where shards will move) the
     workload's own pack and unpack timed on its data (:func:`~hpccloud.measure.probe.probe_packing`;
     without it, two plain copies per byte)."""
-    from hpccloud.runner.rebalance import pool_cores
+    from hpccloud.runner.rebalance import pool_solo
 
     probe = job.transport_probe
     priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
@@ -219,7 +219,7 @@ def _calibrator(job: Job, plans: bool) -> None:
         if np.isfinite(packing):
             priors["pack_s_per_byte"] = packing
     job.calibrator = Calibrator(job.cores.hosts, job.topology.rank_region, rank_core=job.cores.group,
-                                unpack_copies=job.wl.unpack_copies, pool_solo=pool_cores(job),
+                                unpack_copies=job.wl.unpack_copies, pool_solo=pool_solo(job),
                                 **priors)
 
 

@@ -43,7 +43,7 @@ class Workload:
     #: the step holds MPI's blocking collectives after the kernels (begin/end_step): a rank
     #: done early spins in them, on its core-mates' core where ranks share cores, so the
     #: planner prices those ranks' compute rank by rank, not pooled per core
-    #: (:class:`~hpccloud.balance.planners.PlanOptions` ``pool_cores``)
+    #: (:class:`~hpccloud.balance.calibration.Calibration` ``pool_solo``)
     spinning_collectives: bool = False
     #: the runner may recycle the arrays of shards that left (the workload keeps no view of them)
     recycle_departed: bool = False

@@ -185,21 +185,21 @@ def test_pooled_cores_close_the_gate_on_moves_between_core_mates_only():
     cal = Calibration(rank_core=(0, 0, 1, 1))
     per_rank = plan_problem(p, "topo", PlanOptions(horizon_steps=50, calibration=cal))
     assert per_rank.gate_passed and per_rank.moves
-    pooled = plan_problem(p, "topo", PlanOptions(horizon_steps=50, calibration=cal,
-                                                 pool_cores=(2.0,) * 4))
+    pool = Calibration(rank_core=(0, 0, 1, 1), pool_solo=(2.0,) * 4)
+    pooled = plan_problem(p, "topo", PlanOptions(horizon_steps=50, calibration=pool))
     assert not pooled.gate_passed and not pooled.moves
     # core 0 with 20 units against core 1's 12: pooled, moving work across cores still pays
     q = Problem.uniform(work_units=np.ones(32), owners=[0] * 16 + [1] * 4 + [2] * 6 + [3] * 6,
                         speed_units_per_s=[1.0] * 4, alpha_s=0.0, beta_bytes_per_s=1e12)
-    across = plan_problem(q, "topo", PlanOptions(horizon_steps=50, calibration=cal,
-                                                 pool_cores=(2.0,) * 4))
+    across = plan_problem(q, "topo", PlanOptions(horizon_steps=50, calibration=pool))
     assert across.gate_passed
     core = np.array([0, 0, 1, 1])
     assert np.any(core[across.owners_after] != core[q.owners])  # work left core 0
-    with pytest.raises(InvalidArgument, match="pool_cores"):
-        PlanOptions(pool_cores=(2.0, 0.5))
-    with pytest.raises(InvalidArgument, match="3 factors for 4 ranks"):
-        plan_problem(q, "topo", PlanOptions(calibration=cal, pool_cores=(2.0,) * 3))
+    with pytest.raises(InvalidArgument, match="pool_solo"):
+        Calibration(rank_core=(0, 0, 1, 1), pool_solo=(2.0, 0.5, 2.0, 2.0))
+    with pytest.raises(InvalidArgument, match="rank_core names 3 ranks, the problem has 4"):
+        plan_problem(q, "topo", PlanOptions(calibration=Calibration(rank_core=(0, 0, 1),
+                                                                    pool_solo=(2.0, 2.0, 1.0))))
 
 
 calibrations = st.builds(
