@@ -14,7 +14,9 @@ Layouts (``--layouts``; or ``NAME=core:core:...``, one core per rank):
 
 Balancers run interleaved within a round (static, even, greedy, metis, topo,
 static, ...) so machine drift hits all alike; ``--runs`` rounds (default 3). Per
-cell it prints the medians of: total time and its ratio to static's, busy
+cell it prints the medians of: total time, its spread over the runs ((slowest −
+fastest) / median: the noise a ratio between balancers must clear), its ratio to
+static's and to the best other balancer's in the layout (``total_vs_best_other``), busy
 max/mean (per-rank busy time over the run; ``core_busy_max_over_mean``: the same
 on each rank's share of the cores, see :func:`hpccloud.report.core_busy`), and
 the model's error —
@@ -142,23 +144,32 @@ def cells(runs: list[dict]) -> list[dict]:
                   "migration_pred_err", "bytes_moved"):
             row[f] = _median([r.get(f) for r in mine])
         row["runs"] = len(mine)
+        totals = [float(r["total_s"]) for r in mine]
+        row["total_s_runs"] = totals
+        # how far the runs of one cell lie apart: a ratio between balancers within it is noise
+        row["total_spread"] = (max(totals) - min(totals)) / row["total_s"] if row["total_s"] else float("nan")
         out.append(row)
     for row in out:
-        static = next((r["total_s"] for r in out if r["balancer"] == "static"
-                       and (r["workload"], r["layout"]) == (row["workload"], row["layout"])), None)
+        same = [r for r in out if (r["workload"], r["layout"]) == (row["workload"], row["layout"])]
+        static = next((r["total_s"] for r in same if r["balancer"] == "static"), None)
         row["total_vs_static"] = row["total_s"] / static if static else float("nan")
+        others = [r["total_s"] for r in same if r["balancer"] != row["balancer"]]
+        row["total_vs_best_other"] = row["total_s"] / min(others) if others and min(others) > 0 else float("nan")
     return out
 
 
 def print_cells(rows: list[dict]) -> None:
-    print(f"{'workload':<11}{'layout':<7}{'balancer':<9}{'runs':>5}{'total s':>9}{'/static':>8}"
-          f"{'busy max/mean':>14}{'core busy':>10}{'step err':>9}{'migr err':>9}{'moved MB':>9}")
+    print(f"{'workload':<11}{'layout':<7}{'balancer':<9}{'runs':>5}{'total s':>9}{'spread':>7}{'/static':>8}"
+          f"{'/best':>6}{'busy max/mean':>14}{'core busy':>10}{'step err':>9}{'migr err':>9}{'moved MB':>9}")
     for r in rows:
         print(f"{r['workload']:<11}{r['layout']:<7}{r['balancer']:<9}{r['runs']:>5}{r['total_s']:>9.2f}"
-              f"{r['total_vs_static']:>8.2f}{r['busy_max_over_mean']:>14.3f}"
+              f"{r.get('total_spread', float('nan')):>7.2f}{r['total_vs_static']:>8.2f}"
+              f"{r.get('total_vs_best_other', float('nan')):>6.2f}{r['busy_max_over_mean']:>14.3f}"
               f"{r.get('core_busy_max_over_mean', float('nan')):>10.3f}{r['step_pred_err']:>9.2f}"
               f"{r['migration_pred_err']:>9.2f}{r['bytes_moved'] / 1e6:>9.1f}")
-    print("medians over runs; /static: total time over static's in the same layout; busy: per-rank "
+    print("medians over runs; spread: (slowest - fastest run) / median, the cell's own noise; "
+          "/best: total time over the best other balancer's in the same layout")
+    print("/static: total time over static's in the same layout; busy: per-rank "
           "kernel wall time; core busy: the same on each rank's share of the cores (CPU time / "
           "cores where ranks share them); errors: |predicted - achieved| / achieved (step: plans "
           "after the first; migration: plans that moved)")

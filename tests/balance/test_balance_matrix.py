@@ -26,7 +26,7 @@ def test_balance_matrix_quick_one_cell(tmp_path):
     assert len(rows) == 1
     row = rows[0]
     for key in ("workload", "layout", "balancer", "total_s", "busy_max_over_mean", "core_busy_max_over_mean",
-                "step_pred_err", "migration_pred_err"):
+                "step_pred_err", "migration_pred_err", "total_spread", "total_vs_best_other"):
         assert key in row, key
     assert (row["workload"], row["layout"], row["balancer"], row["runs"]) == ("stencil2d", "2+1", "topo", 1)
     assert row["total_s"] > 0 and row["busy_max_over_mean"] >= 1.0 and row["core_busy_max_over_mean"] >= 1.0
@@ -48,3 +48,8 @@ def test_balance_matrix_model_errors_from_a_report():
             for b, t in (("static", 2.0), ("topo", 1.0), ("static", 4.0), ("topo", 1.5))]
     got = {r["balancer"]: r for r in cells(runs)}
     assert got["static"]["total_s"] == 3.0 and got["topo"]["total_vs_static"] == pytest.approx(1.25 / 3.0)
+    assert got["static"]["total_s_runs"] == [2.0, 4.0] and got["static"]["total_spread"] == pytest.approx(2.0 / 3.0)
+    assert got["topo"]["total_spread"] == pytest.approx(0.5 / 1.25)
+    # against the best other balancer in the layout: topo's over static's, static's over topo's
+    assert got["topo"]["total_vs_best_other"] == pytest.approx(1.25 / 3.0)
+    assert got["static"]["total_vs_best_other"] == pytest.approx(3.0 / 1.25)
