@@ -216,16 +216,20 @@ def _info(line: str) -> None:
 
 
 def _gate_words(p: dict) -> str:
-    """What the gate said of plan ``p`` (the baselines move whatever it says: they ignore it).
+    """What the gate said of plan ``p`` (the baselines move whatever it says: they ignore it),
+    and over how many steps it weighed the saving (``horizon_steps``, where recorded).
 
-    >>> _gate_words({"gate_passed": False, "moves": []})
-    'gate closed: no move'
+    >>> _gate_words({"gate_passed": False, "moves": [], "horizon_steps": 57})
+    'gate closed over 57 steps: no move'
     >>> _gate_words({"gate_passed": False, "moves": [[3, 0, 1]]})  # greedy moved 1 shard
     'gate would close; the baseline moves anyway'
     """
+    h = p.get("horizon_steps")
+    over = f" over {h} steps" if h else ""
     if p["gate_passed"]:
-        return "gate passed"
-    return "gate closed: no move" if not p["moves"] else "gate would close; the baseline moves anyway"
+        return f"gate passed{over}"
+    return (f"gate closed{over}: no move" if not p["moves"]
+            else f"gate would close{over}; the baseline moves anyway")
 
 
 class Progress:
