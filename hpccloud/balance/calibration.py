@@ -154,16 +154,16 @@ class Calibration:
         [3.0, 3.0, 3.0, 2.0]
         """
         c = np.asarray(compute_s, np.float64)
-        if self.pool_solo is None or self._core_index is None:
+        if self.pool_solo is None or self.core_index is None:
             return c
-        core = self._core_index
+        core = self.core_index
         v = np.asarray(speed, np.float64)
         vsum = np.bincount(core, v)
         shared = np.bincount(core, c * v) / np.where(vsum > 0, vsum, 1.0)
         return np.maximum(shared[core], c / np.asarray(self.pool_solo, np.float64))
 
     @cached_property
-    def _core_index(self) -> np.ndarray | None:
+    def core_index(self) -> np.ndarray | None:
         """``rank_core`` as group indices 0..G-1 (None: no core groups), once per calibration:
         :meth:`compute_as_run` runs in every evaluation of a plan."""
         if self.rank_core is None:

@@ -1053,8 +1053,9 @@ def _pooled_makespan_s(problems: Sequence[Problem], owners: np.ndarray, cal: Cal
     >>> round(_pooled_makespan_s([p], p.owners, cal, np.full(4, 2.0)), 3)  # core 0: 4 units at 2/s
     2.0
     """
-    # the core groups as 0..G-1: labels with gaps would leave empty groups (0 / 0)
-    core = np.unique(np.asarray(cal.rank_core), return_inverse=True)[1].reshape(-1)
+    core = cal.core_index  # 0..G-1: labels with gaps would leave empty groups (0 / 0)
+    if core is None:
+        raise InvalidArgument("pooled compute needs Calibration.rank_core")
     out = []
     for q in problems:
         # the core's CPU work: compute and the per-shard dispatch (both fitted on the shared

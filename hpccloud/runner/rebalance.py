@@ -119,18 +119,6 @@ def changing_units(estimate: np.ndarray, measured: np.ndarray) -> float:
     return float(x[1])
 
 
-def pool_solo(job) -> tuple[float, ...]:
-    """``Calibration.pool_solo`` for this job (set once, on its calibrator, at setup): per
-    rank, its speed with its core group's cores to itself over its speed while the group
-    computes; empty where no ranks share cores or the workload's step holds blocking
-    collectives (a rank done early spins on its core)."""
-    cores = job.cores
-    if job.wl.spinning_collectives or not np.any(cores.oversubscribed):
-        return ()
-    alone = np.minimum(np.asarray(cores.threads, np.float64), cores.group_cores)
-    return tuple(float(x) for x in alone / cores.cores_per_rank())
-
-
 def rebalance(job, window: Window, step: int, horizon: int) -> dict[str, Any]:
     """Collective: plan and (if the gate opens) migrate; return the plan's record.
 

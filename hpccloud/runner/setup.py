@@ -199,13 +199,23 @@ def prepare(comm, topology, cfg: RunConfig) -> Job:
     return job
 
 
+def _pool_solo(job: Job) -> tuple[float, ...]:
+    """``Calibration.pool_solo`` for this job (set once, on its calibrator, at setup): per
+    rank, its speed with its core group's cores to itself over its speed while the group
+    computes; empty where no ranks share cores or the workload's step holds blocking
+    collectives (a rank done early spins on its core)."""
+    cores = job.cores
+    if job.wl.spinning_collectives or not np.any(cores.oversubscribed):
+        return ()
+    alone = np.minimum(np.asarray(cores.threads, np.float64), cores.group_cores)
+    return tuple(float(x) for x in alone / cores.cores_per_rank())
+
+
 def _calibrator(job: Job, plans: bool) -> None:
     """The run's calibrator, on the priors measured so far: the transport probe's per-call
     cost, throughput, copy and fresh-memory rates, and (where shards will move) the
     workload's own pack and unpack timed on its data (:func:`~hpccloud.measure.probe.probe_packing`;
     without it, two plain copies per byte)."""
-    from hpccloud.runner.rebalance import pool_solo
-
     probe = job.transport_probe
     priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
                                        "route_s_per_byte": probe.s_per_byte,
@@ -219,7 +229,7 @@ def _calibrator(job: Job, plans: bool) -> None:
         if np.isfinite(packing):
             priors["pack_s_per_byte"] = packing
     job.calibrator = Calibrator(job.cores.hosts, job.topology.rank_region, rank_core=job.cores.group,
-                                unpack_copies=job.wl.unpack_copies, pool_solo=pool_solo(job),
+                                unpack_copies=job.wl.unpack_copies, pool_solo=_pool_solo(job),
                                 **priors)
 
 
