@@ -18,11 +18,15 @@ cell it prints the medians of: total time, its spread over the runs ((slowest �
 fastest) / median: the noise a ratio between balancers must clear), its ratio to
 static's and to the best other balancer's in the layout (``total_vs_best_other``), busy
 max/mean (per-rank busy time over the run; ``core_busy_max_over_mean``: the same
-on each rank's share of the cores, see :func:`hpccloud.report.core_busy`), and
+on each rank's share of the cores, see :func:`hpccloud.report.core_busy`;
+``busy_per_core_max_over_mean``: each core's busy time, the CPU time of ranks that
+share cores pooled on them, :func:`hpccloud.report.busy_per_core`), and
 the model's error —
 ``step_pred_err``: median over plans after the first of
 ``|makespan_after_s − achieved_step_s_after| / achieved``; ``migration_pred_err``:
-the same for ``migration_s`` against ``achieved_migration_s`` over plans that moved.
+the same for ``migration_s`` against ``achieved_migration_s`` over the plans after
+the first that moved (the plans the run summary's ``model_error`` counts; it used to
+count the first plan's move too).
 ``--json OUT`` writes one row per cell (medians) with those keys and ``runs``.
 
 A balancer the run command does not accept yet (e.g. ``metis`` before the runner
@@ -89,7 +93,7 @@ def model_errors(report: dict) -> tuple[float, float]:
         a = plan.get("achieved_step_s_after")
         if a and plan.get("makespan_after_s") is not None:
             step.append(abs(plan["makespan_after_s"] - a) / a)
-    for plan in report.get("plans", []):
+    for plan in report.get("plans", [])[1:]:  # as the step's, and as the run's summary counts it
         a = plan.get("achieved_migration_s")
         if a and plan.get("n_moves"):
             mig.append(abs(plan["migration_s"] - a) / a)
@@ -129,7 +133,8 @@ def one_run(layout: str, balancer: str, workload: str, args, folder: str, k: int
     step_err, mig_err = model_errors(rep)
     return {"workload": workload, "layout": layout, "balancer": balancer, "total_s": float(rep["total_s"]),
             "busy_max_over_mean": rep.get("busy_max_over_mean"),
-            "core_busy_max_over_mean": rep.get("core_busy_max_over_mean"), "step_pred_err": step_err,
+            "core_busy_max_over_mean": rep.get("core_busy_max_over_mean"),
+            "busy_per_core_max_over_mean": rep.get("busy_per_core_max_over_mean"), "step_pred_err": step_err,
             "migration_pred_err": mig_err, "bytes_moved": int(rep.get("bytes_moved", 0)),
             "job_wall_s": time.perf_counter() - t0}
 
@@ -140,7 +145,8 @@ def cells(runs: list[dict]) -> list[dict]:
     for key in dict.fromkeys((r["workload"], r["layout"], r["balancer"]) for r in runs):
         mine = [r for r in runs if (r["workload"], r["layout"], r["balancer"]) == key]
         row = dict(zip(("workload", "layout", "balancer"), key, strict=True))
-        for f in ("total_s", "busy_max_over_mean", "core_busy_max_over_mean", "step_pred_err",
+        for f in ("total_s", "busy_max_over_mean", "core_busy_max_over_mean", "busy_per_core_max_over_mean",
+                  "step_pred_err",
                   "migration_pred_err", "bytes_moved"):
             row[f] = _median([r.get(f) for r in mine])
         row["runs"] = len(mine)
@@ -160,19 +166,21 @@ def cells(runs: list[dict]) -> list[dict]:
 
 def print_cells(rows: list[dict]) -> None:
     print(f"{'workload':<11}{'layout':<7}{'balancer':<9}{'runs':>5}{'total s':>9}{'spread':>7}{'/static':>8}"
-          f"{'/best':>6}{'busy max/mean':>14}{'core busy':>10}{'step err':>9}{'migr err':>9}{'moved MB':>9}")
+          f"{'/best':>6}{'busy max/mean':>14}{'core busy':>10}{'per core':>9}{'step err':>9}{'migr err':>9}{'moved MB':>9}")
     for r in rows:
         print(f"{r['workload']:<11}{r['layout']:<7}{r['balancer']:<9}{r['runs']:>5}{r['total_s']:>9.2f}"
               f"{r.get('total_spread', float('nan')):>7.2f}{r['total_vs_static']:>8.2f}"
               f"{r.get('total_vs_best_other', float('nan')):>6.2f}{r['busy_max_over_mean']:>14.3f}"
-              f"{r.get('core_busy_max_over_mean', float('nan')):>10.3f}{r['step_pred_err']:>9.2f}"
+              f"{r.get('core_busy_max_over_mean', float('nan')):>10.3f}"
+              f"{r.get('busy_per_core_max_over_mean', float('nan')):>9.3f}{r['step_pred_err']:>9.2f}"
               f"{r['migration_pred_err']:>9.2f}{r['bytes_moved'] / 1e6:>9.1f}")
     print("medians over runs; spread: (slowest - fastest run) / median, the cell's own noise; "
           "/best: total time over the best other balancer's in the same layout")
     print("/static: total time over static's in the same layout; busy: per-rank "
           "kernel wall time; core busy: the same on each rank's share of the cores (CPU time / "
-          "cores where ranks share them); errors: |predicted - achieved| / achieved (step: plans "
-          "after the first; migration: plans that moved)")
+          "cores where ranks share them); per core: each core's busy time (core-mates' CPU time "
+          "pooled); errors: |predicted - achieved| / achieved over the plans after the first "
+          "(migration: those that moved)")
 
 
 def netns_reason() -> str | None:

@@ -215,6 +215,17 @@ def test_planner_rates_come_from_the_measured_core_groups(comm):
                 else rep["busy_s_per_rank"][k])
         assert rep["core_busy_s_per_rank"][k] == pytest.approx(want)
     assert rep["core_busy_max_over_mean"] >= 1.0
+    # ... and per core: the core-mates' CPU time pooled on their cores, a rank of its own's wall time
+    want = []
+    for k in range(3):
+        mates = [j for j in range(3) if cores["group"][j] == cores["group"][k]]
+        if not cores["oversubscribed"][k]:
+            want.append(rep["busy_s_per_rank"][k])
+        elif k == mates[0]:
+            n = len(set().union(*(cores["cpus"][j] for j in mates)))
+            want += [cpu[mates].sum() / n] * n
+    assert rep["busy_s_per_core"] == pytest.approx(want)
+    assert rep["busy_per_core_max_over_mean"] == pytest.approx(max(want) / np.mean(want))
 
 
 @pytest.mark.hpccloud_mpi(ranks=[2], timeout=300)
