@@ -90,6 +90,28 @@ def test_bad_topology_file_exit_2_once(tmp_path):
     assert f"{bad}: regions[1].ranks" in res.stderr
 
 
+MPMD_MISMATCHES = [
+    (["run", "--steps", "30", "--json", "{tmp}/r.json"], ["run", "--steps", "20"],
+     "steps = 30 on rank 0, 20 on rank 1"),
+    (["probe", "--sizes", "8"], ["probe", "--sizes", "16"], "sizes = '8' on rank 0, '16' on rank 1"),
+]
+
+
+@pytest.mark.parametrize("first,rest,message", MPMD_MISMATCHES, ids=["run", "probe"])
+def test_ranks_started_with_different_options_are_refused_not_left_hanging(first, rest, message, tmp_path):
+    # an MPMD launch (`A : B`) whose parts differ ran different loops that waited for each
+    # other until the job was killed
+    from hpccloud.testing.mpi_pytest import child_env, mpiexec_argv, run_group
+
+    first = [a.format(tmp=tmp_path) for a in first]
+    argv = [*mpiexec_argv(1), *HPCCLOUD, *first, ":", "-n", "2", *HPCCLOUD, *rest]
+    res = run_group(argv, 120, env=child_env(3))
+    assert res.returncode == 2, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert res.stderr.count("the ranks were started with different settings") == 1, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert not list(tmp_path.iterdir())  # refused before any work: no report
+
+
 def test_python_dash_m_and_help():
     res = subprocess.run([*HPCCLOUD, "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0

@@ -8,7 +8,9 @@ for a peer that already gave up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from hpccloud.errors import ERRORS_BY_NAME, HpccloudError, PeerFailed
@@ -105,4 +107,66 @@ def bcast_result(comm, fn: Callable[[], T], root: int = 0) -> T:
     return value
 
 
-__all__ = ["PeerFailed", "agree", "bcast_result", "error_record", "raise_gathered", "raise_if_any"]
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def settings_differences(per_rank: Sequence[Mapping[str, Any]], limit: int = 4) -> list[str]:
+    """Words for the keys whose values differ between ranks (at most ``limit`` keys),
+    each with rank 0's value and the first rank that has another.
+
+    >>> settings_differences([{"steps": 30, "seed": 0}, {"steps": 30, "seed": 0}, {"steps": 20, "seed": 0}])
+    ['steps = 30 on rank 0, 20 on rank 2']
+    >>> settings_differences([{"json": "a.json"}, {}])
+    ["json = 'a.json' on rank 0, unset on rank 1"]
+    """
+    out: list[str] = []
+    for key in sorted(set().union(*per_rank)):
+        first = per_rank[0].get(key, _UNSET)
+        other = next((r for r, d in enumerate(per_rank)
+                      if _canonical(d.get(key, _UNSET)) != _canonical(first)), None)
+        if other is None:
+            continue
+        if len(out) == limit:
+            out.append("...")
+            break
+        words = [("unset" if v is _UNSET else repr(v)) for v in (first, per_rank[other].get(key, _UNSET))]
+        out.append(f"{key} = {words[0]} on rank 0, {words[1]} on rank {other}")
+    return out
+
+
+_UNSET = type("_Unset", (), {"__repr__": lambda self: "unset"})()
+
+
+def same_on_every_rank(comm, what: str, settings: Mapping[str, Any]) -> None:
+    """Collective: refuse a job whose ranks were started with different settings.
+
+    An MPMD launch (``mpiexec -n 1 hpccloud run --steps 30 : -n 3 hpccloud run``),
+    or a config file that differs between nodes, gave ranks that ran different
+    loops and waited for each other until the job was killed. Every rank compares
+    a digest of its ``settings`` with rank 0's (a broadcast and a one-word
+    reduction, whatever the rank count); only when one differs are the settings
+    gathered, to name the keys. Raises :class:`~hpccloud.errors.ConfigError` on
+    every rank.
+    """
+    from mpi4py import MPI
+
+    from hpccloud.comm.wait import sleeping_allreduce, sleeping_bcast
+    from hpccloud.errors import ConfigError
+
+    mine = dict(settings)
+    digest = hashlib.sha256(_canonical(mine).encode()).hexdigest()
+    root = sleeping_bcast(comm, digest if comm.Get_rank() == 0 else None, root=0)
+    differs = sleeping_allreduce(comm, [float(digest != root)], op=MPI.MAX)
+    if not differs[0]:
+        return
+    diffs = settings_differences(comm.allgather(mine))
+    err = ConfigError(f"{what}: the ranks were started with different settings ({'; '.join(diffs)}); "
+                      "start every rank with the same options and config file (in an MPMD launch "
+                      "`A : B` repeat them after each `:`)")
+    err.collective = True
+    raise err
+
+
+__all__ = ["PeerFailed", "agree", "bcast_result", "error_record", "raise_gathered", "raise_if_any",
+           "same_on_every_rank", "settings_differences"]

@@ -133,12 +133,14 @@ def _print_discovered(topo, found, versus) -> None:
 
 
 def run(args) -> int:
-    from hpccloud.comm.agree import agree
+    from hpccloud.comm.agree import agree, same_on_every_rank
     from hpccloud.comm.topology import load_topology
     from hpccloud.measure.probe import DEFAULT_PAIRS_PER_LEVEL, probe_links, probe_speed
     from hpccloud.threads import configure_threads
 
     comm = world()
+    same_on_every_rank(comm, "hpccloud probe", {k: v for k, v in vars(args).items()
+                                                if k != "threads" and not callable(v)})
     sizes = agree(comm, lambda: _sizes(args.sizes))
     if args.json:
         agree(comm, lambda: check_writable(args.json))

@@ -38,9 +38,25 @@ def build_config(args):
     return cfg
 
 
+def settings_of(cfg) -> dict:
+    """The settings every rank must share: the config as the ranks resolved it, config file
+    included. ``threads`` may differ (nodes of different sizes, ``--threads`` per rank).
+
+    >>> from hpccloud.runner.options import RunConfig
+    >>> s = settings_of(RunConfig(steps=30, threads=2))
+    >>> s["steps"], "threads" in s
+    (30, False)
+    """
+    import msgspec
+
+    out = msgspec.to_builtins(cfg)
+    out.pop("threads", None)
+    return out
+
+
 def run(args) -> int:
     from hpccloud import log
-    from hpccloud.comm.agree import agree
+    from hpccloud.comm.agree import agree, same_on_every_rank
     from hpccloud.comm.topology import load_topology
     from hpccloud.io.atomic import write_json_atomic
     from hpccloud.report import print_summary
@@ -51,6 +67,7 @@ def run(args) -> int:
     agree(comm, lambda: log.setup(comm.Get_rank(), comm.Get_size(), log.verbosity_of(args),
                                   args.log_dir, args.log_all_ranks))
     cfg = agree(comm, lambda: build_config(args))
+    same_on_every_rank(comm, "hpccloud run", {**settings_of(cfg), "topology": args.topology})
     topo = load_topology(args.topology, comm, exclude_regions=tuple(cfg.exclude_region))
     agree(comm, lambda: configure_threads(comm, cfg.threads))
     rep = run_job(comm, topo, cfg)
