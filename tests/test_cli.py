@@ -94,17 +94,30 @@ MPMD_MISMATCHES = [
     (["run", "--steps", "30", "--json", "{tmp}/r.json"], ["run", "--steps", "20"],
      "steps = 30 on rank 0, 20 on rank 1"),
     (["probe", "--sizes", "8"], ["probe", "--sizes", "16"], "sizes = '8' on rank 0, '16' on rank 1"),
+    # a collective switched on by the environment on one rank only
+    (["-env", "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP", "1", "run"], ["run"],
+     "HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP = '1' on rank 0, None on rank 1"),
 ]
 
 
-@pytest.mark.parametrize("first,rest,message", MPMD_MISMATCHES, ids=["run", "probe"])
+@pytest.mark.parametrize("first,rest,message", MPMD_MISMATCHES, ids=["run", "probe", "env"])
 def test_ranks_started_with_different_options_are_refused_not_left_hanging(first, rest, message, tmp_path):
     # an MPMD launch (`A : B`) whose parts differ ran different loops that waited for each
     # other until the job was killed
-    from hpccloud.testing.mpi_pytest import child_env, mpiexec_argv, run_group
+    from hpccloud.testing.mpi_pytest import (
+        child_env,
+        launcher_flavour,
+        mpiexec_argv,
+        mpiexec_path,
+        run_group,
+    )
 
     first = [a.format(tmp=tmp_path) for a in first]
-    argv = [*mpiexec_argv(1), *HPCCLOUD, *first, ":", "-n", "2", *HPCCLOUD, *rest]
+    env_flags = first[:3] if first[0] == "-env" else []  # Hydra's per-part environment
+    first = first[len(env_flags):]
+    if env_flags and launcher_flavour(mpiexec_path()) == "openmpi":
+        env_flags = ["-x", "=".join(env_flags[1:])]
+    argv = [*mpiexec_argv(1), *env_flags, *HPCCLOUD, *first, ":", "-n", "2", *HPCCLOUD, *rest]
     res = run_group(argv, 120, env=child_env(3))
     assert res.returncode == 2, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
     assert res.stderr.count("the ranks were started with different settings") == 1, res.stderr
@@ -117,3 +130,13 @@ def test_python_dash_m_and_help():
     assert res.returncode == 0
     for cmd in ("run", "probe", "info", "report"):
         assert cmd in res.stdout
+
+
+def test_job_env_names_the_variables_the_modules_read():
+    # the settings check compares these; a renamed variable would drop out of it silently
+    from hpccloud.comm.transport import VERIFY_ENV
+    from hpccloud.commands.run import JOB_ENV
+    from hpccloud.runner.checkpointing import SYNC_ENV
+    from hpccloud.runner.loop import CHECK_EVERY_STEP_ENV
+
+    assert set(JOB_ENV) == {VERIFY_ENV, SYNC_ENV, CHECK_EVERY_STEP_ENV}

@@ -19,6 +19,11 @@ from hpccloud.commands.common import add_topology_arg, world
 from hpccloud.log import add_logging_args
 from hpccloud.runner.options import add_arguments, config_from_args
 
+#: environment variables that change what the ranks do together: every rank must see the same
+#: (the residency check every step and synchronous checkpoints are collective; the
+#: transport's verification decides what the sender sends)
+JOB_ENV = ("HPCCLOUD_CHECK_RESIDENCY_EVERY_STEP", "HPCCLOUD_SYNC_CHECKPOINTS", "HPCCLOUD_TRANSPORT_VERIFY")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run a sharded workload with measured, residency-safe rebalancing")
@@ -38,19 +43,25 @@ def build_config(args):
     return cfg
 
 
-def settings_of(cfg) -> dict:
+def settings_of(cfg, environ=None) -> dict:
     """The settings every rank must share: the config as the ranks resolved it, config file
-    included. ``threads`` may differ (nodes of different sizes, ``--threads`` per rank).
+    included, and the environment variables that change what the ranks do together
+    (:data:`JOB_ENV`; set on one rank only, the job hung). ``threads`` may differ (nodes
+    of different sizes, ``--threads`` per rank).
 
     >>> from hpccloud.runner.options import RunConfig
-    >>> s = settings_of(RunConfig(steps=30, threads=2))
-    >>> s["steps"], "threads" in s
-    (30, False)
+    >>> s = settings_of(RunConfig(steps=30, threads=2), {"HPCCLOUD_SYNC_CHECKPOINTS": "1"})
+    >>> s["steps"], "threads" in s, s["HPCCLOUD_SYNC_CHECKPOINTS"], s["HPCCLOUD_TRANSPORT_VERIFY"]
+    (30, False, '1', None)
     """
+    import os
+
     import msgspec
 
+    environ = os.environ if environ is None else environ
     out = msgspec.to_builtins(cfg)
     out.pop("threads", None)
+    out.update({k: environ.get(k) for k in JOB_ENV})
     return out
 
 
