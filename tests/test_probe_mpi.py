@@ -42,7 +42,12 @@ def test_link_probe_measures_every_ordered_pair(comm):
 @pytest.mark.hpccloud_mpi(ranks=[2, 3], timeout=120)
 def test_transport_probe_times_one_call_on_every_rank(comm):
     from hpccloud.comm.topology import load_topology
-    from hpccloud.measure.probe import PROBE_CLASS, PROBE_SHARD_BYTES_MAX, probe_transport
+    from hpccloud.measure.probe import (
+        PROBE_BURST_SHARDS,
+        PROBE_CLASS,
+        PROBE_SHARD_BYTES_MAX,
+        probe_transport,
+    )
 
     topo = load_topology(None, comm)
     assert PROBE_CLASS not in topo.data_classes  # the job's classes are left as they are
@@ -57,6 +62,11 @@ def test_transport_probe_times_one_call_on_every_rank(comm):
     assert all(r == res.ring_s for r in comm.allgather(res.ring_s))
     assert res.to_json()["ring_s"] == res.ring_s
     assert res.to_json()["provenance"] == "measured"
+    # one rank's PROBE_BURST_SHARDS shards moving together: what each further call adds
+    assert np.isfinite(res.burst_s) and res.burst_s > 0
+    assert res.per_call_s == pytest.approx(max(0.0, res.burst_s - res.fixed_s) / (PROBE_BURST_SHARDS - 1))
+    assert all(r == (res.burst_s, res.per_call_s) for r in comm.allgather((res.burst_s, res.per_call_s)))
+    assert res.to_json()["per_call_s"] == res.per_call_s
     assert res.shard_bytes == 0 and not np.isfinite(res.s_per_byte)  # no shard-sized rounds asked
     # shard-sized rounds: per-byte prices of a move and of a copy, the same on every rank
     big = probe_transport(comm, topo, rounds=2, warmup=1, shard_bytes=3 << 20)

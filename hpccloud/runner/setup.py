@@ -217,7 +217,7 @@ def _calibrator(job: Job, plans: bool) -> None:
     workload's own pack and unpack timed on its data (:func:`~hpccloud.measure.probe.probe_packing`;
     without it, two plain copies per byte)."""
     probe = job.transport_probe
-    priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s,
+    priors = {} if probe is None else {"migration_fixed_s": probe.fixed_s, "per_call_s": probe.per_call_s,
                                        "route_s_per_byte": probe.s_per_byte,
                                        "pack_s_per_byte": 2.0 * probe.copy_s_per_byte,
                                        "fresh_s_per_byte": probe.fresh_s_per_byte}
