@@ -112,10 +112,11 @@ class Calibrator:
         # real shards); until a later move is measured the probe's one-shard move and burst
         # price the rounds. Over 283 runs of the balance matrix the first move's cost per
         # call read 1.57x the later moves' (median; > 2x in 40 % of the runs). Replayed over
-        # 125 later migrations of 82 runs (greedy and topo, 4 layouts, 4 workloads), each
-        # predicted from the moves before it: median error 0.268 fitting every move's rounds
+        # 215 later migrations of 130 runs (greedy and topo, 4 layouts, 4 workloads), each
+        # predicted from the moves before it: median error 0.267 fitting every move's rounds
         # (the first's included, no burst), 0.247 with the first fitted until a later move and
-        # the burst as one sample, 0.235 this way; median predicted / achieved 1.13, 1.12, 1.07
+        # the burst as one sample, 0.249 this way (topo 0.269, 0.243, 0.234); median predicted
+        # / achieved 1.11, 1.12, 1.07
         self.first_rounds: tuple[float, int] | None = None
         self.rounds: deque[tuple[float, int]] = deque(maxlen=MIGRATION_SAMPLES)
 
