@@ -79,8 +79,8 @@ class Calibrator:
         # and every migration that went beyond it: (seconds beyond its warm price, fresh bytes)
         self.warm_io_bytes = np.zeros(len(self.rank_host))
         self.fresh: deque[tuple[float, float]] = deque(maxlen=MIGRATION_SAMPLES)
-        # the transport probe's measured cost of one call (setup): a migration's fixed cost
-        # until three migrations let the fit tell it from the per-call cost
+        # the transport probe's one-shard move (setup): the rounds' price until a move after
+        # the first is measured, and the base of every move's per-call slope
         self.migration_fixed_prior_s = float(migration_fixed_s)
         # ... and what each further shard of one rank adds (the probe's burst rounds; NaN: not
         # probed): one sample of the per-call cost beside the job's own moves
@@ -222,7 +222,8 @@ class Calibrator:
         # the move's rounds: its wall time beyond its data phase (which ends with the slowest
         # receiver's last shard; each receiver times its shards back to back) is the
         # barriers, the agreement on the plan, the bookkeeping per shard and the closing
-        # gather. They meet no fresh memory, so a cold move's count too
+        # gather. They meet no fresh memory, so a later cold move's count too (the job's
+        # first move's are kept apart: see __init__)
         if self.first_rounds is None:
             self.first_rounds = (rounds_s, calls)
         else:
@@ -290,7 +291,10 @@ class Calibrator:
         each spent beyond the transport probe's one-shard move, per call beyond the
         first, with the probe's burst of :data:`~hpccloud.measure.probe.PROBE_BURST_SHARDS`
         shards as one more sample; the fixed cost the median of the rounds less their
-        calls' cost. Until a move after the first is measured, the probe's figures stand. Over 987 migrations
+        calls' cost. Until a move after the first is measured, the probe's figures stand
+        (see ``__init__`` for the replayed figures of this rule).
+
+        With every move's rounds fitted and no burst, over 987 migrations
         of the balance matrix's cells (3 layouts x 5 workloads, topo and greedy, 254
         runs), predicting each from the ones before it in its run, the median error
         was 0.240 (topo 0.289, greedy 0.212). Without a per-call term (the median
