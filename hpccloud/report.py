@@ -88,7 +88,9 @@ def busy_per_core(steps: list[dict[str, Any]], cores, size: int) -> np.ndarray:
     among themselves (their steps wait for each other, so the core's total decides
     when the group is done, not the split; topo's gate counts it so where the waits
     sleep). A rank with cores of its own gives one entry per thread: its kernels'
-    wall time. Without core figures (``cores`` None) every rank is a core.
+    wall time. Without core figures (``cores`` None) every rank is a core. Where every
+    rank is in one group (ranks not pinned, sharing all the node's cores) every core
+    reads the same, which says nothing; the summary then leaves the line out.
     :func:`core_busy` keeps the split among core-mates; it reads high where a
     balanced core holds ranks of unequal work (stencil2d under topo, 3 ranks on
     one core and one on the other: 1.35 on the ranks' shares, 1.10 per core).
@@ -217,7 +219,8 @@ def print_summary(rep: dict[str, Any], out=None) -> None:
             f"{', '.join(f'{b:.3f}' for b in rep['core_busy_s_per_rank'])}; "
             f"max/mean {rep['core_busy_max_over_mean']:.3f}")
     if (rep.get("busy_per_core_max_over_mean") is not None
-            and rep["busy_s_per_core"] != rep["core_busy_s_per_rank"]):
+            and rep["busy_s_per_core"] != rep["core_busy_s_per_rank"]
+            and len(set((rep.get("cores") or {}).get("group") or [0])) > 1):  # one group: all alike
         say(f"  ... per core (ranks that share cores pooled: their CPU time / their cores) [s]: "
             f"{', '.join(f'{b:.3f}' for b in rep['busy_s_per_core'])}; "
             f"max/mean {rep['busy_per_core_max_over_mean']:.3f}")

@@ -49,3 +49,10 @@ def test_per_core_busy_counts_every_core_of_a_group_and_every_thread_of_a_rank()
     # no core figures: each rank is a core, its wall time
     assert busy_per_core(st, None, 4).tolist() == pytest.approx([9.0, 9.0, 9.0, 2.0])
     assert busy_per_core([], cs, 4).tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_per_core_busy_of_ranks_that_float_over_all_cores_is_level_by_construction():
+    # 4 unpinned ranks on a 2-core node: one group, so both cores read the group's mean
+    cs = CoreShares.from_ranks(["h"] * 4, [{0, 1}] * 4, [1] * 4)
+    got = busy_per_core([{"busy_s": [3.0, 1.0, 1.0, 1.0], "busy_cpu_s": [3.0, 1.0, 1.0, 1.0]}], cs, 4)
+    assert got.tolist() == pytest.approx([3.0, 3.0])
