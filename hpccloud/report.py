@@ -53,6 +53,12 @@ def _busy_wall(steps: list[dict[str, Any]], size: int) -> np.ndarray:
     return np.array([s["busy_s"] for s in steps]).sum(axis=0) if steps else np.zeros(size)
 
 
+def _busy_cpu(steps: list[dict[str, Any]], size: int) -> np.ndarray:
+    """Per rank: the kernels' CPU time summed over the steps (wall time where not recorded)."""
+    return (np.array([s.get("busy_cpu_s", s["busy_s"]) for s in steps]).sum(axis=0) if steps
+            else np.zeros(size))
+
+
 def core_busy(steps: list[dict[str, Any]], cores, size: int) -> np.ndarray:
     """Per rank: the time its kernels held its share of the cores over the run.
 
@@ -73,7 +79,7 @@ def core_busy(steps: list[dict[str, Any]], cores, size: int) -> np.ndarray:
     if not steps:
         return np.zeros(size)
     wall = _busy_wall(steps, size)
-    cpu = np.array([s.get("busy_cpu_s", s["busy_s"]) for s in steps]).sum(axis=0)
+    cpu = _busy_cpu(steps, size)
     if cores is None:
         return wall
     over = cores.oversubscribed & (cpu > 0)
@@ -104,8 +110,7 @@ def busy_per_core(steps: list[dict[str, Any]], cores, size: int) -> np.ndarray:
     wall = _busy_wall(steps, size)
     if cores is None:
         return wall
-    cpu = (np.array([s.get("busy_cpu_s", s["busy_s"]) for s in steps]).sum(axis=0) if steps
-           else np.zeros(size))
+    cpu = _busy_cpu(steps, size)
     over = np.asarray(cores.oversubscribed, bool)
     group = np.asarray(cores.group)
     out: list[float] = []

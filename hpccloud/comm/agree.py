@@ -8,8 +8,6 @@ for a peer that already gave up.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -107,8 +105,7 @@ def bcast_result(comm, fn: Callable[[], T], root: int = 0) -> T:
     return value
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
+_UNSET = type("_Unset", (), {"__repr__": lambda self: "unset"})()
 
 
 def settings_differences(per_rank: Sequence[Mapping[str, Any]], limit: int = 4) -> list[str]:
@@ -123,19 +120,14 @@ def settings_differences(per_rank: Sequence[Mapping[str, Any]], limit: int = 4) 
     out: list[str] = []
     for key in sorted(set().union(*per_rank)):
         first = per_rank[0].get(key, _UNSET)
-        other = next((r for r, d in enumerate(per_rank)
-                      if _canonical(d.get(key, _UNSET)) != _canonical(first)), None)
+        other = next((r for r, d in enumerate(per_rank) if d.get(key, _UNSET) != first), None)
         if other is None:
             continue
         if len(out) == limit:
             out.append("...")
             break
-        words = [("unset" if v is _UNSET else repr(v)) for v in (first, per_rank[other].get(key, _UNSET))]
-        out.append(f"{key} = {words[0]} on rank 0, {words[1]} on rank {other}")
+        out.append(f"{key} = {first!r} on rank 0, {per_rank[other].get(key, _UNSET)!r} on rank {other}")
     return out
-
-
-_UNSET = type("_Unset", (), {"__repr__": lambda self: "unset"})()
 
 
 def same_on_every_rank(comm, what: str, settings: Mapping[str, Any]) -> None:
@@ -143,22 +135,24 @@ def same_on_every_rank(comm, what: str, settings: Mapping[str, Any]) -> None:
 
     An MPMD launch (``mpiexec -n 1 hpccloud run --steps 30 : -n 3 hpccloud run``),
     or a config file that differs between nodes, gave ranks that ran different
-    loops and waited for each other until the job was killed. Every rank compares
-    a digest of its ``settings`` with rank 0's (a broadcast and a one-word
-    reduction, whatever the rank count); only when one differs are the settings
+    loops and waited for each other until the job was killed. One sleeping
+    ``Allreduce(MAX)`` of ``[d, -d]`` (``d``: 52 bits of the settings'
+    :func:`~hpccloud.io.provenance.config_digest`, exact in a float64), as the
+    transport agrees on a plan: the settings are the same everywhere iff
+    ``max d == -max(-d)``, whatever the rank count. Only when they differ are they
     gathered, to name the keys. Raises :class:`~hpccloud.errors.ConfigError` on
     every rank.
     """
     from mpi4py import MPI
 
-    from hpccloud.comm.wait import sleeping_allreduce, sleeping_bcast
+    from hpccloud.comm.wait import sleeping_allreduce
     from hpccloud.errors import ConfigError
+    from hpccloud.io.provenance import config_digest
 
     mine = dict(settings)
-    digest = hashlib.sha256(_canonical(mine).encode()).hexdigest()
-    root = sleeping_bcast(comm, digest if comm.Get_rank() == 0 else None, root=0)
-    differs = sleeping_allreduce(comm, [float(digest != root)], op=MPI.MAX)
-    if not differs[0]:
+    d = float(int(config_digest(mine)[:13], 16))
+    top = sleeping_allreduce(comm, [d, -d], op=MPI.MAX)
+    if top[0] == -top[1]:
         return
     diffs = settings_differences(comm.allgather(mine))
     err = ConfigError(f"{what}: the ranks were started with different settings ({'; '.join(diffs)}); "

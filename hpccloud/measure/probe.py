@@ -528,12 +528,11 @@ def probe_transport(comm, topology, *, key=None, rounds: int = 5, warmup: int = 
     # move alone it read 1.57x the later moves' (median over 283 matrix runs; > 2x in 40 %):
     # the first move pays one-time costs, and one noisy move at 2 ms a call closed the gate
     # on every later plan of a stencil2d run
-    burst = 0.0
+    burst_s = per_call = float("nan")
     if size > 1:
-        burst = float(np.median(slowest([t for t, _, _ in ring(1, 1 + rounds, every_rank=False,
-                                                                 burst=PROBE_BURST_SHARDS)])[1:]))
-    per_call = max(0.0, burst - fixed) / (PROBE_BURST_SHARDS - 1) if size > 1 else float("nan")
-    burst_s = burst if size > 1 else float("nan")
+        burst_s = float(np.median(slowest([t for t, _, _ in ring(1, 1 + rounds, every_rank=False,
+                                                                   burst=PROBE_BURST_SHARDS)])[1:]))
+        per_call = max(0.0, burst_s - fixed) / (PROBE_BURST_SHARDS - 1)
     nbytes = min(int(shard_bytes), PROBE_SHARD_BYTES_MAX) // 8 * 8
     if nbytes <= 0:
         return TransportProbeResult(fixed, tuple(float(x) for x in timed), warmup, ring_s=ring_s,
