@@ -43,6 +43,7 @@ and is checked again on every plan.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -254,8 +255,33 @@ class _Eval:
         return self.makespan_s * horizon + self.migration_s
 
 
+#: the evaluations of the :func:`plan_problem` call under way, by problem, calibration, map
+#: and map before: a plan prices the same map more than once (the current map as the
+#: polish's start, candidates that coincide, each again on every scenario); on the
+#: 4-rank runs' plans about half the evaluations repeated one
+_EVALS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("hpccloud_plan_evals", default=None)
+#: ... up to this many shards: the key is the maps' bytes, hashed (at 10^6 shards each
+#: key cost more than the repeats saved: 100,000 ranks, topo 528 ms a plan against 483)
+EVAL_MEMO_MAX_SHARDS = 1 << 16
+
+
 def _evaluate(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None = None,
               cal: Calibration | None = None) -> _Eval:
+    """``owners`` priced on ``p`` (with ``owners_before``: and the migration to it); once per
+    plan (see :data:`_EVALS`). Callers must not modify the returned evaluation."""
+    memo = _EVALS.get()
+    if memo is None or p.n_shards > EVAL_MEMO_MAX_SHARDS:
+        return _evaluate_now(p, owners, owners_before, cal)
+    key = (id(p), id(cal), np.asarray(owners).tobytes(),
+           None if owners_before is None else np.asarray(owners_before).tobytes())
+    hit = memo.get(key)
+    if hit is None:  # the entry holds p and cal: their ids stay theirs for the plan
+        hit = memo[key] = (p, cal, _evaluate_now(p, owners, owners_before, cal))
+    return hit[2]
+
+
+def _evaluate_now(p: Problem, owners: np.ndarray, owners_before: np.ndarray | None,
+                  cal: Calibration | None) -> _Eval:
     cut = model.cut_edges(p, owners)
     halo = model.halo_s(p, owners, cut)
     if cal is None:
@@ -307,8 +333,12 @@ def _bound_s(p: Problem, cal: Calibration | None) -> float:
         solo = np.asarray(cal.pool_solo, np.float64)
 
         def pooled_bound(q: Problem) -> float:
-            alone = dataclasses.replace(q, speed_units_per_s=q.speed_units_per_s * solo)
-            return max(fractional_bound_s(*residency_rules(alone)[1:4]),
+            # q's own rules (cached: groups and rules do not depend on speed), its groups'
+            # speeds summed at the ranks' speeds alone
+            _, rule_groups, rule_work, _, group_of_rank = residency_rules(q)
+            alone = np.bincount(group_of_rank, weights=q.speed_units_per_s * solo,
+                                minlength=rule_groups.shape[1])
+            return max(fractional_bound_s(rule_groups, rule_work, alone),
                        float(q.work_units.sum() / q.speed_units_per_s.sum()))
 
         bound = p.memo("pooled_bound_s", pooled_bound)
@@ -1095,6 +1125,17 @@ def plan_problem(p: Problem, planner: str = "topo", options: PlanOptions | None 
             raise InvalidArgument(f"Calibration.{name} names {len(given)} ranks, the problem has "
                                   f"{p.n_ranks}; calibrate on the same job")
     t0 = time.perf_counter()
+    token = _EVALS.set({})
+    try:
+        return _plan(p, planner, opts, t0)
+    finally:
+        _EVALS.reset(token)
+
+
+def _plan(p: Problem, planner: str, opts: PlanOptions, t0: float) -> MigrationPlan:
+    """:func:`plan_problem`'s work, its arguments checked; ``t0``: when it began."""
+    cal = opts.calibration
+    p.warm()  # before the forecast's and the scenarios' variants: they share its caches
     forecast_shift = 0
     if planner == "topo" and opts.recent_work:
         from hpccloud.balance.forecast import forecast_work

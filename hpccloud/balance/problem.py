@@ -182,8 +182,8 @@ class Problem:
 
     # ------------------------------------------------------------------ variants
     def warm(self) -> Problem:
-        """Compute the cached rank-level arrays now; returns self."""
-        _ = self.groups, self.links.scalar_terms
+        """Compute the cached rank-level arrays now (the variants made after share them); returns self."""
+        _ = self.groups, self.class_rules, self.links.scalar_terms
         return self
 
     def _keep_cache(self, new: Problem, names: tuple[str, ...]) -> Problem:

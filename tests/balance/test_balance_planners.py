@@ -7,6 +7,7 @@ import pytest
 
 from hpccloud.balance import PlanOptions, Problem, plan_problem
 from hpccloud.balance import planners as planners_mod
+from hpccloud.balance.calibration import Calibration
 from hpccloud.balance.scenarios import make_problem, simulate
 from hpccloud.errors import InvalidArgument, ResidencyError
 
@@ -242,3 +243,73 @@ def test_a_baseline_decides_on_the_measured_work_and_is_priced_on_the_forecast(p
         pytest.approx(6.0)
     with pytest.raises(InvalidArgument, match="priced_on"):
         PlanOptions(priced_on=(np.array([1.0, -1.0]),))
+
+
+def test_a_plan_prices_each_map_once_and_keeps_no_memo_after_it(monkeypatch):
+    """Within one plan a map priced again is served from the plan's memo (the same
+    figures as pricing it anew); outside a plan nothing is kept, also after a failure."""
+    p = make_problem("residency-mix", ranks=6, regions=2, shards=48, seed=3)
+    cal = Calibration(step_fixed_s=1e-4, per_shard_s=1e-5, halo_scale=2.0)
+    other = np.roll(p.owners, 5)
+    token = planners_mod._EVALS.set({})
+    try:
+        a = planners_mod._evaluate(p, other.copy(), p.owners, cal)
+        assert planners_mod._evaluate(p, other.copy(), p.owners, cal) is a
+        b = planners_mod._evaluate(p, other.copy(), None, cal)  # without the move: its own entry
+        assert b is not a and b.migration_s == 0.0 and a.migration_s > 0.0
+        assert planners_mod._evaluate(p, other.copy(), p.owners, None) is not a  # another model
+    finally:
+        planners_mod._EVALS.reset(token)
+    fresh = planners_mod._evaluate_now(p, other, p.owners, cal)
+    assert (fresh.makespan_s, fresh.migration_s, fresh.migration_bytes) == (
+        a.makespan_s, a.migration_s, a.migration_bytes)
+    np.testing.assert_array_equal(fresh.loads, a.loads)
+
+    priced = []
+    real = planners_mod._evaluate_now
+
+    def counting(q, owners, before, c):
+        priced.append((id(q), owners.tobytes(), None if before is None else before.tobytes(), id(c)))
+        return real(q, owners, before, c)
+
+    monkeypatch.setattr(planners_mod, "_evaluate_now", counting)
+    opts = PlanOptions(calibration=cal, scenarios=(p.work_units * 1.5,))
+    p = p.with_owners(plan_problem(p, "topo", opts).owners_after)  # near balanced: a polish too
+    priced.clear()
+    planners_mod._plan(p, "topo", opts, 0.0)  # the plan's work without plan_problem's memo
+    repeated = len(priced) - len(set(priced))
+    assert repeated > 0
+    priced.clear()
+    mp = plan_problem(p, "topo", opts)
+    assert priced and len(priced) == len(set(priced))
+    assert planners_mod._EVALS.get() is None
+    p.check_residency(mp.owners_after)
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(planners_mod, "_evaluate_now", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        plan_problem(p, "topo", PlanOptions(calibration=cal))
+    assert planners_mod._EVALS.get() is None
+
+
+def test_the_pooled_bound_equals_the_bound_of_the_ranks_at_their_speeds_alone():
+    """Core-mates pooled (``pool_solo``): T* is the fractional bound at each rank's speed
+    alone (or the total work over the total speed), read from the problem's own cached
+    rules; priced on a copy of the problem at those speeds, it is the same."""
+    import dataclasses
+
+    from hpccloud.balance.bound import fractional_bound_s, residency_rules
+
+    p = make_problem("residency-mix", ranks=8, regions=2, shards=64, seed=5)
+    # the classes that may not leave their region carry most of the work
+    home = np.isin(p.class_id, [p.class_names.index("home"), p.class_names.index("restricted")])
+    p = p.with_work_units(np.where(home, 20.0, 1.0) * p.work_units)
+    solo = np.array([2.0, 2.0, 1.0, 3.0, 3.0, 3.0, 1.0, 1.0])
+    cal = Calibration(rank_core=(0, 0, 1, 2, 2, 2, 3, 4), pool_solo=tuple(solo))
+    alone = dataclasses.replace(p, speed_units_per_s=p.speed_units_per_s * solo)
+    want = max(fractional_bound_s(*residency_rules(alone)[1:4]),
+               float(p.work_units.sum() / p.speed_units_per_s.sum()))
+    assert planners_mod._bound_s(p, cal) == pytest.approx(want, rel=1e-12)
+    assert want > float(p.work_units.sum() / p.speed_units_per_s.sum())  # the rules decided it
