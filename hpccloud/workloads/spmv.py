@@ -52,7 +52,7 @@ class SpMV(Workload):
     def replicated_bytes(self):
         return 4 * self.params["n"] * 8  # the gathered x, its receive buffer, x * x, the send
 
-    def __init__(self, params=None, seed=0):
+    def __init__(self, params=None, seed=0) -> None:
         super().__init__(params, seed)
         import kernels
         from kernels.reductions import dot
@@ -61,6 +61,9 @@ class SpMV(Workload):
         self._dot = dot
         self._rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._x = np.empty(0)
+        self._x_checked = False
+        self._recv = np.empty(0)
+        self._layout: tuple[tuple[bytes, int], _Gather] | None = None
         self._norm2: dict[int, float] = {}
         self.eigenvalue = float("nan")
         self.policy = None
@@ -130,28 +133,39 @@ class SpMV(Workload):
 
         if self.policy is not None:  # refused before any data (refuse_residency); kept here too
             self.refuse_residency(shard_map, self.policy)
-        owners = shard_map.owners()
+        lay = self._gather_layout(shard_map, comm.Get_size())
+        n = self.params["n"]
+        if self._x.size != n:
+            self._x = np.empty(n)  # one buffer for the run: a fresh 1.6 MB a step faults its pages
+        x = self._x
         mine = sorted(local)
-        send = np.concatenate([local[s] for s in mine]) if mine else np.empty(0)
-        counts = np.array([sum(shard_map.shards[s].shape[0] for s in np.flatnonzero(owners == r))
-                           for r in range(comm.Get_size())], dtype=np.int64)
-        displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        recv = np.empty(int(counts.sum()))
-        comm.Allgatherv([send, MPI.DOUBLE], [recv, (counts, displs), MPI.DOUBLE])
-        # place each rank's blocks (in its shard-id order) at their global rows
-        x = np.empty(self.params["n"])
-        for r in range(comm.Get_size()):
-            pos = displs[r]
-            for s in np.flatnonzero(owners == r):
-                sh = shard_map.shards[s]
-                x[sh.index[0]] = recv[pos:pos + sh.shape[0]]
-                pos += sh.shape[0]
-        if not np.any(x):
-            err = ConfigError("spmv: the vector is all zeros, so the power iteration has no "
-                              "direction to follow. Fix: give an --input vector with a non-zero entry")
-            err.collective = True  # x is the same on every rank: every rank raises this
-            raise err
-        self._x = x
+        if lay.direct:  # every rank's blocks are one run of rows: gather into x itself
+            for s in mine:
+                x[lay.rows[s]] = local[s]
+            comm.Allgatherv(MPI.IN_PLACE, [x, (lay.counts, lay.displs), MPI.DOUBLE])
+        else:
+            send = np.concatenate([local[s] for s in mine]) if mine else np.empty(0)
+            if self._recv.size != n:
+                self._recv = np.empty(n)
+            comm.Allgatherv([send, MPI.DOUBLE], [self._recv, (lay.counts, lay.displs), MPI.DOUBLE])
+            # place each rank's blocks (in its shard-id order) at their global rows
+            for s, pos in lay.places:
+                x[lay.rows[s]] = self._recv[pos:pos + lay.sizes[s]]
+        if not self._x_checked:
+            # later steps' x is A x / |A x| with |A x| > 0 checked (end_step): never all zeros
+            if not np.any(x):
+                err = ConfigError("spmv: the vector is all zeros, so the power iteration has no "
+                                  "direction to follow. Fix: give an --input vector with a non-zero entry")
+                err.collective = True  # x is the same on every rank: every rank raises this
+                raise err
+            self._x_checked = True
+
+    def _gather_layout(self, shard_map, size: int) -> _Gather:
+        """How :meth:`begin_step` gathers x for this owner map (kept until the owners change)."""
+        key = (shard_map.owners_bytes(), size)
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, _Gather.of(shard_map, size))
+        return self._layout[1]
 
     def compute(self, shard, arr, step):
         indptr, indices, data = self.matrix_rows(shard)
@@ -181,3 +195,47 @@ class SpMV(Workload):
 
     def summary(self):
         return {"eigenvalue_estimate": self.eigenvalue}
+
+
+class _Gather:
+    """The ``Allgatherv`` of x for one owner map: per rank its row count and offset.
+
+    ``direct``: every rank's shards (in id order) are one run of rows, so each rank's
+    rows go to their own place in x (offsets = the runs' first rows) and x is gathered
+    in place; otherwise the ranks' blocks arrive one rank after another and ``places``
+    lists, per shard in that order, its offset in the received buffer.
+
+    >>> from hpccloud.workloads.base import rows_map
+    >>> m = rows_map(10, None, 4, "<f8", 2, ["public"] * 4)   # rows 0-2, 3-5, 6-7, 8-9
+    >>> g = _Gather.of(m, 2)   # shards 0, 1 on rank 0; 2, 3 on rank 1
+    >>> g.direct, g.counts.tolist(), g.displs.tolist()
+    (True, [6, 4], [0, 6])
+    >>> g = _Gather.of(m.with_owners([1, 0, 0, 1]), 2)
+    >>> g.direct, g.counts.tolist(), g.displs.tolist(), g.places
+    (False, [5, 5], [0, 5], [(1, 0), (2, 3), (0, 5), (3, 8)])
+    """
+
+    def __init__(self, rows, sizes, counts, displs, direct, places):
+        self.rows, self.sizes = rows, sizes
+        self.counts, self.displs, self.direct, self.places = counts, displs, direct, places
+
+    @classmethod
+    def of(cls, shard_map, size: int) -> _Gather:
+        rows = [sh.index[0] for sh in shard_map.shards]
+        sizes = [int(sh.shape[0]) for sh in shard_map.shards]
+        owners = shard_map.owners()
+        runs = [np.flatnonzero(owners == r) for r in range(size)]
+        counts = np.array([sum(sizes[s] for s in ids) for ids in runs], np.int64)
+        starts = [r.start if isinstance(r, slice) and r.step in (None, 1) else None for r in rows]
+        direct = all(st is not None for st in starts) and all(
+            starts[b] == starts[a] + sizes[a] for ids in runs for a, b in zip(ids[:-1], ids[1:], strict=True))
+        if direct:
+            displs = np.array([starts[ids[0]] if ids.size else 0 for ids in runs], np.int64)
+            return cls(rows, sizes, counts, displs, True, [])
+        displs = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        places, pos = [], 0
+        for ids in runs:
+            for s in ids:
+                places.append((int(s), pos))
+                pos += sizes[s]
+        return cls(rows, sizes, counts, displs, False, places)
