@@ -257,8 +257,8 @@ class _Eval:
 
 #: the evaluations of the :func:`plan_problem` call under way, by problem, calibration, map
 #: and map before: a plan prices the same map more than once (the current map as the
-#: polish's start, candidates that coincide, each again on every scenario); on the
-#: 4-rank runs' plans about half the evaluations repeated one
+#: polish's start, candidates that coincide, each again on every scenario); on 15 plans
+#: of 4-rank runs 0-71 % of the evaluations (median 40 %) repeated an earlier one
 _EVALS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("hpccloud_plan_evals", default=None)
 #: ... up to this many shards: the key is the maps' bytes, hashed (at 10^6 shards each
 #: key cost more than the repeats saved: 100,000 ranks, topo 528 ms a plan against 483)
