@@ -16,6 +16,7 @@ in every region of the job; otherwise the run refuses to start.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -197,6 +198,7 @@ class SpMV(Workload):
         return {"eigenvalue_estimate": self.eigenvalue}
 
 
+@dataclass(frozen=True)
 class _Gather:
     """The ``Allgatherv`` of x for one owner map: per rank its row count and offset.
 
@@ -215,9 +217,12 @@ class _Gather:
     (False, [5, 5], [0, 5], [(1, 0), (2, 3), (0, 5), (3, 8)])
     """
 
-    def __init__(self, rows, sizes, counts, displs, direct, places):
-        self.rows, self.sizes = rows, sizes
-        self.counts, self.displs, self.direct, self.places = counts, displs, direct, places
+    rows: list          # per shard: its rows of x (its index)
+    sizes: list[int]    # per shard: its row count
+    counts: np.ndarray  # per rank: its rows in the gather
+    displs: np.ndarray  # per rank: where they go (x itself, or the receive buffer)
+    direct: bool
+    places: list[tuple[int, int]]
 
     @classmethod
     def of(cls, shard_map, size: int) -> _Gather:
